@@ -1,0 +1,31 @@
+/*
+ * ACPI tables for a hardware-reduced platform: RSDP -> XSDT -> FADT (+DSDT),
+ * MADT. The MADT lists one local APIC per vCPU (SMP bring-up) and the I/O
+ * APIC; the DSDT declares the S5 sleep state (power-off through the FADT's
+ * sleep control register) and a pvpanic device (QEMU0001) on an I/O port.
+ */
+#ifndef KILN_VMM_ACPI_H
+#define KILN_VMM_ACPI_H
+
+#include <stdint.h>
+
+#include "vmm/memory.h"
+
+#define ACPI_SLEEP_CTL_PORT 0x3c0
+#define ACPI_SLEEP_STS_PORT 0x3c1
+#define ACPI_S5_TYPE 5          /* SLP_TYP written for power-off */
+#define ACPI_SLP_EN 0x20
+#define ACPI_SLP_TYP_SHIFT 2
+#define ACPI_SLP_TYP_MASK 0x1c
+#define ACPI_RESET_PORT 0x64    /* the i8042 command port ... */
+#define ACPI_RESET_VALUE 0xfe   /* ... and its pulse-reset command */
+#define PVPANIC_PORT 0x505
+
+#define IOAPIC_ADDR 0xfec00000ULL
+#define LAPIC_ADDR 0xfee00000ULL
+#define ACPI_MAX_CPUS 255
+
+/* Build the tables in [BOOT_ACPI_START, BOOT_ACPI_END). 0 or -errno. */
+int acpi_build(struct guest_mem *m, unsigned ncpus, uint64_t *rsdp_gpa);
+
+#endif

@@ -1,0 +1,252 @@
+#include "vmm/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util.h"
+
+const char config_usage[] =
+	"usage: kiln-vmm --kernel VMLINUX [--initrd FILE] [--cmdline STR] [--cpus N]\n"
+	"                [--mem MiB] [--console stdio|none|PATH] [--config FILE.json]\n"
+	"                [--print-boot-time]\n"
+	"Boots one microVM and exits when it ends. Later settings override earlier ones,\n"
+	"so flags after --config override the file.\n";
+
+void config_defaults(struct vmm_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->cpus = 1;
+	c->mem_mib = 128;
+	c->console = CONSOLE_STDIO;
+	snprintf(c->cmdline, sizeof(c->cmdline), "%s", CONFIG_DEFAULT_CMDLINE);
+}
+
+static int set_str(char *dst, size_t size, const char *val, const char *what, char *err,
+		   size_t errlen)
+{
+	size_t n = strlen(val);
+
+	if (n == 0) {
+		snprintf(err, errlen, "%s must not be empty", what);
+		return -EINVAL;
+	}
+	if (n >= size) {
+		snprintf(err, errlen, "%s is too long (%zu bytes, at most %zu)", what, n, size - 1);
+		return -EINVAL;
+	}
+	memcpy(dst, val, n + 1);
+	return 0;
+}
+
+static int set_cpus(struct vmm_config *c, const char *s, char *err, size_t errlen)
+{
+	uint64_t v;
+
+	if (parse_u64(s, 1, CONFIG_MAX_CPUS, &v)) {
+		snprintf(err, errlen, "--cpus must be a whole number from 1 to %d, not '%s'",
+			 CONFIG_MAX_CPUS, s);
+		return -EINVAL;
+	}
+	c->cpus = (unsigned)v;
+	return 0;
+}
+
+static int set_mem(struct vmm_config *c, const char *s, char *err, size_t errlen)
+{
+	uint64_t v;
+
+	if (parse_u64(s, CONFIG_MIN_MEM_MIB, (64ULL << 10), &v)) {
+		snprintf(err, errlen, "--mem must be a size in MiB from %d to %llu, not '%s'",
+			 CONFIG_MIN_MEM_MIB, 64ULL << 10, s);
+		return -EINVAL;
+	}
+	c->mem_mib = v;
+	return 0;
+}
+
+static int set_console(struct vmm_config *c, const char *s, char *err, size_t errlen)
+{
+	if (!strcmp(s, "stdio")) {
+		c->console = CONSOLE_STDIO;
+		return 0;
+	}
+	if (!strcmp(s, "none")) {
+		c->console = CONSOLE_NONE;
+		return 0;
+	}
+	c->console = CONSOLE_FILE;
+	return set_str(c->console_path, sizeof(c->console_path), s, "--console path", err, errlen);
+}
+
+int config_load_json(struct vmm_config *c, const char *path, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root = NULL, *val;
+	const char *key;
+	struct stat st;
+	char num[32];
+	int ret = -EINVAL;
+
+	if (stat(path, &st) < 0) {
+		snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > CONFIG_MAX_FILE) {
+		snprintf(err, errlen, "config file %s is not a regular file of at most %d bytes",
+			 path, CONFIG_MAX_FILE);
+		goto out;
+	}
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		snprintf(err, errlen, "config file %s, line %d: %s", path, jerr.line, jerr.text);
+		goto out;
+	}
+	if (!json_is_object(root)) {
+		snprintf(err, errlen, "config file %s must hold a JSON object", path);
+		goto out;
+	}
+	json_object_foreach(root, key, val) {
+		int r;
+
+		if (!strcmp(key, "cpus") || !strcmp(key, "mem_mib")) {
+			if (!json_is_integer(val) || json_integer_value(val) < 0) {
+				snprintf(err, errlen, "config file %s: \"%s\" must be a whole number",
+					 path, key);
+				goto out;
+			}
+			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(val));
+			r = key[0] == 'c' ? set_cpus(c, num, err, errlen) : set_mem(c, num, err, errlen);
+		} else if (!strcmp(key, "kernel") || !strcmp(key, "initrd") ||
+			   !strcmp(key, "cmdline") || !strcmp(key, "console")) {
+			const char *s = json_string_value(val);
+
+			if (!json_is_string(val) || !s) {
+				snprintf(err, errlen, "config file %s: \"%s\" must be a string", path,
+					 key);
+				goto out;
+			}
+			if (!strcmp(key, "kernel"))
+				r = set_str(c->kernel, sizeof(c->kernel), s, "kernel path", err, errlen);
+			else if (!strcmp(key, "initrd"))
+				r = set_str(c->initrd, sizeof(c->initrd), s, "initrd path", err, errlen);
+			else if (!strcmp(key, "cmdline"))
+				r = set_str(c->cmdline, sizeof(c->cmdline), s, "cmdline", err, errlen);
+			else
+				r = set_console(c, s, err, errlen);
+		} else {
+			snprintf(err, errlen, "config file %s: unknown key \"%.64s\"", path, key);
+			goto out;
+		}
+		if (r)
+			goto out;
+	}
+	ret = 0;
+out:
+	json_decref(root);
+	return ret;
+}
+
+int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, char *err,
+		      size_t errlen)
+{
+	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_CPUS, O_MEM, O_CONSOLE, O_CONFIG, O_BOOTTIME };
+	static const struct option opts[] = {
+		{ "kernel", required_argument, NULL, O_KERNEL },
+		{ "initrd", required_argument, NULL, O_INITRD },
+		{ "cmdline", required_argument, NULL, O_CMDLINE },
+		{ "cpus", required_argument, NULL, O_CPUS },
+		{ "mem", required_argument, NULL, O_MEM },
+		{ "console", required_argument, NULL, O_CONSOLE },
+		{ "config", required_argument, NULL, O_CONFIG },
+		{ "print-boot-time", no_argument, NULL, O_BOOTTIME },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *args[256];
+	int opt, r = 0;
+
+	*help = false;
+	if (argc + 1 > (int)(sizeof(args) / sizeof(args[0]))) {
+		snprintf(err, errlen, "too many arguments");
+		return -EINVAL;
+	}
+	/* getopt wants argv[0]. */
+	args[0] = (char *)"kiln-vmm";
+	for (int i = 0; i < argc; i++)
+		args[i + 1] = argv[i];
+	args[argc + 1] = NULL;
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc + 1, args, ":h", opts, NULL)) != -1 && r == 0) {
+		switch (opt) {
+		case O_KERNEL:
+			r = set_str(c->kernel, sizeof(c->kernel), optarg, "--kernel", err, errlen);
+			break;
+		case O_INITRD:
+			r = set_str(c->initrd, sizeof(c->initrd), optarg, "--initrd", err, errlen);
+			break;
+		case O_CMDLINE:
+			r = set_str(c->cmdline, sizeof(c->cmdline), optarg, "--cmdline", err, errlen);
+			break;
+		case O_CPUS:
+			r = set_cpus(c, optarg, err, errlen);
+			break;
+		case O_MEM:
+			r = set_mem(c, optarg, err, errlen);
+			break;
+		case O_CONSOLE:
+			r = set_console(c, optarg, err, errlen);
+			break;
+		case O_CONFIG:
+			r = config_load_json(c, optarg, err, errlen);
+			break;
+		case O_BOOTTIME:
+			c->print_boot_time = true;
+			break;
+		case 'h':
+			*help = true;
+			return 0;
+		case ':':
+			snprintf(err, errlen, "option %s needs a value", args[optind - 1]);
+			r = -EINVAL;
+			break;
+		default:
+			snprintf(err, errlen, "unknown option '%s'", args[optind - 1]);
+			r = -EINVAL;
+			break;
+		}
+	}
+	if (r)
+		return r;
+	if (optind < argc + 1) {
+		snprintf(err, errlen, "unexpected argument '%s'", args[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int config_validate(const struct vmm_config *c, uint64_t host_mem_mib, char *err, size_t errlen)
+{
+	if (!c->kernel[0]) {
+		snprintf(err, errlen, "no kernel given (--kernel VMLINUX)");
+		return -EINVAL;
+	}
+	if (c->cpus < 1 || c->cpus > CONFIG_MAX_CPUS) {
+		snprintf(err, errlen, "--cpus must be from 1 to %d", CONFIG_MAX_CPUS);
+		return -EINVAL;
+	}
+	if (c->mem_mib < CONFIG_MIN_MEM_MIB) {
+		snprintf(err, errlen, "--mem must be at least %d MiB", CONFIG_MIN_MEM_MIB);
+		return -EINVAL;
+	}
+	if (host_mem_mib && c->mem_mib > host_mem_mib) {
+		snprintf(err, errlen, "--mem %llu MiB is more than this host's %llu MiB of RAM",
+			 (unsigned long long)c->mem_mib, (unsigned long long)host_mem_mib);
+		return -EINVAL;
+	}
+	return 0;
+}

@@ -1,0 +1,49 @@
+/*
+ * kiln-vmm's validated configuration, from command-line flags or a JSON file
+ * (`--config FILE`, the form the daemon uses). Parsing only: nothing here
+ * opens the kernel or touches KVM.
+ */
+#ifndef KILN_VMM_CONFIG_H
+#define KILN_VMM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MIN_MEM_MIB 32
+#define CONFIG_MAX_CPUS 32
+#define CONFIG_MAX_PATH 4096
+#define CONFIG_MAX_CMDLINE 1536 /* leaves room for device arguments the VMM appends */
+#define CONFIG_MAX_FILE (1 << 20)
+
+enum console_mode { CONSOLE_STDIO, CONSOLE_NONE, CONSOLE_FILE };
+
+struct vmm_config {
+	char kernel[CONFIG_MAX_PATH];
+	char initrd[CONFIG_MAX_PATH]; /* "" = none */
+	char cmdline[CONFIG_MAX_CMDLINE];
+	unsigned cpus;
+	uint64_t mem_mib;
+	enum console_mode console;
+	char console_path[CONFIG_MAX_PATH];
+	bool print_boot_time;
+};
+
+#define CONFIG_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1 pci=off io_delay=none"
+
+void config_defaults(struct vmm_config *c);
+
+/* Parse argv (after the program name). On error returns -EINVAL and writes a
+ * one-line message to err. Sets *help when --help was asked. */
+int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, char *err,
+		      size_t errlen);
+
+/* Load a JSON config file over c. Same error convention. */
+int config_load_json(struct vmm_config *c, const char *path, char *err, size_t errlen);
+
+/* Checks that need the whole config (kernel given, limits, host memory). */
+int config_validate(const struct vmm_config *c, uint64_t host_mem_mib, char *err, size_t errlen);
+
+extern const char config_usage[];
+
+#endif

@@ -1,0 +1,37 @@
+/* kiln-vmm: one process per microVM. See docs/vmm.md. */
+#include <stdio.h>
+#include <sys/sysinfo.h>
+
+#include "vmm/config.h"
+#include "vmm/exit.h"
+#include "vmm/vmm.h"
+
+int main(int argc, char **argv)
+{
+	static struct vmm_config cfg;
+	struct sysinfo si;
+	uint64_t host_mib = 0;
+	char msg[512];
+	bool help = false;
+	int status;
+
+	config_defaults(&cfg);
+	if (config_parse_args(&cfg, argc - 1, argv + 1, &help, msg, sizeof(msg))) {
+		fprintf(stderr, "kiln-vmm: %s\n", msg);
+		return VMM_EXIT_USAGE;
+	}
+	if (help) {
+		fputs(config_usage, stdout);
+		return 0;
+	}
+	if (sysinfo(&si) == 0)
+		host_mib = ((uint64_t)si.totalram * si.mem_unit) >> 20;
+	if (config_validate(&cfg, host_mib, msg, sizeof(msg))) {
+		fprintf(stderr, "kiln-vmm: %s\n", msg);
+		return VMM_EXIT_USAGE;
+	}
+	status = vmm_run(&cfg, msg, sizeof(msg));
+	fflush(stdout);
+	fprintf(stderr, "kiln-vmm: %s (exit %d)\n", msg, status);
+	return status;
+}

@@ -1,0 +1,313 @@
+#include "vmm/vcpu.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vmm/cpuid.h"
+#include "vmm/exit.h"
+
+#define MSR_IA32_TSC 0x10
+#define MSR_IA32_SYSENTER_CS 0x174
+#define MSR_IA32_SYSENTER_ESP 0x175
+#define MSR_IA32_SYSENTER_EIP 0x176
+#define MSR_IA32_MISC_ENABLE 0x1a0
+#define MSR_MTRR_DEF_TYPE 0x2ff
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
+#define MSR_CSTAR 0xc0000083
+#define MSR_SYSCALL_MASK 0xc0000084
+#define MSR_KERNEL_GS_BASE 0xc0000102
+
+#define APIC_LVT0 0x350
+#define APIC_LVT1 0x360
+#define APIC_MODE_NMI 0x4
+#define APIC_MODE_EXTINT 0x7
+
+static int set_cpuid(struct vcpu *v, unsigned ncpus)
+{
+	const struct kvm_cpuid2 *sup = v->env->vm->supported_cpuid;
+	struct kvm_cpuid2 *c;
+	size_t sz = sizeof(*c) + CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2);
+	int ret = -ENOMEM;
+
+	c = calloc(1, sz);
+	if (!c)
+		goto out;
+	memcpy(c, sup, sizeof(*c) + sup->nent * sizeof(struct kvm_cpuid_entry2));
+	ret = cpuid_normalize(c, CPUID_MAX_ENTRIES, v->id, ncpus, v->env->vm->tsc_deadline);
+	if (ret)
+		goto out;
+	ret = ioctl(v->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
+out:
+	free(c);
+	return ret;
+}
+
+static int set_msrs(struct vcpu *v)
+{
+	static const struct {
+		uint32_t index;
+		uint64_t data;
+	} init[] = {
+		{ MSR_IA32_SYSENTER_CS, 0 }, { MSR_IA32_SYSENTER_ESP, 0 },
+		{ MSR_IA32_SYSENTER_EIP, 0 }, { MSR_STAR, 0 }, { MSR_LSTAR, 0 },
+		{ MSR_CSTAR, 0 }, { MSR_SYSCALL_MASK, 0 }, { MSR_KERNEL_GS_BASE, 0 },
+		{ MSR_IA32_TSC, 0 }, { MSR_IA32_MISC_ENABLE, 1 /* fast strings */ },
+		{ MSR_MTRR_DEF_TYPE, (1u << 11) | 6 /* MTRRs on, default write-back */ },
+	};
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[sizeof(init) / sizeof(init[0])];
+	} msrs;
+	int n;
+
+	memset(&msrs, 0, sizeof(msrs));
+	msrs.hdr.nmsrs = sizeof(init) / sizeof(init[0]);
+	for (unsigned i = 0; i < msrs.hdr.nmsrs; i++) {
+		msrs.e[i].index = init[i].index;
+		msrs.e[i].data = init[i].data;
+	}
+	n = ioctl(v->fd, KVM_SET_MSRS, &msrs);
+	if (n < 0)
+		return -errno;
+	return (unsigned)n == msrs.hdr.nmsrs ? 0 : -EINVAL;
+}
+
+static int set_fpu(struct vcpu *v)
+{
+	struct kvm_fpu fpu;
+
+	memset(&fpu, 0, sizeof(fpu));
+	fpu.fcw = 0x37f;
+	fpu.mxcsr = 0x1f80;
+	return ioctl(v->fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
+}
+
+static void lvt_set_mode(struct kvm_lapic_state *l, unsigned reg, uint32_t mode)
+{
+	uint32_t val;
+
+	memcpy(&val, &l->regs[reg], 4);
+	val = (val & ~0x700u) | (mode << 8);
+	memcpy(&l->regs[reg], &val, 4);
+}
+
+static int set_lapic(struct vcpu *v)
+{
+	struct kvm_lapic_state l;
+
+	if (ioctl(v->fd, KVM_GET_LAPIC, &l) < 0)
+		return -errno;
+	lvt_set_mode(&l, APIC_LVT0, APIC_MODE_EXTINT);
+	lvt_set_mode(&l, APIC_LVT1, APIC_MODE_NMI);
+	return ioctl(v->fd, KVM_SET_LAPIC, &l) < 0 ? -errno : 0;
+}
+
+int vcpu_create(struct vcpu *v, struct vcpu_env *env, unsigned id, unsigned ncpus)
+{
+	int ret;
+
+	memset(v, 0, sizeof(*v));
+	v->fd = -1;
+	v->id = id;
+	v->env = env;
+	v->run = MAP_FAILED;
+	v->fd = ioctl(env->vm->vm_fd, KVM_CREATE_VCPU, id);
+	if (v->fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	v->run = mmap(NULL, (size_t)env->vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		ret = -errno;
+		goto out;
+	}
+	ret = set_cpuid(v, ncpus);
+	if (!ret)
+		ret = set_msrs(v);
+	if (!ret)
+		ret = set_fpu(v);
+	if (!ret)
+		ret = set_lapic(v);
+out:
+	return ret;
+}
+
+static void flat_segment(struct kvm_segment *s, uint16_t selector, uint8_t type)
+{
+	memset(s, 0, sizeof(*s));
+	s->base = 0;
+	s->limit = 0xffffffff;
+	s->selector = selector;
+	s->type = type;
+	s->present = 1;
+	s->db = 1;
+	s->s = 1;
+	s->g = 1;
+}
+
+int vcpu_setup_pvh(struct vcpu *v, uint32_t entry, uint32_t start_info)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		return -errno;
+	flat_segment(&sregs.cs, 0x10, 0xb); /* execute/read, accessed */
+	flat_segment(&sregs.ds, 0x18, 0x3); /* read/write, accessed */
+	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+	memset(&sregs.tr, 0, sizeof(sregs.tr));
+	sregs.tr.limit = 0x67;
+	sregs.tr.selector = 0x20;
+	sregs.tr.type = 0xb; /* busy 32-bit TSS */
+	sregs.tr.present = 1;
+	sregs.cr0 = 0x11; /* PE | ET; paging off, as the PVH ABI requires */
+	sregs.cr3 = 0;
+	sregs.cr4 = 0;
+	sregs.efer = 0;
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
+		return -errno;
+
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = entry;
+	regs.rbx = start_info;
+	regs.rflags = 0x2;
+	return ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ? -errno : 0;
+}
+
+static void stop(struct vcpu *v, int status, const char *why)
+{
+	v->env->stop(v->env->ctx, status, why);
+}
+
+static void handle_io(struct vcpu *v)
+{
+	struct kvm_run *r = v->run;
+	uint64_t total = (uint64_t)r->io.size * r->io.count;
+	uint8_t *p;
+
+	/* KVM fills these, but a bad value must not send us outside the page. */
+	if (r->io.size == 0 || r->io.size > 4 || r->io.data_offset > (uint64_t)v->env->vm->run_size ||
+	    total > (uint64_t)v->env->vm->run_size - r->io.data_offset)
+		return;
+	p = (uint8_t *)r + r->io.data_offset;
+	for (uint32_t i = 0; i < r->io.count; i++, p += r->io.size)
+		io_dispatch(v->env->pio, r->io.port, p, r->io.size,
+			    r->io.direction == KVM_EXIT_IO_OUT);
+}
+
+static void handle_system_event(struct vcpu *v)
+{
+	switch (v->run->system_event.type) {
+	case KVM_SYSTEM_EVENT_SHUTDOWN:
+		stop(v, VMM_EXIT_POWEROFF, "guest powered off");
+		break;
+	case KVM_SYSTEM_EVENT_RESET:
+		stop(v, VMM_EXIT_RESET, "guest reset");
+		break;
+	case KVM_SYSTEM_EVENT_CRASH:
+		stop(v, VMM_EXIT_PANIC, "guest crashed");
+		break;
+	default:
+		stop(v, VMM_EXIT_KVM_ERROR, "unknown KVM system event");
+		break;
+	}
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	char why[96];
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, VCPU_KICK_SIGNAL);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+
+	while (!__atomic_load_n(&v->env->stopping, __ATOMIC_ACQUIRE)) {
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			snprintf(why, sizeof(why), "KVM_RUN failed on vCPU %u: %s", v->id,
+				 strerror(errno));
+			stop(v, VMM_EXIT_KVM_ERROR, why);
+			break;
+		}
+		switch (v->run->exit_reason) {
+		case KVM_EXIT_IO:
+			handle_io(v);
+			break;
+		case KVM_EXIT_MMIO:
+			if (v->run->mmio.len <= sizeof(v->run->mmio.data))
+				io_dispatch(v->env->mmio, v->run->mmio.phys_addr, v->run->mmio.data,
+					    v->run->mmio.len, v->run->mmio.is_write);
+			break;
+		case KVM_EXIT_SHUTDOWN:
+			stop(v, VMM_EXIT_TRIPLE_FAULT, "guest triple fault (shutdown)");
+			break;
+		case KVM_EXIT_SYSTEM_EVENT:
+			handle_system_event(v);
+			break;
+		case KVM_EXIT_HLT:
+			stop(v, VMM_EXIT_POWEROFF, "guest halted");
+			break;
+		case KVM_EXIT_INTERNAL_ERROR:
+			snprintf(why, sizeof(why), "KVM internal error %u on vCPU %u",
+				 v->run->internal.suberror, v->id);
+			stop(v, VMM_EXIT_KVM_ERROR, why);
+			break;
+		case KVM_EXIT_FAIL_ENTRY:
+			snprintf(why, sizeof(why), "KVM entry failed (reason 0x%llx) on vCPU %u",
+				 (unsigned long long)v->run->fail_entry.hardware_entry_failure_reason,
+				 v->id);
+			stop(v, VMM_EXIT_KVM_ERROR, why);
+			break;
+		case KVM_EXIT_INTR:
+			break;
+		default:
+			snprintf(why, sizeof(why), "unexpected KVM exit %u on vCPU %u",
+				 v->run->exit_reason, v->id);
+			stop(v, VMM_EXIT_KVM_ERROR, why);
+			break;
+		}
+	}
+	return NULL;
+}
+
+int vcpu_start(struct vcpu *v)
+{
+	int ret = pthread_create(&v->thread, NULL, vcpu_thread, v);
+
+	if (ret)
+		return -ret;
+	v->started = true;
+	return 0;
+}
+
+void vcpu_kick(struct vcpu *v)
+{
+	if (v->run != MAP_FAILED)
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELEASE);
+	if (v->started)
+		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+	if (v->started) {
+		pthread_join(v->thread, NULL);
+		v->started = false;
+	}
+	if (v->run != MAP_FAILED && v->run)
+		munmap(v->run, (size_t)v->env->vm->run_size);
+	v->run = MAP_FAILED;
+	if (v->fd >= 0)
+		close(v->fd);
+	v->fd = -1;
+}

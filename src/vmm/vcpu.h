@@ -1,0 +1,48 @@
+/*
+ * vCPUs: one thread each running KVM_RUN and dispatching port and MMIO exits.
+ * A vCPU that meets a terminal exit (reset, shutdown, internal error) reports
+ * it through env->stop(); the VMM then kicks every vCPU out of KVM_RUN.
+ */
+#ifndef KILN_VMM_VCPU_H
+#define KILN_VMM_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmm/io.h"
+#include "vmm/kvm.h"
+
+#define VCPU_KICK_SIGNAL SIGUSR1
+#define VCPU_MAX 32
+
+struct vcpu_env {
+	struct kvm_vm *vm;
+	const struct io_bus *pio;
+	const struct io_bus *mmio;
+	void (*stop)(void *ctx, int status, const char *why);
+	void *ctx;
+	int stopping; /* set (atomically) once the VM is ending */
+};
+
+struct vcpu {
+	unsigned id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+	struct vcpu_env *env;
+};
+
+/* Create vCPU id of ncpus: CPUID, MSRs, FPU, local APIC. */
+int vcpu_create(struct vcpu *v, struct vcpu_env *env, unsigned id, unsigned ncpus);
+/* Boot processor state for the PVH entry: 32-bit flat protected mode, EBX = start_info. */
+int vcpu_setup_pvh(struct vcpu *v, uint32_t entry, uint32_t start_info);
+int vcpu_start(struct vcpu *v);
+/* Make the vCPU leave KVM_RUN (callable from any thread). */
+void vcpu_kick(struct vcpu *v);
+/* Join the thread (if started) and release the vCPU. */
+void vcpu_destroy(struct vcpu *v);
+
+#endif

@@ -1,0 +1,374 @@
+#include "vmm/vmm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+#include "vmm/acpi.h"
+#include "vmm/boot.h"
+#include "vmm/devices/boottimer.h"
+#include "vmm/devices/i8042.h"
+#include "vmm/devices/power.h"
+#include "vmm/devices/serial.h"
+#include "vmm/exit.h"
+#include "vmm/io.h"
+#include "vmm/kvm.h"
+#include "vmm/vcpu.h"
+
+#define CONSOLE_FILE_LIMIT (64ULL << 20)
+
+struct irq_line {
+	struct kvm_vm *vm;
+	unsigned gsi;
+};
+
+struct vmm {
+	const struct vmm_config *cfg;
+	uint64_t start_ns;
+	struct kvm_vm *vm;
+	struct io_bus pio;
+	struct io_bus mmio;
+	struct vcpu_env env;
+	struct vcpu vcpus[VCPU_MAX];
+	unsigned nvcpus;
+
+	struct irq_line serial_irq;
+	struct serial *serial;
+	struct i8042 kbd;
+	struct power power;
+	struct boottimer timer;
+
+	int console_fd; /* owned when the console is a file */
+	int stop_efd;
+	int sig_fd;
+
+	pthread_mutex_t lock;
+	int status; /* -1 while running */
+	char why[160];
+};
+
+static void irq_line_pulse(void *opaque)
+{
+	struct irq_line *l = opaque;
+
+	kvm_vm_irq_pulse(l->vm, l->gsi);
+}
+
+/* First terminal event wins; every vCPU is then told to stop. */
+static void vmm_stop(void *ctx, int status, const char *why)
+{
+	struct vmm *v = ctx;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&v->lock);
+	if (v->status < 0) {
+		v->status = status;
+		snprintf(v->why, sizeof(v->why), "%s", why);
+	}
+	pthread_mutex_unlock(&v->lock);
+	__atomic_store_n(&v->env.stopping, 1, __ATOMIC_RELEASE);
+	if (write(v->stop_efd, &one, sizeof(one)) < 0) {
+		/* the counter cannot overflow with the few writes we make */
+	}
+}
+
+static void on_reset(void *ctx)
+{
+	vmm_stop(ctx, VMM_EXIT_RESET, "guest reset");
+}
+
+static void on_poweroff(void *ctx)
+{
+	vmm_stop(ctx, VMM_EXIT_POWEROFF, "guest powered off");
+}
+
+static void on_panic(void *ctx)
+{
+	vmm_stop(ctx, VMM_EXIT_PANIC, "guest kernel panic");
+}
+
+static void on_boot_mark(void *ctx, uint64_t elapsed_ns)
+{
+	struct vmm *v = ctx;
+
+	if (v->cfg->print_boot_time)
+		fprintf(stderr, "kiln-vmm: boot-time-us=%llu\n",
+			(unsigned long long)(elapsed_ns / 1000));
+}
+
+static void kick_handler(int sig)
+{
+	(void)sig;
+}
+
+/* Block the signals the main loop reads from a signalfd (and the vCPU kick,
+ * which only vCPU threads unblock). Done before any thread starts. */
+static int setup_signals(struct vmm *v)
+{
+	struct sigaction sa;
+	sigset_t set;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kick_handler;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0)
+		return -errno;
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, VCPU_KICK_SIGNAL);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL))
+		return -EINVAL;
+	sigdelset(&set, VCPU_KICK_SIGNAL);
+	v->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return v->sig_fd < 0 ? -errno : 0;
+}
+
+static int open_console(struct vmm *v, char *why, size_t whylen)
+{
+	switch (v->cfg->console) {
+	case CONSOLE_STDIO:
+		v->console_fd = STDOUT_FILENO;
+		break;
+	case CONSOLE_NONE:
+		v->console_fd = -1;
+		break;
+	case CONSOLE_FILE:
+		v->console_fd = open(v->cfg->console_path,
+				     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (v->console_fd < 0) {
+			snprintf(why, whylen, "cannot open console file %s: %s",
+				 v->cfg->console_path, strerror(errno));
+			return -1;
+		}
+		break;
+	}
+	return 0;
+}
+
+static int register_devices(struct vmm *v)
+{
+	uint64_t limit = v->cfg->console == CONSOLE_FILE ? CONSOLE_FILE_LIMIT : 0;
+	int ret;
+
+	v->serial_irq = (struct irq_line){ v->vm, SERIAL_COM1_IRQ };
+	ret = kvm_vm_irqfd(v->vm, SERIAL_COM1_IRQ);
+	if (ret)
+		return ret;
+	v->serial = serial_create(v->console_fd, limit, irq_line_pulse, &v->serial_irq);
+	if (!v->serial)
+		return -ENOMEM;
+	v->kbd = (struct i8042){ on_reset, v };
+	v->power = (struct power){ on_poweroff, on_panic, v };
+	v->timer = (struct boottimer){ .start_ns = v->start_ns, .marked = on_boot_mark, .ctx = v };
+
+	ret = io_register(&v->pio, SERIAL_COM1_PORT, SERIAL_NPORTS, serial_io, v->serial);
+	if (!ret)
+		ret = io_register(&v->pio, I8042_DATA_PORT, I8042_CMD_PORT - I8042_DATA_PORT + 1,
+				  i8042_io, &v->kbd);
+	if (!ret)
+		ret = io_register(&v->pio, ACPI_SLEEP_CTL_PORT, 2, power_sleep_io, &v->power);
+	if (!ret)
+		ret = io_register(&v->pio, PVPANIC_PORT, 1, power_pvpanic_io, &v->power);
+	if (!ret)
+		ret = io_register(&v->pio, BOOTTIMER_PORT, 4, boottimer_io, &v->timer);
+	return ret;
+}
+
+/* Kernel, initrd, boot structures. Failures here are bad input (exit 2). */
+static int load_guest(struct vmm *v, char *why, size_t whylen)
+{
+	const struct vmm_config *c = v->cfg;
+	struct boot_kernel k;
+	uint64_t initrd_gpa = 0, initrd_size = 0, rsdp = 0;
+	const char *reason = NULL;
+	int kfd = -1, ifd = -1, ret = -1;
+
+	kfd = open(c->kernel, O_RDONLY | O_CLOEXEC);
+	if (kfd < 0) {
+		snprintf(why, whylen, "cannot open kernel %s: %s", c->kernel, strerror(errno));
+		goto out;
+	}
+	if (boot_load_elf(v->vm->mem, kfd, &k, &reason)) {
+		snprintf(why, whylen, "kernel %s: %s", c->kernel, reason);
+		goto out;
+	}
+	if (c->initrd[0]) {
+		struct stat st;
+
+		ifd = open(c->initrd, O_RDONLY | O_CLOEXEC);
+		if (ifd < 0 || fstat(ifd, &st) < 0) {
+			snprintf(why, whylen, "cannot open initrd %s: %s", c->initrd, strerror(errno));
+			goto out;
+		}
+		if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+			snprintf(why, whylen, "initrd %s is not a non-empty regular file", c->initrd);
+			goto out;
+		}
+		initrd_size = (uint64_t)st.st_size;
+		if (boot_load_initrd(v->vm->mem, ifd, initrd_size, &k, &initrd_gpa)) {
+			snprintf(why, whylen,
+				 "initrd %s (%llu MiB) does not fit in %llu MiB of guest RAM next to the kernel",
+				 c->initrd, (unsigned long long)(initrd_size >> 20),
+				 (unsigned long long)c->mem_mib);
+			goto out;
+		}
+	}
+	if (acpi_build(v->vm->mem, c->cpus, &rsdp)) {
+		snprintf(why, whylen, "cannot build ACPI tables for %u vCPUs", c->cpus);
+		goto out;
+	}
+	if (boot_setup_pvh(v->vm->mem, c->cmdline, initrd_gpa, initrd_size, rsdp)) {
+		snprintf(why, whylen, "kernel command line is too long");
+		goto out;
+	}
+	if (vcpu_setup_pvh(&v->vcpus[0], k.entry, (uint32_t)BOOT_START_INFO)) {
+		snprintf(why, whylen, "cannot set the boot vCPU's registers: %s", strerror(errno));
+		goto out;
+	}
+	ret = 0;
+out:
+	if (kfd >= 0)
+		close(kfd);
+	if (ifd >= 0)
+		close(ifd);
+	return ret;
+}
+
+static void forward_stdin(struct vmm *v, bool *open_in)
+{
+	uint8_t buf[64];
+	size_t room = serial_rx_room(v->serial);
+	ssize_t n;
+
+	if (room == 0)
+		return;
+	n = read(STDIN_FILENO, buf, room < sizeof(buf) ? room : sizeof(buf));
+	if (n <= 0) {
+		if (n == 0 || (errno != EINTR && errno != EAGAIN))
+			*open_in = false;
+		return;
+	}
+	serial_rx(v->serial, buf, (size_t)n);
+}
+
+static void main_loop(struct vmm *v)
+{
+	bool in_open = v->cfg->console == CONSOLE_STDIO;
+
+	while (!__atomic_load_n(&v->env.stopping, __ATOMIC_ACQUIRE)) {
+		struct pollfd pfd[3] = {
+			{ .fd = v->stop_efd, .events = POLLIN },
+			{ .fd = v->sig_fd, .events = POLLIN },
+			{ .fd = in_open ? STDIN_FILENO : -1, .events = POLLIN },
+		};
+		int n = poll(pfd, 3, in_open && serial_rx_room(v->serial) == 0 ? 20 : -1);
+
+		if (n < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			char msg[64];
+
+			if (read(v->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				snprintf(msg, sizeof(msg), "stopped by %s", strsignal((int)si.ssi_signo));
+				vmm_stop(v, VMM_EXIT_SIGNAL_BASE + (int)si.ssi_signo, msg);
+			}
+		}
+		if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))
+			forward_stdin(v, &in_open);
+	}
+}
+
+int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
+{
+	struct vmm *v;
+	const char *reason = NULL;
+	int status = VMM_EXIT_ERROR;
+	int ret;
+
+	v = calloc(1, sizeof(*v));
+	if (!v) {
+		snprintf(why, whylen, "out of memory");
+		return VMM_EXIT_ERROR;
+	}
+	v->cfg = cfg;
+	v->start_ns = now_ns();
+	v->console_fd = v->stop_efd = v->sig_fd = -1;
+	v->status = -1;
+	pthread_mutex_init(&v->lock, NULL);
+
+	ret = kvm_vm_create(&v->vm, cfg->mem_mib << 20, &reason);
+	if (ret) {
+		snprintf(why, whylen, "cannot create the VM: %s: %s", reason, strerror(-ret));
+		goto out;
+	}
+	v->env = (struct vcpu_env){ .vm = v->vm, .pio = &v->pio, .mmio = &v->mmio,
+				    .stop = vmm_stop, .ctx = v };
+	for (unsigned i = 0; i < cfg->cpus; i++) {
+		ret = vcpu_create(&v->vcpus[i], &v->env, i, cfg->cpus);
+		v->nvcpus = i + 1;
+		if (ret) {
+			snprintf(why, whylen, "cannot create vCPU %u: %s", i, strerror(-ret));
+			goto out;
+		}
+	}
+	status = VMM_EXIT_USAGE;
+	if (load_guest(v, why, whylen))
+		goto out;
+	status = VMM_EXIT_ERROR;
+	if (open_console(v, why, whylen))
+		goto out;
+	ret = register_devices(v);
+	if (ret) {
+		snprintf(why, whylen, "cannot set up devices: %s", strerror(-ret));
+		goto out;
+	}
+	v->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (v->stop_efd < 0 || setup_signals(v)) {
+		snprintf(why, whylen, "cannot set up signal handling: %s", strerror(errno));
+		goto out;
+	}
+	for (unsigned i = 0; i < v->nvcpus; i++) {
+		ret = vcpu_start(&v->vcpus[i]);
+		if (ret) {
+			vmm_stop(v, VMM_EXIT_ERROR, "cannot start a vCPU thread");
+			break;
+		}
+	}
+	main_loop(v);
+
+	pthread_mutex_lock(&v->lock);
+	status = v->status >= 0 ? v->status : VMM_EXIT_ERROR;
+	snprintf(why, whylen, "%s", v->status >= 0 ? v->why : "main loop failed");
+	pthread_mutex_unlock(&v->lock);
+out:
+	__atomic_store_n(&v->env.stopping, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < v->nvcpus; i++)
+		vcpu_kick(&v->vcpus[i]);
+	for (unsigned i = 0; i < v->nvcpus; i++)
+		vcpu_destroy(&v->vcpus[i]);
+	serial_free(v->serial);
+	if (v->console_fd >= 0 && v->cfg->console == CONSOLE_FILE)
+		close(v->console_fd);
+	if (v->stop_efd >= 0)
+		close(v->stop_efd);
+	if (v->sig_fd >= 0)
+		close(v->sig_fd);
+	kvm_vm_free(v->vm);
+	pthread_mutex_destroy(&v->lock);
+	free(v);
+	return status;
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# kiln-vmm end to end: boots the guest kernel with the test initramfs
+# (tests/guest/init) and checks SMP, memory, every way a VM can end, signals,
+# and bad input. Runs where /dev/kvm works.
+source "$(dirname "$0")/lib.sh"
+
+VMM="$B/kiln-vmm"
+KERNEL="$B/guest/vmlinux"
+INITRD="$B/guest/test-initrd.cpio"
+BASE="console=ttyS0 reboot=k panic=-1 pci=off io_delay=none"
+work=$(mktemp -d /tmp/t-vmm.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# boot NAME ARGS... : runs the VMM, console in $work/NAME.out, stderr in NAME.err, status in $rc
+boot() {
+    local name=$1; shift
+    timeout -s KILL 300 "$VMM" "$@" > "$work/$name.out" 2> "$work/$name.err" < /dev/null
+    rc=$?
+}
+field() { sed -n "s/.*$2 \([0-9a-z]*\).*/\1/p" "$work/$1.out" | head -n1; }
+
+# --- 1 vCPU, 128 MiB, reboot -> 0; boot timer --------------------------------
+boot small --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 --mem 128 --print-boot-time
+expect_eq "1 vCPU guest exits 0 on reboot" 0 "$rc"
+expect_eq "guest sees 1 CPU" 1 "$(field small KILN-NPROC)"
+mem=$(field small KILN-MEMTOTAL-KB)
+check "guest sees about 128 MiB (MemTotal ${mem:-?} kB)" test "${mem:-0}" -gt 100000 -a "${mem:-0}" -le 131072
+check "userspace output arrives through the UART's interrupt path" grep -q '^tty: KILN-NPROC 1 ' "$work/small.out"
+expect_match "boot timer records guest userspace start" 'boot-time-us=[0-9]+' "$(cat "$work/small.err")"
+expect_match "reset reason on stderr" 'kiln-vmm: guest reset \(exit 0\)' "$(tail -n1 "$work/small.err")"
+
+# --- 4 vCPUs, 2 GiB (RAM above the 32-bit hole too) ------------------------------
+boot big --kernel "$KERNEL" --initrd "$INITRD" --cpus 4 --mem 2048
+expect_eq "4 vCPU guest exits 0" 0 "$rc"
+expect_eq "guest sees 4 CPUs" 4 "$(field big KILN-NPROC)"
+mem=$(field big KILN-MEMTOTAL-KB)
+check "guest sees about 2 GiB (MemTotal ${mem:-?} kB)" test "${mem:-0}" -gt 1900000 -a "${mem:-0}" -le 2097152
+
+# --- 4 vCPUs, 512 MiB from a JSON config file -------------------------------------
+cat > "$work/vm.json" <<JSON
+{"kernel": "$KERNEL", "initrd": "$INITRD", "cpus": 4, "mem_mib": 512,
+ "cmdline": "$BASE", "console": "stdio"}
+JSON
+boot json --config "$work/vm.json"
+expect_eq "JSON-configured guest exits 0" 0 "$rc"
+expect_eq "JSON config: 4 CPUs" 4 "$(field json KILN-NPROC)"
+mem=$(field json KILN-MEMTOTAL-KB)
+check "JSON config: about 512 MiB (MemTotal ${mem:-?} kB)" test "${mem:-0}" -gt 450000 -a "${mem:-0}" -le 524288
+
+# --- every way a guest ends ---------------------------------------------------------
+boot off --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=poweroff"
+expect_eq "guest power-off (ACPI S5) exits 3" 3 "$rc"
+expect_match "power-off reason" 'powered off' "$(tail -n1 "$work/off.err")"
+
+boot panic --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=panic"
+expect_eq "guest kernel panic (pvpanic) exits 5" 5 "$rc"
+expect_match "panic reason" 'panic' "$(tail -n1 "$work/panic.err")"
+
+boot triple --kernel "$KERNEL" --initrd "$INITRD" --cmdline "console=ttyS0 reboot=t panic=-1 pci=off"
+expect_eq "triple fault exits 4" 4 "$rc"
+expect_match "triple fault reason" 'triple fault' "$(tail -n1 "$work/triple.err")"
+
+# --- signals stop the guest promptly -----------------------------------------------
+for sig in TERM INT; do
+    "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=sleep" \
+        > "$work/sig.out" 2> "$work/sig.err" < /dev/null &
+    pid=$!
+    for _ in $(seq 600); do grep -q 'KILN-MODE sleep' "$work/sig.out" 2>/dev/null && break; sleep 0.1; done
+    kill -s "$sig" "$pid"
+    wait "$pid"
+    rc=$?
+    want=$((128 + $(kill -l "$sig")))
+    expect_eq "SIG$sig stops the VMM with status $want" "$want" "$rc"
+    check "no thread of the VMM survives SIG$sig" bash -c "! kill -0 $pid 2>/dev/null"
+done
+
+# --- bad input: exit 2, one line on stderr, before any guest runs -------------------
+bad() {
+    local desc=$1 pattern=$2; shift 2
+    local out
+    out=$(timeout 60 "$VMM" "$@" 2>&1 < /dev/null)
+    local st=$?
+    if [ $st -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" =~ $pattern ]]; then
+        ok "bad input: $desc"
+    else
+        not_ok "bad input: $desc (status $st, output '$out')"
+    fi
+}
+printf 'not an elf file\n' > "$work/notelf"
+truncate -s 200M "$work/huge.cpio"
+echo '{"cpus": 2, "oops": 1}' > "$work/unknown.json"
+echo '{"cpus": ' > "$work/broken.json"
+bad "missing kernel" 'cannot open kernel' --kernel "$work/nope"
+bad "kernel is not ELF" 'not an ELF file' --kernel "$work/notelf"
+bad "kernel without PVH note" 'no PVH entry note' --kernel "$B/guest/kiln-mark"
+bad "initrd larger than guest RAM allows" 'does not fit' --kernel "$KERNEL" --initrd "$work/huge.cpio" --mem 64
+bad "missing initrd" 'cannot open initrd' --kernel "$KERNEL" --initrd "$work/nope"
+bad "--cpus 0" 'cpus' --kernel "$KERNEL" --cpus 0
+bad "--cpus 1000" 'cpus' --kernel "$KERNEL" --cpus 1000
+bad "--mem 0" 'mem' --kernel "$KERNEL" --mem 0
+bad "--mem larger than the host" 'more than this host' --kernel "$KERNEL" --mem 60000
+bad "--mem not a number" 'mem' --kernel "$KERNEL" --mem 12abc
+bad "no kernel" 'no kernel' --cpus 2
+bad "unknown option" 'unknown option' --kernel "$KERNEL" --frobnicate
+bad "unknown JSON key" 'unknown key' --config "$work/unknown.json"
+bad "malformed JSON" 'line' --config "$work/broken.json"
+
+done_testing
