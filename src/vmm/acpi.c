@@ -1,7 +1,9 @@
 #include "vmm/acpi.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "vmm/boot.h"
@@ -83,26 +85,208 @@ _Static_assert(sizeof(struct acpi_rsdp) == 36, "RSDP layout");
 #define BOOT_ARCH_MSI_NOT_SUPPORTED (1u << 3)
 #define BOOT_ARCH_CMOS_RTC_NOT_PRESENT (1u << 5)
 
+/* A bounded byte buffer for AML; overflow is remembered, not written. */
+struct aml {
+	uint8_t *buf;
+	size_t cap;
+	size_t len;
+	bool overflow;
+};
+
+static void aml_bytes(struct aml *a, const void *p, size_t n)
+{
+	if (a->overflow || n > a->cap - a->len) {
+		a->overflow = true;
+		return;
+	}
+	memcpy(a->buf + a->len, p, n);
+	a->len += n;
+}
+
+static void aml_byte(struct aml *a, uint8_t b)
+{
+	aml_bytes(a, &b, 1);
+}
+
+static void aml_u16(struct aml *a, uint16_t v)
+{
+	aml_byte(a, (uint8_t)v);
+	aml_byte(a, (uint8_t)(v >> 8));
+}
+
+static void aml_u32(struct aml *a, uint32_t v)
+{
+	aml_u16(a, (uint16_t)v);
+	aml_u16(a, (uint16_t)(v >> 16));
+}
+
+/* Wrap a[start..] as the body of a PkgLength-prefixed object (ACPI 20.2.4):
+ * the length counts its own encoding bytes. */
+static void aml_wrap_pkg(struct aml *a, size_t start)
+{
+	size_t body = a->len - start, total = 0;
+	uint8_t enc[4];
+	unsigned n;
+
+	if (a->overflow)
+		return;
+	for (n = 1; n <= 4; n++) {
+		total = body + n;
+		if ((n == 1 && total < 0x40) || (n > 1 && total < (1ULL << (4 + 8 * (n - 1)))))
+			break;
+	}
+	if (n > 4 || n > a->cap - a->len) {
+		a->overflow = true;
+		return;
+	}
+	if (n == 1) {
+		enc[0] = (uint8_t)total;
+	} else {
+		enc[0] = (uint8_t)(((n - 1) << 6) | (total & 0xf));
+		for (unsigned i = 1; i < n; i++)
+			enc[i] = (uint8_t)(total >> (4 + 8 * (i - 1)));
+	}
+	memmove(a->buf + start + n, a->buf + start, body);
+	memcpy(a->buf + start, enc, n);
+	a->len += n;
+}
+
+static void aml_name(struct aml *a, const char seg[4])
+{
+	aml_byte(a, 0x08); /* NameOp */
+	aml_bytes(a, seg, 4);
+}
+
+static void aml_string(struct aml *a, const char *s)
+{
+	aml_byte(a, 0x0d);
+	aml_bytes(a, s, strlen(s) + 1);
+}
+
+static void aml_integer(struct aml *a, uint32_t v)
+{
+	aml_byte(a, 0x0c); /* DWordConst */
+	aml_u32(a, v);
+}
+
+/* Device (seg) { _HID, _UID, _CRS (resources) }. res: small/large resource
+ * descriptors without the end tag. */
+static void aml_device(struct aml *a, const char seg[4], const char *hid, uint32_t uid,
+		       const uint8_t *res, size_t reslen)
+{
+	size_t dev, buf;
+
+	aml_byte(a, 0x5b); /* ExtOpPrefix */
+	aml_byte(a, 0x82); /* DeviceOp */
+	dev = a->len;
+	aml_bytes(a, seg, 4);
+	aml_name(a, "_HID");
+	aml_string(a, hid);
+	aml_name(a, "_UID");
+	aml_integer(a, uid);
+	aml_name(a, "_CRS");
+	aml_byte(a, 0x11); /* BufferOp */
+	buf = a->len;
+	aml_byte(a, 0x0b); /* BufferSize: WordConst */
+	aml_u16(a, (uint16_t)(reslen + 2));
+	aml_bytes(a, res, reslen);
+	aml_byte(a, 0x79); /* End tag, checksum 0 */
+	aml_byte(a, 0x00);
+	aml_wrap_pkg(a, buf);
+	aml_wrap_pkg(a, dev);
+}
+
+static size_t res_io(uint8_t *r, uint16_t port, uint8_t len)
+{
+	const uint8_t d[8] = { 0x47, 0x01, (uint8_t)port, (uint8_t)(port >> 8), (uint8_t)port,
+			       (uint8_t)(port >> 8), 0x01, len };
+
+	memcpy(r, d, sizeof(d));
+	return sizeof(d);
+}
+
+static size_t res_mem32(uint8_t *r, uint32_t base, uint32_t len)
+{
+	r[0] = 0x86; /* Memory32Fixed */
+	r[1] = 9;
+	r[2] = 0;
+	r[3] = 1; /* read/write */
+	memcpy(r + 4, &base, 4);
+	memcpy(r + 8, &len, 4);
+	return 12;
+}
+
+static size_t res_irq_isa(uint8_t *r, unsigned irq)
+{
+	uint16_t mask = (uint16_t)(1u << irq); /* IRQNoFlags: edge, active high */
+
+	r[0] = 0x22;
+	memcpy(r + 1, &mask, 2);
+	return 3;
+}
+
+static size_t res_irq_ext(uint8_t *r, uint32_t gsi)
+{
+	r[0] = 0x89; /* Extended Interrupt */
+	r[1] = 6;
+	r[2] = 0;
+	r[3] = 0x03; /* consumer, edge-triggered, active high, exclusive */
+	r[4] = 1;
+	memcpy(r + 5, &gsi, 4);
+	return 9;
+}
+
 /*
- * DSDT body (AML):
+ * DSDT body:
  *   Name (_S5, Package () { 5, 0 })
  *   Scope (\_SB) {
- *     Device (PEVT) {
- *       Name (_HID, "QEMU0001")
- *       Name (_CRS, ResourceTemplate () { IO (Decode16, 0x505, 0x505, 1, 1) })
- *     }
+ *     Device (PEVT) { _HID "QEMU0001", _CRS IO (0x505, 1) }      pvpanic
+ *     Device (COM1) { _HID "PNP0501", _CRS IO, IRQNoFlags }      per UART
+ *     Device (VRnn) { _HID "LNRO0005", _CRS Memory32Fixed, Interrupt }  per virtio-mmio
  *   }
  */
-static const uint8_t dsdt_aml[] = {
-	0x08, '_', 'S', '5', '_', 0x12, 0x05, 0x02, 0x0a, ACPI_S5_TYPE, 0x00,
-	0x10, 0x2e, '_', 'S', 'B', '_',
-	0x5b, 0x82, 0x27, 'P', 'E', 'V', 'T',
-	0x08, '_', 'H', 'I', 'D', 0x0d, 'Q', 'E', 'M', 'U', '0', '0', '0', '1', 0x00,
-	0x08, '_', 'C', 'R', 'S', 0x11, 0x0d, 0x0a, 0x0a,
-	0x47, 0x01, PVPANIC_PORT & 0xff, PVPANIC_PORT >> 8, PVPANIC_PORT & 0xff, PVPANIC_PORT >> 8,
-	0x01, 0x01,
-	0x79, 0x00,
-};
+static int build_dsdt_body(struct aml *a, const struct acpi_dev *devs, unsigned ndevs)
+{
+	static const uint8_t s5[] = { 0x08, '_', 'S', '5', '_', 0x12, 0x05, 0x02,
+				      0x0a, ACPI_S5_TYPE, 0x00 };
+	uint8_t res[32];
+	unsigned nuart = 0, nvirtio = 0;
+	size_t scope, n;
+	char seg[16]; /* 4 characters used */
+
+	aml_bytes(a, s5, sizeof(s5));
+	aml_byte(a, 0x10); /* ScopeOp */
+	scope = a->len;
+	aml_bytes(a, "_SB_", 4);
+	n = res_io(res, PVPANIC_PORT, 1);
+	aml_device(a, "PEVT", "QEMU0001", 0, res, n);
+	for (unsigned i = 0; i < ndevs; i++) {
+		const struct acpi_dev *d = &devs[i];
+
+		switch (d->kind) {
+		case ACPI_DEV_UART:
+			if (d->base > 0xffff || d->size > 0xff || d->gsi > 15 || nuart > 9)
+				return -EINVAL;
+			snprintf(seg, sizeof(seg), "COM%u", ++nuart);
+			n = res_io(res, (uint16_t)d->base, (uint8_t)d->size);
+			n += res_irq_isa(res + n, d->gsi);
+			aml_device(a, seg, "PNP0501", nuart - 1, res, n);
+			break;
+		case ACPI_DEV_VIRTIO:
+			if (d->base > UINT32_MAX - d->size || nvirtio >= ACPI_MAX_DEVICES)
+				return -EINVAL;
+			snprintf(seg, sizeof(seg), "VR%02X", nvirtio);
+			n = res_mem32(res, (uint32_t)d->base, d->size);
+			n += res_irq_ext(res + n, d->gsi);
+			aml_device(a, seg, "LNRO0005", nvirtio++, res, n);
+			break;
+		default:
+			return -EINVAL;
+		}
+	}
+	aml_wrap_pkg(a, scope);
+	return a->overflow ? -ENOSPC : 0;
+}
 
 static uint8_t checksum(const void *p, size_t len)
 {
@@ -212,10 +396,15 @@ static int build_madt(struct acpi_out *o, unsigned ncpus, uint64_t *gpa)
 	return place_sdt(o, buf, n, gpa);
 }
 
-int acpi_build(struct guest_mem *m, unsigned ncpus, uint64_t *rsdp_gpa)
+#define DSDT_MAX 4096
+
+int acpi_build(struct guest_mem *m, unsigned ncpus, const struct acpi_dev *devs, unsigned ndevs,
+	       uint64_t *rsdp_gpa)
 {
 	struct acpi_out o = { m, BOOT_ACPI_START };
-	uint8_t dsdt[sizeof(struct acpi_header) + sizeof(dsdt_aml)];
+	uint8_t dsdt[DSDT_MAX];
+	struct aml body = { dsdt + sizeof(struct acpi_header), DSDT_MAX - sizeof(struct acpi_header),
+			    0, false };
 	uint8_t xsdt[sizeof(struct acpi_header) + 2 * 8];
 	struct acpi_fadt fadt;
 	struct acpi_rsdp rsdp;
@@ -223,12 +412,15 @@ int acpi_build(struct guest_mem *m, unsigned ncpus, uint64_t *rsdp_gpa)
 	int ret;
 
 	*rsdp_gpa = 0;
-	if (ncpus == 0 || ncpus > ACPI_MAX_CPUS)
+	if (ncpus == 0 || ncpus > ACPI_MAX_CPUS || ndevs > ACPI_MAX_DEVICES)
 		return -EINVAL;
 
-	header_init((struct acpi_header *)dsdt, "DSDT", sizeof(dsdt), 2);
-	memcpy(dsdt + sizeof(struct acpi_header), dsdt_aml, sizeof(dsdt_aml));
-	ret = place_sdt(&o, dsdt, sizeof(dsdt), &dsdt_gpa);
+	ret = build_dsdt_body(&body, devs, ndevs);
+	if (ret)
+		return ret;
+	header_init((struct acpi_header *)dsdt, "DSDT",
+		    (uint32_t)(sizeof(struct acpi_header) + body.len), 2);
+	ret = place_sdt(&o, dsdt, sizeof(struct acpi_header) + body.len, &dsdt_gpa);
 	if (ret)
 		return ret;
 

@@ -42,6 +42,12 @@ struct vmm {
 	struct vcpu vcpus[VCPU_MAX];
 	unsigned nvcpus;
 
+	struct boot_kernel kernel;
+	uint64_t initrd_gpa;
+	uint64_t initrd_size;
+	struct acpi_dev acpi_devs[ACPI_MAX_DEVICES];
+	unsigned n_acpi_devs;
+
 	struct irq_line serial_irq;
 	struct serial *serial;
 	struct i8042 kbd;
@@ -175,6 +181,8 @@ static int register_devices(struct vmm *v)
 	v->timer = (struct boottimer){ .start_ns = v->start_ns, .marked = on_boot_mark, .ctx = v };
 
 	ret = io_register(&v->pio, SERIAL_COM1_PORT, SERIAL_NPORTS, serial_io, v->serial);
+	v->acpi_devs[v->n_acpi_devs++] = (struct acpi_dev){ ACPI_DEV_UART, SERIAL_COM1_PORT,
+							    SERIAL_NPORTS, SERIAL_COM1_IRQ };
 	if (!ret)
 		ret = io_register(&v->pio, I8042_DATA_PORT, I8042_CMD_PORT - I8042_DATA_PORT + 1,
 				  i8042_io, &v->kbd);
@@ -187,12 +195,11 @@ static int register_devices(struct vmm *v)
 	return ret;
 }
 
-/* Kernel, initrd, boot structures. Failures here are bad input (exit 2). */
+/* Kernel and initrd into guest RAM. Failures here are bad input (exit 2). */
 static int load_guest(struct vmm *v, char *why, size_t whylen)
 {
 	const struct vmm_config *c = v->cfg;
-	struct boot_kernel k;
-	uint64_t initrd_gpa = 0, initrd_size = 0, rsdp = 0;
+	struct boot_kernel *k = &v->kernel;
 	const char *reason = NULL;
 	int kfd = -1, ifd = -1, ret = -1;
 
@@ -201,7 +208,7 @@ static int load_guest(struct vmm *v, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot open kernel %s: %s", c->kernel, strerror(errno));
 		goto out;
 	}
-	if (boot_load_elf(v->vm->mem, kfd, &k, &reason)) {
+	if (boot_load_elf(v->vm->mem, kfd, k, &reason)) {
 		snprintf(why, whylen, "kernel %s: %s", c->kernel, reason);
 		goto out;
 	}
@@ -217,26 +224,14 @@ static int load_guest(struct vmm *v, char *why, size_t whylen)
 			snprintf(why, whylen, "initrd %s is not a non-empty regular file", c->initrd);
 			goto out;
 		}
-		initrd_size = (uint64_t)st.st_size;
-		if (boot_load_initrd(v->vm->mem, ifd, initrd_size, &k, &initrd_gpa)) {
+		v->initrd_size = (uint64_t)st.st_size;
+		if (boot_load_initrd(v->vm->mem, ifd, v->initrd_size, k, &v->initrd_gpa)) {
 			snprintf(why, whylen,
 				 "initrd %s (%llu MiB) does not fit in %llu MiB of guest RAM next to the kernel",
-				 c->initrd, (unsigned long long)(initrd_size >> 20),
+				 c->initrd, (unsigned long long)(v->initrd_size >> 20),
 				 (unsigned long long)c->mem_mib);
 			goto out;
 		}
-	}
-	if (acpi_build(v->vm->mem, c->cpus, &rsdp)) {
-		snprintf(why, whylen, "cannot build ACPI tables for %u vCPUs", c->cpus);
-		goto out;
-	}
-	if (boot_setup_pvh(v->vm->mem, c->cmdline, initrd_gpa, initrd_size, rsdp)) {
-		snprintf(why, whylen, "kernel command line is too long");
-		goto out;
-	}
-	if (vcpu_setup_pvh(&v->vcpus[0], k.entry, (uint32_t)BOOT_START_INFO)) {
-		snprintf(why, whylen, "cannot set the boot vCPU's registers: %s", strerror(errno));
-		goto out;
 	}
 	ret = 0;
 out:
@@ -244,6 +239,29 @@ out:
 		close(kfd);
 	if (ifd >= 0)
 		close(ifd);
+	return ret;
+}
+
+/* ACPI tables (once every device is known), start info, boot vCPU registers. */
+static int setup_boot(struct vmm *v, char *why, size_t whylen)
+{
+	const struct vmm_config *c = v->cfg;
+	uint64_t rsdp = 0;
+	int ret;
+
+	ret = acpi_build(v->vm->mem, c->cpus, v->acpi_devs, v->n_acpi_devs, &rsdp);
+	if (ret) {
+		snprintf(why, whylen, "cannot build ACPI tables: %s", strerror(-ret));
+		return ret;
+	}
+	ret = boot_setup_pvh(v->vm->mem, c->cmdline, v->initrd_gpa, v->initrd_size, rsdp);
+	if (ret) {
+		snprintf(why, whylen, "kernel command line is too long");
+		return ret;
+	}
+	ret = vcpu_setup_pvh(&v->vcpus[0], v->kernel.entry, (uint32_t)BOOT_START_INFO);
+	if (ret)
+		snprintf(why, whylen, "cannot set the boot vCPU's registers: %s", strerror(-ret));
 	return ret;
 }
 
@@ -336,6 +354,8 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot set up devices: %s", strerror(-ret));
 		goto out;
 	}
+	if (setup_boot(v, why, whylen))
+		goto out;
 	v->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (v->stop_efd < 0 || setup_signals(v)) {
 		snprintf(why, whylen, "cannot set up signal handling: %s", strerror(errno));

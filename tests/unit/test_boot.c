@@ -295,8 +295,12 @@ static void test_acpi(void **state)
 	uint32_t len;
 	unsigned lapics = 0;
 
+	struct acpi_dev devs[ACPI_MAX_DEVICES] = { { ACPI_DEV_UART, 0x3f8, 8, 4 } };
+
+	for (unsigned i = 1; i < ACPI_MAX_DEVICES; i++)
+		devs[i] = (struct acpi_dev){ ACPI_DEV_VIRTIO, 0xd0000000 + 0x1000 * i, 0x200, 4 + i };
 	for (unsigned ncpus = 1; ncpus <= 32; ncpus += 31) {
-		assert_int_equal(acpi_build(m, ncpus, &rsdp_gpa), 0);
+		assert_int_equal(acpi_build(m, ncpus, devs, ncpus == 1 ? 1 : ACPI_MAX_DEVICES, &rsdp_gpa), 0);
 		assert_true(rsdp_gpa >= BOOT_ACPI_START && rsdp_gpa < BOOT_ACPI_END);
 		rsdp = guest_mem_ptr(m, rsdp_gpa, 36);
 		assert_memory_equal(rsdp, "RSD PTR ", 8);
@@ -308,7 +312,18 @@ static void test_acpi(void **state)
 		memcpy(&madt_gpa, xsdt + 44, 8);
 		fadt = table_at(m, fadt_gpa, "FACP");
 		memcpy(&dsdt_gpa, fadt + 140, 8);
-		table_at(m, dsdt_gpa, "DSDT");
+		const uint8_t *dsdt = table_at(m, dsdt_gpa, "DSDT");
+		uint32_t dlen;
+
+		memcpy(&dlen, dsdt + 4, 4);
+		/* Every device's _HID string is in there. */
+		assert_non_null(memmem(dsdt, dlen, "PNP0501", 8));
+		assert_non_null(memmem(dsdt, dlen, "QEMU0001", 9));
+		if (ncpus > 1) {
+			assert_non_null(memmem(dsdt, dlen, "LNRO0005", 9));
+			assert_non_null(memmem(dsdt, dlen, "VR1E", 4));
+			assert_true(dlen > 64 * 31); /* multi-byte PkgLength for the scope */
+		}
 		madt = table_at(m, madt_gpa, "APIC");
 		memcpy(&len, madt + 4, 4);
 		lapics = 0;
@@ -319,8 +334,11 @@ static void test_acpi(void **state)
 		}
 		assert_int_equal(lapics, ncpus);
 	}
-	assert_int_equal(acpi_build(m, 0, &rsdp_gpa), -EINVAL);
-	assert_int_equal(acpi_build(m, ACPI_MAX_CPUS + 1, &rsdp_gpa), -EINVAL);
+	assert_int_equal(acpi_build(m, 0, devs, 0, &rsdp_gpa), -EINVAL);
+	assert_int_equal(acpi_build(m, ACPI_MAX_CPUS + 1, devs, 0, &rsdp_gpa), -EINVAL);
+	assert_int_equal(acpi_build(m, 1, devs, ACPI_MAX_DEVICES + 1, &rsdp_gpa), -EINVAL);
+	devs[0].gsi = 16; /* ISA IRQs stop at 15 */
+	assert_int_equal(acpi_build(m, 1, devs, 1, &rsdp_gpa), -EINVAL);
 	guest_mem_free(m);
 }
 
