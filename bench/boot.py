@@ -84,11 +84,14 @@ def run_one(kind, args):
     try:
         p.wait(timeout=10)
     except subprocess.TimeoutExpired:
+        sys.stderr.write(f"bench/boot: {kind} ignored SIGTERM for 10 s; killing it\n")
         p.kill()
-        p.wait()
+        p.wait(timeout=10)
+    p.stdout.close()
+    p.stderr.close()
     if boot is None:
-        err = p.stderr.read().decode(errors="replace").strip().splitlines()
-        sys.stderr.write(f"bench/boot: {kind} did not reach userspace: {err[-1] if err else '?'}\n")
+        sys.stderr.write(f"bench/boot: {kind} did not reach userspace within {args.timeout:.0f} s "
+                         f"(status {p.returncode})\n")
     return boot, rss
 
 
