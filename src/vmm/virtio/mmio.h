@@ -1,0 +1,56 @@
+/*
+ * virtio-mmio transport, modern interface only (virtio 1.x §4.2.2, Version 2).
+ * One instance wraps one device model (struct virtio_dev_ops), owns its
+ * queues, and answers the vCPU threads' MMIO accesses under one lock. Queue
+ * notifications are handled synchronously in the notifying vCPU thread;
+ * devices with their own thread complete buffers through virtio_mmio_run().
+ */
+#ifndef KILN_VMM_VIRTIO_MMIO_H
+#define KILN_VMM_VIRTIO_MMIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/virtio/virtio.h"
+
+/* Registers 0x000-0x0ff, device config from 0x100. */
+#define VIRTIO_MMIO_SIZE 0x200
+#define VIRTIO_MMIO_MAX_QUEUES 8
+
+struct guest_mem;
+struct io_bus;
+struct virtq;
+struct virtio_mmio_dev;
+
+/*
+ * ops/dev: the device model, which must outlive the transport. irq(irq_ctx)
+ * raises the device's interrupt line (a KVM irqfd); it is called with the
+ * transport's lock held, from vCPU threads or from a thread inside
+ * virtio_mmio_run(), and must not call back into the transport.
+ * 0, -EINVAL (bad ops) or -ENOMEM.
+ */
+int virtio_mmio_create(struct virtio_mmio_dev **out, const struct virtio_dev_ops *ops, void *dev,
+		       const struct guest_mem *mem, void (*irq)(void *ctx), void *irq_ctx);
+void virtio_mmio_free(struct virtio_mmio_dev *d);
+
+/*
+ * For a device that completes buffers outside notify(), from its own thread:
+ * run fn(arg, queues) under the transport's lock, serialised with every
+ * register access and device call. queues is the device's queue array
+ * (ops->num_queues entries) while the driver runs it (DRIVER_OK set,
+ * NEEDS_RESET clear), else NULL: the device must not touch the rings then.
+ * Afterwards the used-buffer interrupt is raised if a queue needs one, and a
+ * negative result sets NEEDS_RESET as a failed notify() does. Returns fn's
+ * result. Never call it from inside a device op (the lock is not recursive).
+ */
+int virtio_mmio_run(struct virtio_mmio_dev *d, int (*fn)(void *arg, struct virtq *queues),
+		    void *arg);
+
+/* Claim [base, base + VIRTIO_MMIO_SIZE) on bus. io_register()'s result. */
+int virtio_mmio_register(struct virtio_mmio_dev *d, struct io_bus *bus, uint64_t base);
+
+/* "virtio_mmio.device=<size>@<base>:<irq>" for the guest kernel command line.
+ * 0, or -ENOSPC when buf (size bytes) is too small. */
+int virtio_mmio_cmdline(char *buf, size_t size, uint64_t base, uint32_t irq);
+
+#endif
