@@ -12,7 +12,8 @@
 const char config_usage[] =
 	"usage: kiln-vmm --kernel VMLINUX [--initrd FILE] [--cmdline STR] [--cpus N]\n"
 	"                [--mem MiB] [--console stdio|none|PATH] [--config FILE.json]\n"
-	"                [--print-boot-time]\n"
+	"                [--drive path=FILE|fd=N[,ro][,serial=ID]]... [--vsock UDS_PATH]\n"
+	"                [--cid N] [--print-boot-time]\n"
 	"Boots one microVM and exits when it ends. Later settings override earlier ones,\n"
 	"so flags after --config override the file.\n";
 
@@ -22,6 +23,7 @@ void config_defaults(struct vmm_config *c)
 	c->cpus = 1;
 	c->mem_mib = 128;
 	c->console = CONSOLE_STDIO;
+	c->vsock_cid = 3;
 	snprintf(c->cmdline, sizeof(c->cmdline), "%s", CONFIG_DEFAULT_CMDLINE);
 }
 
@@ -68,6 +70,15 @@ static int set_mem(struct vmm_config *c, const char *s, char *err, size_t errlen
 	return 0;
 }
 
+static int set_cid(struct vmm_config *c, const char *s, char *err, size_t errlen)
+{
+	if (parse_u64(s, 3, 0xfffffffeULL, &c->vsock_cid)) {
+		snprintf(err, errlen, "--cid must be a number from 3 to 4294967294, not '%s'", s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int set_console(struct vmm_config *c, const char *s, char *err, size_t errlen)
 {
 	if (!strcmp(s, "stdio")) {
@@ -80,6 +91,103 @@ static int set_console(struct vmm_config *c, const char *s, char *err, size_t er
 	}
 	c->console = CONSOLE_FILE;
 	return set_str(c->console_path, sizeof(c->console_path), s, "--console path", err, errlen);
+}
+
+int config_add_drive(struct vmm_config *c, const char *spec, char *err, size_t errlen)
+{
+	struct drive_config d = { .fd = -1 };
+	char buf[CONFIG_MAX_PATH + 64];
+	char *save = NULL, *tok;
+	bool have_src = false;
+
+	if (c->ndrives >= CONFIG_MAX_DRIVES) {
+		snprintf(err, errlen, "at most %d drives", CONFIG_MAX_DRIVES);
+		return -EINVAL;
+	}
+	if (strlen(spec) >= sizeof(buf)) {
+		snprintf(err, errlen, "--drive spec is too long");
+		return -EINVAL;
+	}
+	snprintf(buf, sizeof(buf), "%s", spec);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		uint64_t fd;
+
+		if (!strncmp(tok, "path=", 5) && !have_src) {
+			if (set_str(d.path, sizeof(d.path), tok + 5, "--drive path", err, errlen))
+				return -EINVAL;
+			have_src = true;
+		} else if (!strncmp(tok, "fd=", 3) && !have_src) {
+			if (parse_u64(tok + 3, 3, 1023, &fd)) {
+				snprintf(err, errlen, "--drive fd= must be a descriptor number from 3 to 1023");
+				return -EINVAL;
+			}
+			d.fd = (int)fd;
+			have_src = true;
+		} else if (!strcmp(tok, "ro")) {
+			d.read_only = true;
+		} else if (!strcmp(tok, "rw")) {
+			d.read_only = false;
+		} else if (!strncmp(tok, "serial=", 7)) {
+			if (set_str(d.serial, sizeof(d.serial), tok + 7, "--drive serial", err, errlen))
+				return -EINVAL;
+		} else {
+			snprintf(err, errlen, "--drive: unknown or repeated item '%.64s' (want path=FILE or fd=N, ro|rw, serial=ID)",
+				 tok);
+			return -EINVAL;
+		}
+	}
+	if (!have_src) {
+		snprintf(err, errlen, "--drive needs path=FILE or fd=N");
+		return -EINVAL;
+	}
+	c->drives[c->ndrives++] = d;
+	return 0;
+}
+
+/* "drives": [{"path": P | "fd": N, "read_only": bool, "serial": S}, ...] */
+static int load_json_drives(struct vmm_config *c, json_t *arr, const char *path, char *err,
+			    size_t errlen)
+{
+	size_t i;
+	json_t *d;
+
+	if (!json_is_array(arr)) {
+		snprintf(err, errlen, "config file %s: \"drives\" must be an array", path);
+		return -EINVAL;
+	}
+	json_array_foreach(arr, i, d) {
+		char spec[CONFIG_MAX_PATH + 64];
+		json_t *p = json_object_get(d, "path"), *fd = json_object_get(d, "fd");
+		json_t *ro = json_object_get(d, "read_only"), *ser = json_object_get(d, "serial");
+		size_t n;
+
+		if (!json_is_object(d) || json_object_size(d) != (size_t)(!!p + !!fd + !!ro + !!ser) ||
+		    (p && !json_is_string(p)) || (fd && !json_is_integer(fd)) ||
+		    (ro && !json_is_boolean(ro)) || (ser && !json_is_string(ser)) || (!p == !fd)) {
+			snprintf(err, errlen,
+				 "config file %s: drive %zu must be {\"path\": STR or \"fd\": N, \"read_only\": BOOL, \"serial\": STR}",
+				 path, i);
+			return -EINVAL;
+		}
+		if (p && strchr(json_string_value(p), ',')) {
+			snprintf(err, errlen, "config file %s: drive %zu: path must not contain ','", path, i);
+			return -EINVAL;
+		}
+		if (p)
+			n = (size_t)snprintf(spec, sizeof(spec), "path=%s", json_string_value(p));
+		else
+			n = (size_t)snprintf(spec, sizeof(spec), "fd=%lld", (long long)json_integer_value(fd));
+		if (n < sizeof(spec) && ro && json_is_true(ro))
+			n += (size_t)snprintf(spec + n, sizeof(spec) - n, ",ro");
+		if (n < sizeof(spec) && ser)
+			n += (size_t)snprintf(spec + n, sizeof(spec) - n, ",serial=%s", json_string_value(ser));
+		if (n >= sizeof(spec) || config_add_drive(c, spec, err, errlen)) {
+			if (n >= sizeof(spec))
+				snprintf(err, errlen, "config file %s: drive %zu is too long", path, i);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }
 
 int config_load_json(struct vmm_config *c, const char *path, char *err, size_t errlen)
@@ -112,16 +220,21 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 	json_object_foreach(root, key, val) {
 		int r;
 
-		if (!strcmp(key, "cpus") || !strcmp(key, "mem_mib")) {
+		if (!strcmp(key, "cpus") || !strcmp(key, "mem_mib") || !strcmp(key, "cid")) {
 			if (!json_is_integer(val) || json_integer_value(val) < 0) {
 				snprintf(err, errlen, "config file %s: \"%s\" must be a whole number",
 					 path, key);
 				goto out;
 			}
 			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(val));
-			r = key[0] == 'c' ? set_cpus(c, num, err, errlen) : set_mem(c, num, err, errlen);
+			if (!strcmp(key, "cid"))
+				r = set_cid(c, num, err, errlen);
+			else
+				r = key[0] == 'c' ? set_cpus(c, num, err, errlen) : set_mem(c, num, err, errlen);
+		} else if (!strcmp(key, "drives")) {
+			r = load_json_drives(c, val, path, err, errlen);
 		} else if (!strcmp(key, "kernel") || !strcmp(key, "initrd") ||
-			   !strcmp(key, "cmdline") || !strcmp(key, "console")) {
+			   !strcmp(key, "cmdline") || !strcmp(key, "console") || !strcmp(key, "vsock")) {
 			const char *s = json_string_value(val);
 
 			if (!json_is_string(val) || !s) {
@@ -133,6 +246,8 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 				r = set_str(c->kernel, sizeof(c->kernel), s, "kernel path", err, errlen);
 			else if (!strcmp(key, "initrd"))
 				r = set_str(c->initrd, sizeof(c->initrd), s, "initrd path", err, errlen);
+			else if (!strcmp(key, "vsock"))
+				r = set_str(c->vsock_path, sizeof(c->vsock_path), s, "vsock path", err, errlen);
 			else if (!strcmp(key, "cmdline"))
 				r = set_str(c->cmdline, sizeof(c->cmdline), s, "cmdline", err, errlen);
 			else
@@ -153,7 +268,8 @@ out:
 int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, char *err,
 		      size_t errlen)
 {
-	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_CPUS, O_MEM, O_CONSOLE, O_CONFIG, O_BOOTTIME };
+	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_CPUS, O_MEM, O_CONSOLE, O_CONFIG, O_BOOTTIME,
+	       O_DRIVE, O_VSOCK, O_CID };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
@@ -163,6 +279,9 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		{ "console", required_argument, NULL, O_CONSOLE },
 		{ "config", required_argument, NULL, O_CONFIG },
 		{ "print-boot-time", no_argument, NULL, O_BOOTTIME },
+		{ "drive", required_argument, NULL, O_DRIVE },
+		{ "vsock", required_argument, NULL, O_VSOCK },
+		{ "cid", required_argument, NULL, O_CID },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -206,6 +325,16 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 			break;
 		case O_BOOTTIME:
 			c->print_boot_time = true;
+			break;
+		case O_DRIVE:
+			r = config_add_drive(c, optarg, err, errlen);
+			break;
+		case O_VSOCK:
+			r = set_str(c->vsock_path, sizeof(c->vsock_path), optarg, "--vsock path", err,
+				    errlen);
+			break;
+		case O_CID:
+			r = set_cid(c, optarg, err, errlen);
 			break;
 		case 'h':
 			*help = true;

@@ -16,7 +16,18 @@
 #define CONFIG_MAX_CMDLINE 1536 /* leaves room for device arguments the VMM appends */
 #define CONFIG_MAX_FILE (1 << 20)
 
+#define CONFIG_MAX_DRIVES 8
+#define CONFIG_MAX_SERIAL 20 /* virtio-blk GET_ID */
+
 enum console_mode { CONSOLE_STDIO, CONSOLE_NONE, CONSOLE_FILE };
+
+/* A virtio-blk disk: a path the VMM opens, or an fd it inherited. */
+struct drive_config {
+	char path[CONFIG_MAX_PATH]; /* "" when fd is used */
+	int fd;                     /* -1 when path is used */
+	bool read_only;
+	char serial[CONFIG_MAX_SERIAL + 1];
+};
 
 struct vmm_config {
 	char kernel[CONFIG_MAX_PATH];
@@ -27,6 +38,10 @@ struct vmm_config {
 	enum console_mode console;
 	char console_path[CONFIG_MAX_PATH];
 	bool print_boot_time;
+	struct drive_config drives[CONFIG_MAX_DRIVES];
+	unsigned ndrives;
+	char vsock_path[108]; /* Unix socket for the guest's vsock; "" = no vsock device */
+	uint64_t vsock_cid;
 };
 
 #define CONFIG_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1 pci=off io_delay=none"
@@ -40,6 +55,10 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 
 /* Load a JSON config file over c. Same error convention. */
 int config_load_json(struct vmm_config *c, const char *path, char *err, size_t errlen);
+
+/* Parse a --drive spec: path=FILE or fd=N, then optional ro|rw and serial=ID,
+ * comma-separated (paths cannot contain commas). */
+int config_add_drive(struct vmm_config *c, const char *spec, char *err, size_t errlen);
 
 /* Checks that need the whole config (kernel given, limits, host memory). */
 int config_validate(const struct vmm_config *c, uint64_t host_mem_mib, char *err, size_t errlen);

@@ -24,6 +24,16 @@
 #include "vmm/io.h"
 #include "vmm/kvm.h"
 #include "vmm/vcpu.h"
+#include "vmm/virtio/blk.h"
+#include "vmm/virtio/mmio.h"
+#include "vmm/virtio/rng.h"
+#include "vmm/virtio/vsock.h"
+
+/* virtio-mmio windows and their edge-triggered GSIs (4 is the UART's). */
+#define VIRTIO_MMIO_BASE 0xd0000000ULL
+#define VIRTIO_MMIO_STRIDE 0x1000ULL
+#define VIRTIO_GSI_FIRST 5
+#define VIRTIO_MAX_DEVS (KVM_MAX_IRQFDS - VIRTIO_GSI_FIRST)
 
 #define CONSOLE_FILE_LIMIT (64ULL << 20)
 
@@ -47,6 +57,15 @@ struct vmm {
 	uint64_t initrd_size;
 	struct acpi_dev acpi_devs[ACPI_MAX_DEVICES];
 	unsigned n_acpi_devs;
+
+	struct virtio_slot {
+		struct virtio_mmio_dev *mmio;
+		const struct virtio_dev_ops *ops;
+		void *dev;
+		struct irq_line irq;
+	} virtio[VIRTIO_MAX_DEVS];
+	unsigned nvirtio;
+	int drive_fd[CONFIG_MAX_DRIVES]; /* fds the VMM opened itself */
 
 	struct irq_line serial_irq;
 	struct serial *serial;
@@ -164,6 +183,124 @@ static int open_console(struct vmm *v, char *why, size_t whylen)
 	return 0;
 }
 
+/* Put a virtio device on the next MMIO window and GSI, and describe it in the DSDT. */
+static int add_virtio(struct vmm *v, const struct virtio_dev_ops *ops, void *dev)
+{
+	struct virtio_slot *slot;
+	uint64_t base;
+	unsigned gsi;
+	int ret;
+
+	if (v->nvirtio >= VIRTIO_MAX_DEVS || v->n_acpi_devs >= ACPI_MAX_DEVICES)
+		return -ENOSPC;
+	slot = &v->virtio[v->nvirtio];
+	base = VIRTIO_MMIO_BASE + v->nvirtio * VIRTIO_MMIO_STRIDE;
+	gsi = VIRTIO_GSI_FIRST + v->nvirtio;
+	slot->ops = ops;
+	slot->dev = dev;
+	slot->irq = (struct irq_line){ v->vm, gsi };
+	ret = kvm_vm_irqfd(v->vm, gsi);
+	if (ret)
+		return ret;
+	ret = virtio_mmio_create(&slot->mmio, ops, dev, v->vm->mem, irq_line_pulse, &slot->irq);
+	if (ret)
+		return ret;
+	v->nvirtio++; /* owned from here on, freed at teardown */
+	ret = virtio_mmio_register(slot->mmio, &v->mmio, base);
+	if (ret)
+		return ret;
+	v->acpi_devs[v->n_acpi_devs++] = (struct acpi_dev){ ACPI_DEV_VIRTIO, base, VIRTIO_MMIO_SIZE,
+							    gsi };
+	return 0;
+}
+
+static void free_virtio(struct vmm *v)
+{
+	/* Device threads first: they use the transports freed below. */
+	for (unsigned i = 0; i < v->nvirtio; i++)
+		if (v->virtio[i].ops == &vsock_ops)
+			vsock_stop(v->virtio[i].dev);
+	for (unsigned i = 0; i < v->nvirtio; i++) {
+		struct virtio_slot *slot = &v->virtio[i];
+
+		virtio_mmio_free(slot->mmio);
+		if (slot->ops == &vblk_ops)
+			vblk_free(slot->dev);
+		else if (slot->ops == &vrng_ops)
+			vrng_free(slot->dev);
+		else if (slot->ops == &vsock_ops)
+			vsock_free(slot->dev);
+	}
+	v->nvirtio = 0;
+}
+
+/* Disks: opened (or taken from an inherited fd) here, so a bad path is bad input. */
+static int add_drives(struct vmm *v, char *why, size_t whylen)
+{
+	for (unsigned i = 0; i < v->cfg->ndrives; i++) {
+		const struct drive_config *d = &v->cfg->drives[i];
+		struct vblk_params p = { .read_only = d->read_only, .serial = d->serial };
+		struct vblk *b = NULL;
+		int fd = d->fd, ret;
+
+		if (d->path[0]) {
+			fd = open(d->path, (d->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+			if (fd < 0) {
+				snprintf(why, whylen, "cannot open drive %s: %s", d->path, strerror(errno));
+				return VMM_EXIT_USAGE;
+			}
+			v->drive_fd[i] = fd;
+		} else if (fcntl(fd, F_GETFD) < 0) {
+			snprintf(why, whylen, "drive fd %d is not open", fd);
+			return VMM_EXIT_USAGE;
+		}
+		p.fd = fd;
+		ret = vblk_create(&b, &p);
+		if (ret) {
+			snprintf(why, whylen, "drive %u (%s): %s", i, d->path[0] ? d->path : "fd",
+				 strerror(-ret));
+			return VMM_EXIT_USAGE;
+		}
+		ret = add_virtio(v, &vblk_ops, b);
+		if (ret) {
+			if (v->nvirtio == 0 || v->virtio[v->nvirtio - 1].dev != b)
+				vblk_free(b);
+			snprintf(why, whylen, "cannot attach drive %u: %s", i, strerror(-ret));
+			return VMM_EXIT_ERROR;
+		}
+	}
+	return 0;
+}
+
+static int add_vsock(struct vmm *v, char *why, size_t whylen)
+{
+	struct vsock_params p = { .guest_cid = v->cfg->vsock_cid, .uds_path = v->cfg->vsock_path };
+	struct vsock *vs = NULL;
+	int ret;
+
+	if (!v->cfg->vsock_path[0])
+		return 0;
+	ret = vsock_create(&vs, &p);
+	if (ret) {
+		snprintf(why, whylen, "cannot listen on vsock socket %s: %s", v->cfg->vsock_path,
+			 strerror(-ret));
+		return VMM_EXIT_USAGE;
+	}
+	ret = add_virtio(v, &vsock_ops, vs);
+	if (ret) {
+		if (v->nvirtio == 0 || v->virtio[v->nvirtio - 1].dev != vs)
+			vsock_free(vs);
+		snprintf(why, whylen, "cannot attach the vsock device: %s", strerror(-ret));
+		return VMM_EXIT_ERROR;
+	}
+	ret = vsock_start(vs, v->virtio[v->nvirtio - 1].mmio);
+	if (ret) {
+		snprintf(why, whylen, "cannot start the vsock thread: %s", strerror(-ret));
+		return VMM_EXIT_ERROR;
+	}
+	return 0;
+}
+
 static int register_devices(struct vmm *v)
 {
 	uint64_t limit = v->cfg->console == CONSOLE_FILE ? CONSOLE_FILE_LIMIT : 0;
@@ -192,6 +329,16 @@ static int register_devices(struct vmm *v)
 		ret = io_register(&v->pio, PVPANIC_PORT, 1, power_pvpanic_io, &v->power);
 	if (!ret)
 		ret = io_register(&v->pio, BOOTTIMER_PORT, 4, boottimer_io, &v->timer);
+	if (!ret) {
+		struct vrng *rng = NULL;
+
+		ret = vrng_create(&rng);
+		if (!ret) {
+			ret = add_virtio(v, &vrng_ops, rng);
+			if (ret && (v->nvirtio == 0 || v->virtio[v->nvirtio - 1].dev != rng))
+				vrng_free(rng);
+		}
+	}
 	return ret;
 }
 
@@ -325,6 +472,8 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 	v->cfg = cfg;
 	v->start_ns = now_ns();
 	v->console_fd = v->stop_efd = v->sig_fd = -1;
+	for (unsigned i = 0; i < CONFIG_MAX_DRIVES; i++)
+		v->drive_fd[i] = -1;
 	v->status = -1;
 	pthread_mutex_init(&v->lock, NULL);
 
@@ -349,6 +498,12 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 	status = VMM_EXIT_ERROR;
 	if (open_console(v, why, whylen))
 		goto out;
+	status = add_drives(v, why, whylen);
+	if (!status)
+		status = add_vsock(v, why, whylen);
+	if (status)
+		goto out;
+	status = VMM_EXIT_ERROR;
 	ret = register_devices(v);
 	if (ret) {
 		snprintf(why, whylen, "cannot set up devices: %s", strerror(-ret));
@@ -380,6 +535,10 @@ out:
 		vcpu_kick(&v->vcpus[i]);
 	for (unsigned i = 0; i < v->nvcpus; i++)
 		vcpu_destroy(&v->vcpus[i]);
+	free_virtio(v);
+	for (unsigned i = 0; i < CONFIG_MAX_DRIVES; i++)
+		if (v->drive_fd[i] >= 0)
+			close(v->drive_fd[i]);
 	serial_free(v->serial);
 	if (v->console_fd >= 0 && v->cfg->console == CONSOLE_FILE)
 		close(v->console_fd);

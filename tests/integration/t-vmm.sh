@@ -17,6 +17,17 @@ boot() {
     timeout -s KILL 300 "$VMM" "$@" > "$work/$name.out" 2> "$work/$name.err" < /dev/null
     rc=$?
 }
+bad() {
+    local desc=$1 pattern=$2; shift 2
+    local out
+    out=$(timeout 60 "$VMM" "$@" 2>&1 < /dev/null)
+    local st=$?
+    if [ $st -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" =~ $pattern ]]; then
+        ok "bad input: $desc"
+    else
+        not_ok "bad input: $desc (status $st, output '$out')"
+    fi
+}
 field() { sed -n "s/.*$2 \([0-9a-z]*\).*/\1/p" "$work/$1.out" | head -n1; }
 
 # --- 1 vCPU, 128 MiB, reboot -> 0; boot timer --------------------------------
@@ -47,6 +58,27 @@ expect_eq "JSON config: 4 CPUs" 4 "$(field json KILN-NPROC)"
 mem=$(field json KILN-MEMTOTAL-KB)
 check "JSON config: about 512 MiB (MemTotal ${mem:-?} kB)" test "${mem:-0}" -gt 450000 -a "${mem:-0}" -le 524288
 
+# --- virtio-blk (read-only and writable) and virtio-rng ------------------------------
+head -c 1048576 /dev/urandom > "$work/ro.img"
+truncate -s 1M "$work/rw.img"
+cp "$work/ro.img" "$work/ro.orig"
+boot dev --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=devices" \
+    --drive "path=$work/ro.img,ro,serial=base-image" --drive "path=$work/rw.img"
+expect_eq "guest with two drives exits 0" 0 "$rc"
+expect_match "guest sees vda and vdb" 'KILN-DISKS vda vdb' "$(cat "$work/dev.out")"
+expect_eq "read-only drive reported read-only" 1 "$(field dev KILN-VDA-RO)"
+expect_eq "guest reads the image byte-exact" "$(head -c 65536 "$work/ro.img" | sha256sum | cut -c1-16)" "$(field dev KILN-VDA-SHA)"
+expect_eq "drive serial (GET_ID) visible" "base-image" "$(sed -n 's/.*KILN-VDA-SERIAL \([^ ]*\).*/\1/p' "$work/dev.out" | head -n1)"
+expect_eq "write to the read-only drive fails in the guest" refused "$(field dev KILN-VDA-WRITE)"
+check "read-only image unchanged on the host" cmp -s "$work/ro.img" "$work/ro.orig"
+expect_eq "write to the writable drive succeeds" 0 "$(field dev KILN-VDB-WRITE)"
+expect_eq "guest's write reached the host file" "written-by-guest" "$(dd if="$work/rw.img" bs=512 skip=8 count=1 2>/dev/null | head -c 16)"
+expect_match "virtio-rng is the guest's hwrng" 'KILN-RNG virtio_rng' "$(cat "$work/dev.out")"
+expect_eq "guest reads entropy from /dev/hwrng" 32 "$(field dev KILN-RNG-BYTES)"
+bad "missing drive" 'cannot open drive' --kernel "$KERNEL" --drive "path=$work/nope"
+bad "drive spec without a source" 'needs path' --kernel "$KERNEL" --drive ro
+bad "drive fd that is not open" 'not open' --kernel "$KERNEL" --drive fd=987
+
 # --- every way a guest ends ---------------------------------------------------------
 boot off --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=poweroff"
 expect_eq "guest power-off (ACPI S5) exits 3" 3 "$rc"
@@ -75,17 +107,6 @@ for sig in TERM INT; do
 done
 
 # --- bad input: exit 2, one line on stderr, before any guest runs -------------------
-bad() {
-    local desc=$1 pattern=$2; shift 2
-    local out
-    out=$(timeout 60 "$VMM" "$@" 2>&1 < /dev/null)
-    local st=$?
-    if [ $st -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" =~ $pattern ]]; then
-        ok "bad input: $desc"
-    else
-        not_ok "bad input: $desc (status $st, output '$out')"
-    fi
-}
 printf 'not an elf file\n' > "$work/notelf"
 truncate -s 200M "$work/huge.cpio"
 echo '{"cpus": 2, "oops": 1}' > "$work/unknown.json"

@@ -70,6 +70,30 @@ static void test_config_args(void **state)
 		if (!err[0] || strchr(err, '\n'))
 			fail_msg("'%s': no one-line message", bad[i]);
 	}
+	/* Drives and vsock. */
+	assert_int_equal(parse(&c, "--kernel /k --drive path=/a.img,ro,serial=base --drive fd=5 --vsock /run/v.sock --cid 7", err), 0);
+	assert_int_equal(c.ndrives, 2);
+	assert_string_equal(c.drives[0].path, "/a.img");
+	assert_true(c.drives[0].read_only);
+	assert_string_equal(c.drives[0].serial, "base");
+	assert_int_equal(c.drives[0].fd, -1);
+	assert_int_equal(c.drives[1].fd, 5);
+	assert_false(c.drives[1].read_only);
+	assert_string_equal(c.vsock_path, "/run/v.sock");
+	assert_int_equal(c.vsock_cid, 7);
+	static const char *const bad_drives[] = {
+		"--drive ro", "--drive fd=2", "--drive fd=x", "--drive path=/a,fd=4", "--drive path=/a,bogus",
+		"--drive path=/a,serial=123456789012345678901", "--cid 2", "--cid 4294967295",
+		"--drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a",
+	};
+	for (size_t i = 0; i < sizeof(bad_drives) / sizeof(bad_drives[0]); i++) {
+		err[0] = 0;
+		if (parse(&c, bad_drives[i], err) == 0)
+			fail_msg("'%s' was accepted", bad_drives[i]);
+		if (!err[0])
+			fail_msg("'%s': no message", bad_drives[i]);
+	}
+
 	/* No kernel at all. */
 	assert_int_equal(parse(&c, "--cpus 2", err), 0);
 	assert_int_not_equal(config_validate(&c, 0, err, sizeof(err)), 0);
@@ -95,17 +119,28 @@ static void test_config_json(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	config_defaults(&c);
-	write_file(path, "{\"kernel\": \"/vmlinux\", \"cpus\": 2, \"mem_mib\": 256, \"console\": \"/tmp/c\"}");
+	write_file(path, "{\"kernel\": \"/vmlinux\", \"cpus\": 2, \"mem_mib\": 256, \"console\": \"/tmp/c\","
+			 " \"drives\": [{\"path\": \"/b.img\", \"read_only\": true}, {\"fd\": 9, \"serial\": \"s\"}],"
+			 " \"vsock\": \"/v.sock\", \"cid\": 5}");
 	assert_int_equal(config_load_json(&c, path, err, sizeof(err)), 0);
 	assert_string_equal(c.kernel, "/vmlinux");
 	assert_int_equal(c.cpus, 2);
 	assert_int_equal(c.mem_mib, 256);
 	assert_int_equal(c.console, CONSOLE_FILE);
 	assert_string_equal(c.console_path, "/tmp/c");
+	assert_int_equal(c.ndrives, 2);
+	assert_true(c.drives[0].read_only);
+	assert_int_equal(c.drives[1].fd, 9);
+	assert_string_equal(c.drives[1].serial, "s");
+	assert_string_equal(c.vsock_path, "/v.sock");
+	assert_int_equal(c.vsock_cid, 5);
 
 	static const char *const bad[] = {
 		"[1]", "{\"cpus\": \"2\"}", "{\"cpus\": 99}", "{\"cpus\": -1}", "{\"mem_mib\": 1.5}",
 		"{\"kernel\": 3}", "{\"what\": 1}", "{\"cpus\": 1, \"cpus\": 2}", "{", "",
+		"{\"drives\": {}}", "{\"drives\": [{\"path\": \"/a\", \"fd\": 4}]}",
+		"{\"drives\": [{\"path\": \"/a\", \"extra\": 1}]}", "{\"drives\": [{\"path\": \"/a,ro\"}]}",
+		"{\"drives\": [{}]}", "{\"cid\": 1}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		write_file(path, bad[i]);
