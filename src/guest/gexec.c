@@ -1,0 +1,291 @@
+/*
+ * Process start for EXEC. The parent prepares everything that allocates (the
+ * PATH candidates, the environment); the child only calls async-signal-safe
+ * functions and reports an execve failure through a close-on-exec pipe, so
+ * the EXEC reply says whether the program really started.
+ */
+#include "guest/gexec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+#define GEXEC_CAND_MAX 64
+#define DEFAULT_PATH   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+struct spawn {
+	const char *const *argv;
+	const char *const *envp;
+	const char *cwd;
+	char **cand; /* NULL-terminated */
+	uid_t uid;
+	gid_t gid;
+	bool set_ids;
+	bool reset_oom;
+	rlim_t nofile_soft;
+	int fds[3];
+	int report;
+};
+
+static const char *env_get(const char *const *envp, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (; *envp; envp++)
+		if (!strncmp(*envp, name, n) && (*envp)[n] == '=')
+			return *envp + n + 1;
+	return NULL;
+}
+
+/*
+ * The files execve will try, in order: argv[0] itself when it has a '/', else
+ * each PATH entry (an empty one means "."). One allocation: free() it.
+ */
+static int candidates(const char *file, const char *path, char ***out)
+{
+	char **v, *p;
+	size_t n = 1, flen = strlen(file);
+	bool direct = strchr(file, '/') != NULL;
+	const char *s;
+
+	*out = NULL;
+	if (direct) {
+		path = "";
+	} else {
+		if (flen > PROTO_NAME_MAX)
+			return -ENAMETOOLONG;
+		for (s = path; *s; s++)
+			n += *s == ':';
+		if (n > GEXEC_CAND_MAX)
+			n = GEXEC_CAND_MAX;
+	}
+	v = calloc(1, (n + 1) * sizeof(*v) + strlen(path) + n * (flen + 3));
+	if (!v)
+		return -ENOMEM;
+	p = (char *)(v + n + 1);
+	s = path;
+	for (size_t i = 0; i < n; i++) {
+		size_t dlen = strcspn(s, ":");
+
+		v[i] = p;
+		if (!direct) {
+			if (dlen) {
+				memcpy(p, s, dlen);
+				p += dlen;
+			} else {
+				*p++ = '.';
+			}
+			*p++ = '/';
+		}
+		memcpy(p, file, flen + 1);
+		p += flen + 1;
+		s += dlen;
+		if (*s == ':')
+			s++;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Async-signal-safe from here to execve. */
+static __attribute__((noreturn)) void child(const struct spawn *s)
+{
+	struct sigaction sa;
+	sigset_t none;
+	int err = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (setsid() < 0)
+		goto fail;
+	for (int i = 0; i < 3; i++) {
+		if (s->fds[i] == i) {
+			if (fcntl(i, F_SETFD, 0) < 0)
+				goto fail;
+		} else if (dup2(s->fds[i], i) < 0) {
+			goto fail;
+		}
+	}
+	/* Nothing the agent (or a test program around it) holds leaks into the child. */
+	syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
+	if (s->reset_oom) {
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			if (write(fd, "0", 1) < 0) {
+				/* best effort */
+			}
+			close(fd);
+		}
+	}
+	if (s->nofile_soft) {
+		struct rlimit rl;
+
+		if (!getrlimit(RLIMIT_NOFILE, &rl)) {
+			rl.rlim_cur = s->nofile_soft < rl.rlim_max ? s->nofile_soft : rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	if (chdir(s->cwd))
+		goto fail;
+	if (s->set_ids) {
+		if (setgroups(0, NULL) || setgid(s->gid) || setuid(s->uid))
+			goto fail;
+	}
+	for (char *const *c = s->cand; *c; c++) {
+		execve(*c, (char *const *)s->argv, (char *const *)s->envp);
+		switch (errno) {
+		case EACCES:
+			err = EACCES;
+			/* fall through */
+		case ENOENT:
+		case ENOTDIR:
+		case ESTALE:
+		case ENODEV:
+		case ETIMEDOUT:
+			continue;
+		default:
+			goto fail;
+		}
+	}
+	errno = err ? err : ENOENT;
+fail:
+	err = errno;
+	if (write(s->report, &err, sizeof(err)) < 0) {
+		/* the parent then sees a plain exit 127 */
+	}
+	_exit(127);
+}
+
+int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
+		struct gexec_child *out)
+{
+	struct spawn s;
+	const char *defenv[3];
+	char home[16];
+	int in[2] = { -1, -1 }, o[2] = { -1, -1 }, e[2] = { -1, -1 }, rep[2] = { -1, -1 };
+	int nul = -1, pidfd, err, ret;
+	pid_t pid = -1;
+	ssize_t n;
+
+	out->pid = -1;
+	out->pidfd = out->in = out->out = out->err = -1;
+	memset(&s, 0, sizeof(s));
+	s.argv = req->argv;
+	s.cwd = req->cwd[0] ? req->cwd : "/";
+	s.reset_oom = opts->reset_oom;
+	s.nofile_soft = opts->nofile_soft;
+	s.uid = req->uid == PROTO_ID_KEEP ? geteuid() : (uid_t)req->uid;
+	s.gid = req->gid == PROTO_ID_KEEP ? getegid() : (gid_t)req->gid;
+	s.set_ids = s.uid != geteuid() || s.gid != getegid();
+	if (req->envc) {
+		s.envp = req->envp;
+	} else {
+		snprintf(home, sizeof(home), "HOME=%s", s.uid == 0 ? "/root" : "/");
+		defenv[0] = "PATH=" DEFAULT_PATH;
+		defenv[1] = home;
+		defenv[2] = NULL;
+		s.envp = defenv;
+	}
+	{
+		const char *path = env_get(s.envp, "PATH");
+
+		ret = candidates(req->argv[0], path ? path : DEFAULT_PATH, &s.cand);
+		if (ret)
+			goto out;
+	}
+	/* O_NONBLOCK applies to the parent's ends only (separate open files). */
+	if (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || pipe2(rep, O_CLOEXEC) ||
+	    fcntl(o[0], F_SETFL, O_NONBLOCK) || fcntl(e[0], F_SETFL, O_NONBLOCK)) {
+		ret = -errno;
+		goto out;
+	}
+	if (req->flags & PROTO_EXEC_STDIN) {
+		if (pipe2(in, O_CLOEXEC) || fcntl(in[1], F_SETFL, O_NONBLOCK)) {
+			ret = -errno;
+			goto out;
+		}
+		s.fds[0] = in[0];
+	} else {
+		nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (nul < 0) {
+			ret = -errno;
+			goto out;
+		}
+		s.fds[0] = nul;
+	}
+	s.fds[1] = o[1];
+	s.fds[2] = e[1];
+	s.report = rep[1];
+
+	pid = fork();
+	if (pid < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (pid == 0)
+		child(&s);
+
+	close(rep[1]);
+	rep[1] = -1;
+	do
+		n = read(rep[0], &err, sizeof(err));
+	while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)sizeof(err)) {
+		/* It never ran: reap it here, the caller never sees the pid. */
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		pid = -1;
+		ret = err > 0 ? -err : -ENOEXEC;
+		goto out;
+	}
+	/* Always close-on-exec. Until we reap it, pid cannot name anyone else. */
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0) {
+		ret = -errno;
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		goto out;
+	}
+	out->pid = pid;
+	out->pidfd = pidfd;
+	out->in = in[1];
+	out->out = o[0];
+	out->err = e[0];
+	in[1] = o[0] = e[0] = -1;
+	ret = 0;
+out:
+	for (int i = 0; i < 2; i++) {
+		if (in[i] >= 0)
+			close(in[i]);
+		if (o[i] >= 0)
+			close(o[i]);
+		if (e[i] >= 0)
+			close(e[i]);
+		if (rep[i] >= 0)
+			close(rep[i]);
+	}
+	if (nul >= 0)
+		close(nul);
+	free(s.cand);
+	return ret;
+}

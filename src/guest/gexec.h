@@ -1,0 +1,36 @@
+/*
+ * Starting a process for an EXEC request: fork, then only async-signal-safe
+ * calls in the child (the agent may run as a thread of a test program).
+ */
+#ifndef KILN_GUEST_GEXEC_H
+#define KILN_GUEST_GEXEC_H
+
+#include <stdbool.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+
+struct proto_exec;
+
+struct gexec_child {
+	pid_t pid;
+	int pidfd; /* readable when the process has exited */
+	int in;	   /* write end of its stdin, or -1 (stdin is /dev/null) */
+	int out;   /* read end of its stdout */
+	int err;   /* read end of its stderr */
+};
+
+struct gexec_opts {
+	bool reset_oom;	      /* oom_score_adj 0 in the child (the agent runs at -1000) */
+	rlim_t nofile_soft;   /* RLIMIT_NOFILE soft limit for the child; 0: inherit */
+};
+
+/*
+ * The child is a session leader (its pgid is its pid), with default signal
+ * dispositions and an empty signal mask. All returned fds are non-blocking
+ * and close-on-exec. Fails with the child's execve errno (-ENOENT, -EACCES,
+ * ...) when the program cannot run.
+ */
+int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
+		struct gexec_child *out);
+
+#endif
