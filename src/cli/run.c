@@ -1,0 +1,681 @@
+/*
+ * kiln run: boot a fresh microVM, upload files, run one command with this
+ * process's stdin/stdout/stderr, download files, destroy the VM, and exit
+ * with the command's status. See docs/run.md.
+ */
+#include "cli/run.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/agent.h"
+#include "lib/sandbox.h"
+#include "util.h"
+
+#define EXIT_USAGE 2
+#define EXIT_TIMEOUT 124
+#define EXIT_KILN 125
+#define MAX_ENV 256
+#define MAX_XFER 64
+#define MIN_MEM_MIB 64
+#define MAX_MEM_MIB (64ULL << 10)
+#define MAX_DISK_MIB (1ULL << 20)
+#define DEFAULT_BOOT_TIMEOUT_MS 120000
+
+struct xfer {
+	char *local;
+	char *remote;
+};
+
+struct run_opts {
+	char image[PATH_MAX];
+	char kernel[PATH_MAX];
+	char initrd[PATH_MAX];
+	char vmm[PATH_MAX];
+	const char *console;
+	unsigned cpus;
+	uint64_t mem_mib;
+	uint64_t disk_mib;
+	uint64_t timeout_s;
+	const char *env[MAX_ENV + 3];
+	unsigned nenv;
+	const char *cwd;
+	uint32_t uid, gid;
+	struct xfer put[MAX_XFER];
+	unsigned nput;
+	struct xfer get[MAX_XFER];
+	unsigned nget;
+	bool json;
+	char **argv;
+};
+
+struct run_state {
+	uint64_t out_bytes[3];
+	uint64_t in_bytes;
+	bool exited;
+	int code;
+	int signal;
+	int write_error;
+};
+
+static volatile int g_signal;
+static int g_sigpipe[2] = { -1, -1 };
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+	char c = 1;
+
+	g_signal = sig;
+	if (write(g_sigpipe[1], &c, 1) < 0) {
+		/* the pipe is full: a wakeup is already pending */
+	}
+	errno = saved;
+}
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("kiln run: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_USAGE;
+}
+
+static void print_help(void)
+{
+	puts("usage: kiln run [OPTIONS] -- CMD [ARGS...]\n"
+	     "Boots a fresh microVM, runs CMD in it with this process's stdin, stdout and\n"
+	     "stderr, destroys the VM and exits with CMD's status (128+N on signal N).\n"
+	     "  --image NAME|PATH   base image: a name under build/images (debian, tiny) or a file\n"
+	     "  --cpus N            vCPUs (1..32, default 1)\n"
+	     "  --mem MiB           guest memory (64..65536, default 512)\n"
+	     "  --disk MiB          writable scratch disk (0: in guest RAM; default 1024)\n"
+	     "  --timeout SEC       destroy the VM at the deadline and exit 124\n"
+	     "  -e, --env K=V       environment for CMD (repeatable)\n"
+	     "  -w, --workdir DIR   working directory for CMD (default /root)\n"
+	     "  --user UID[:GID]    run CMD as this numeric user (default root)\n"
+	     "  --put LOCAL:REMOTE  upload a file before CMD runs (repeatable)\n"
+	     "  --get REMOTE:LOCAL  download a file after CMD ends (repeatable)\n"
+	     "  --json              print a JSON result as the last line on stderr\n"
+	     "  --console FILE      write the guest console to FILE (debugging)\n"
+	     "Exit status: CMD's; 124 timeout; 125 kiln failed; 2 bad usage; 130/143 interrupted.");
+}
+
+/* Directory of the kiln binary: the build tree keeps everything beside it. */
+static void self_dir(const char *self, char *buf, size_t len)
+{
+	char path[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+	char *slash;
+
+	if (n <= 0) {
+		snprintf(path, sizeof(path), "%s", self);
+		n = (ssize_t)strlen(path);
+	}
+	path[n] = 0;
+	slash = strrchr(path, '/');
+	if (slash)
+		*slash = 0;
+	else
+		snprintf(path, sizeof(path), ".");
+	snprintf(buf, len, "%s", path);
+}
+
+static int resolve_image(struct run_opts *o, const char *name, const char *dir)
+{
+	struct stat st;
+	int n;
+
+	if (strchr(name, '/') || (stat(name, &st) == 0 && S_ISREG(st.st_mode))) {
+		n = snprintf(o->image, sizeof(o->image), "%s", name);
+	} else {
+		for (const char *p = name; *p; p++)
+			if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+				return usage_error("bad image name '%s' (a name is [a-z0-9_-]; a path has a '/')",
+						   name);
+		n = snprintf(o->image, sizeof(o->image), "%s/images/%s.img", dir, name);
+	}
+	if (n < 0 || (size_t)n >= sizeof(o->image))
+		return usage_error("image path too long: %s", name);
+	if (stat(o->image, &st) < 0 || !S_ISREG(st.st_mode) || access(o->image, R_OK) < 0) {
+		fprintf(stderr, "kiln run: unknown image '%s' (no readable file %s; `make image` builds debian, `make image-tiny` tiny)\n",
+			name, o->image);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int parse_xfer(struct xfer *x, char *arg, bool put)
+{
+	char *colon = strchr(arg, ':');
+	const char *remote;
+
+	if (!colon || colon == arg || !colon[1])
+		return usage_error(put ? "--put wants LOCAL:REMOTE, not '%s'" : "--get wants REMOTE:LOCAL, not '%s'",
+				   arg);
+	*colon = 0;
+	x->local = put ? arg : colon + 1;
+	x->remote = put ? colon + 1 : arg;
+	remote = x->remote;
+	if (remote[0] != '/' || strlen(remote) >= 4096)
+		return usage_error("remote path '%s' must be absolute (and under 4096 bytes)", remote);
+	if (put) {
+		int fd = open(x->local, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+
+		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+			fprintf(stderr, "kiln run: cannot read --put file %s: %s\n", x->local,
+				fd < 0 ? strerror(errno) : "not a regular file");
+			if (fd >= 0)
+				close(fd);
+			return EXIT_USAGE;
+		}
+		close(fd);
+	}
+	return 0;
+}
+
+static int parse_opts(struct run_opts *o, int argc, char **argv, const char *self)
+{
+	enum { O_IMAGE = 256, O_CPUS, O_MEM, O_DISK, O_TIMEOUT, O_USER, O_PUT, O_GET, O_JSON,
+	       O_CONSOLE, O_KERNEL, O_INITRD, O_VMM };
+	static const struct option opts[] = {
+		{ "image", required_argument, NULL, O_IMAGE },
+		{ "cpus", required_argument, NULL, O_CPUS },
+		{ "mem", required_argument, NULL, O_MEM },
+		{ "disk", required_argument, NULL, O_DISK },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "env", required_argument, NULL, 'e' },
+		{ "workdir", required_argument, NULL, 'w' },
+		{ "user", required_argument, NULL, O_USER },
+		{ "put", required_argument, NULL, O_PUT },
+		{ "get", required_argument, NULL, O_GET },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "console", required_argument, NULL, O_CONSOLE },
+		{ "kernel", required_argument, NULL, O_KERNEL },
+		{ "initrd", required_argument, NULL, O_INITRD },
+		{ "vmm", required_argument, NULL, O_VMM },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *image = getenv("KILN_IMAGE") ? getenv("KILN_IMAGE") : "debian";
+	char dir[PATH_MAX];
+	uint64_t v;
+	int opt, r;
+
+	self_dir(self, dir, sizeof(dir));
+	o->cpus = 1;
+	o->mem_mib = 512;
+	o->disk_mib = 1024;
+	o->cwd = "/root";
+	o->uid = o->gid = 0;
+	snprintf(o->kernel, sizeof(o->kernel), "%s/guest/vmlinux", dir);
+	snprintf(o->initrd, sizeof(o->initrd), "%s/guest/kiln-initrd.cpio", dir);
+	snprintf(o->vmm, sizeof(o->vmm), "%s/kiln-vmm", dir);
+	o->env[o->nenv++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	o->env[o->nenv++] = "HOME=/root";
+
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+:e:w:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case O_IMAGE:
+			image = optarg;
+			break;
+		case O_CPUS:
+			if (parse_u64(optarg, 1, 32, &v))
+				return usage_error("--cpus must be from 1 to 32, not '%s'", optarg);
+			o->cpus = (unsigned)v;
+			break;
+		case O_MEM:
+			if (parse_u64(optarg, 0, MAX_MEM_MIB, &v))
+				return usage_error("--mem must be a size in MiB (64..65536), not '%s'", optarg);
+			if (v < MIN_MEM_MIB) {
+				fprintf(stderr, "kiln run: --mem %llu MiB is less than the %d MiB a kiln guest needs to boot\n",
+					(unsigned long long)v, MIN_MEM_MIB);
+				return EXIT_USAGE;
+			}
+			o->mem_mib = v;
+			break;
+		case O_DISK:
+			if (parse_u64(optarg, 0, MAX_DISK_MIB, &v) || (v && v < 16))
+				return usage_error("--disk must be 0 or a size in MiB from 16 to 1048576, not '%s'", optarg);
+			o->disk_mib = v;
+			break;
+		case O_TIMEOUT:
+			if (parse_u64(optarg, 1, 7 * 24 * 3600, &v))
+				return usage_error("--timeout must be a whole number of seconds (1..604800), not '%s'",
+						   optarg);
+			o->timeout_s = v;
+			break;
+		case 'e':
+			if (!strchr(optarg, '=') || optarg[0] == '=' || strlen(optarg) > 65536)
+				return usage_error("-e wants K=V, not '%s'", optarg);
+			if (o->nenv >= MAX_ENV)
+				return usage_error("too many -e variables (at most %d)", MAX_ENV - 2);
+			o->env[o->nenv++] = optarg;
+			break;
+		case 'w':
+			if (optarg[0] != '/' || strlen(optarg) >= 4096)
+				return usage_error("-w wants an absolute directory, not '%s'", optarg);
+			o->cwd = optarg;
+			break;
+		case O_USER: {
+			char *colon = strchr(optarg, ':');
+			uint64_t uid, gid;
+
+			if (!strcmp(optarg, "root")) {
+				o->uid = o->gid = 0;
+				break;
+			}
+			if (colon)
+				*colon = 0;
+			if (parse_u64(optarg, 0, 65534, &uid) ||
+			    (colon && parse_u64(colon + 1, 0, 65534, &gid)))
+				return usage_error("--user wants a numeric UID[:GID] (0..65534) or root, not '%s'",
+						   optarg);
+			o->uid = (uint32_t)uid;
+			o->gid = colon ? (uint32_t)gid : (uint32_t)uid;
+			break;
+		}
+		case O_PUT:
+		case O_GET:
+			if ((opt == O_PUT ? o->nput : o->nget) >= MAX_XFER)
+				return usage_error("at most 64 %s", opt == O_PUT ? "--put" : "--get");
+			r = parse_xfer(opt == O_PUT ? &o->put[o->nput] : &o->get[o->nget], optarg,
+				       opt == O_PUT);
+			if (r)
+				return r;
+			if (opt == O_PUT)
+				o->nput++;
+			else
+				o->nget++;
+			break;
+		case O_JSON:
+			o->json = true;
+			break;
+		case O_CONSOLE:
+			o->console = optarg;
+			break;
+		case O_KERNEL:
+		case O_INITRD:
+		case O_VMM:
+			snprintf(opt == O_KERNEL ? o->kernel : opt == O_INITRD ? o->initrd : o->vmm,
+				 PATH_MAX, "%s", optarg);
+			break;
+		case 'h':
+			print_help();
+			return -1;
+		case ':':
+			return usage_error("option %s needs a value", argv[optind - 1]);
+		default:
+			return usage_error("unknown option '%s' (see kiln run --help)", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return usage_error("no command given (kiln run [OPTIONS] -- CMD [ARGS...])");
+	o->argv = argv + optind;
+	o->env[o->nenv] = NULL;
+	r = resolve_image(o, image, dir);
+	if (r)
+		return r;
+	if (access(o->kernel, R_OK) < 0)
+		return usage_error("guest kernel %s is missing (make kernel)", o->kernel);
+	if (access(o->initrd, R_OK) < 0)
+		return usage_error("guest initramfs %s is missing (make)", o->initrd);
+	if (access(o->vmm, X_OK) < 0)
+		return usage_error("kiln-vmm %s is missing (make)", o->vmm);
+	return 0;
+}
+
+static int on_output(void *ctx, uint32_t id, int stream, const void *buf, size_t len)
+{
+	struct run_state *st = ctx;
+	int fd = stream == 2 ? STDERR_FILENO : STDOUT_FILENO;
+	int ret;
+
+	st->out_bytes[stream == 2 ? 2 : 1] += len;
+	/* Blocking write: a slow reader slows the guest process down (back-pressure). */
+	ret = write_full(fd, buf, len);
+	if (ret && !st->write_error)
+		st->write_error = ret;
+	return 0;
+}
+
+static void on_exit_cb(void *ctx, uint32_t id, int code, int signal)
+{
+	struct run_state *st = ctx;
+
+	st->exited = true;
+	st->code = code;
+	st->signal = signal;
+}
+
+/* The guest kernel's OOM kill counter, from /proc/vmstat. -1 if unknown. */
+static long long guest_oom_kills(struct kiln_agent *a)
+{
+	char buf[16384];
+	long long kills = -1;
+	uint64_t n = 0;
+	ssize_t len;
+	const char *p;
+	int fd = memfd_create("vmstat", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	if (kiln_agent_get(a, "/proc/vmstat", fd, &n) == 0 && n > 0) {
+		len = pread(fd, buf, sizeof(buf) - 1, 0);
+		if (len > 0) {
+			buf[len] = 0;
+			p = strstr(buf, "\noom_kill ");
+			if (p)
+				kills = strtoll(p + 10, NULL, 10);
+		}
+	}
+	close(fd);
+	return kills;
+}
+
+static int do_puts(struct kiln_agent *a, const struct run_opts *o, uint64_t *bytes)
+{
+	for (unsigned i = 0; i < o->nput; i++) {
+		struct kiln_put_opts po = { .mode = 0644, .uid = o->uid, .gid = o->gid, .parents = true };
+		struct stat st;
+		uint64_t n = 0;
+		int fd = open(o->put[i].local, O_RDONLY | O_CLOEXEC), ret;
+
+		if (fd < 0) {
+			fprintf(stderr, "kiln run: cannot read --put file %s: %s\n", o->put[i].local,
+				strerror(errno));
+			return -errno;
+		}
+		if (fstat(fd, &st) == 0)
+			po.mode = st.st_mode & 0777;
+		ret = kiln_agent_put(a, fd, o->put[i].remote, &po, &n);
+		close(fd);
+		if (ret) {
+			fprintf(stderr, "kiln run: cannot upload %s to %s: %s\n", o->put[i].local,
+				o->put[i].remote, kiln_agent_error(a)[0] ? kiln_agent_error(a) : strerror(-ret));
+			return ret;
+		}
+		*bytes += n;
+	}
+	return 0;
+}
+
+static int do_gets(struct kiln_agent *a, const struct run_opts *o, uint64_t *bytes)
+{
+	int failed = 0;
+
+	for (unsigned i = 0; i < o->nget; i++) {
+		char tmp[PATH_MAX];
+		uint64_t n = 0;
+		int fd, ret;
+
+		/* Write beside the target, rename when complete: no half files. */
+		if (snprintf(tmp, sizeof(tmp), "%s.kiln-XXXXXX", o->get[i].local) >= (int)sizeof(tmp)) {
+			failed = -ENAMETOOLONG;
+			continue;
+		}
+		fd = mkostemp(tmp, O_CLOEXEC);
+		if (fd < 0) {
+			fprintf(stderr, "kiln run: cannot write %s: %s\n", o->get[i].local, strerror(errno));
+			failed = -errno;
+			continue;
+		}
+		ret = kiln_agent_get(a, o->get[i].remote, fd, &n);
+		if (ret == 0)
+			fchmod(fd, 0644);
+		close(fd);
+		if (ret || rename(tmp, o->get[i].local) < 0) {
+			fprintf(stderr, "kiln run: cannot download %s: %s\n", o->get[i].remote,
+				ret ? (kiln_agent_error(a)[0] ? kiln_agent_error(a) : strerror(-ret))
+				    : strerror(errno));
+			unlink(tmp);
+			failed = ret ? ret : -EIO;
+			continue;
+		}
+		*bytes += n;
+	}
+	return failed;
+}
+
+static void print_json(const struct run_opts *o, const struct run_state *st, int status,
+		       const char *limit, const struct kiln_sandbox_times *t, uint64_t exec_ns,
+		       uint64_t teardown_ns, uint64_t total_ns, uint64_t put_bytes, uint64_t get_bytes,
+		       long long oom)
+{
+	json_t *j = json_pack("{s:i, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:I, s:I, s:s}}",
+			      "exit_status", status,
+			      "exit_code", st->exited && st->signal == 0 ? json_integer(st->code) : json_null(),
+			      "signal", st->exited && st->signal ? json_integer(st->signal) : json_null(),
+			      "limit_hit", limit ? json_string(limit) : json_null(),
+			      "durations_ms",
+			      "boot", t->boot_ns / 1e6, "guest_boot", t->guest_boot_ns / 1e6,
+			      "exec", exec_ns / 1e6, "teardown", teardown_ns / 1e6, "total", total_ns / 1e6,
+			      "bytes",
+			      "stdin", (json_int_t)st->in_bytes, "stdout", (json_int_t)st->out_bytes[1],
+			      "stderr", (json_int_t)st->out_bytes[2], "put", (json_int_t)put_bytes,
+			      "get", (json_int_t)get_bytes,
+			      "vm", "cpus", (int)o->cpus, "mem_mib", (json_int_t)o->mem_mib,
+			      "disk_mib", (json_int_t)o->disk_mib, "image", o->image);
+	char *s;
+
+	if (!j)
+		return;
+	if (oom >= 0)
+		json_object_set_new(j, "guest_oom_kills", json_integer(oom));
+	s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+	if (s)
+		fprintf(stderr, "%s\n", s);
+	free(s);
+	json_decref(j);
+}
+
+static int setup_signals(void)
+{
+	struct sigaction sa;
+	int fl;
+
+	if (pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal; /* no SA_RESTART: waits wake up */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	fl = fcntl(g_sigpipe[0], F_GETFL);
+	return fl < 0 ? -errno : 0;
+}
+
+int cli_run(int argc, char **argv, const char *self)
+{
+	static struct run_opts o;
+	struct run_state st = { 0 };
+	struct kiln_sandbox *sb = NULL;
+	struct kiln_sandbox_config cfg;
+	struct kiln_sandbox_times times = { 0 };
+	struct kiln_exec_spec spec;
+	struct kiln_exec_ops ops = { on_output, on_exit_cb };
+	struct kiln_agent *a;
+	uint64_t t_start = now_ns(), t_exec = 0, t_exec_end = 0, t_down = 0, deadline = 0;
+	uint64_t put_bytes = 0, get_bytes = 0;
+	long long oom_before = -1, oom_after = -1;
+	const char *limit = NULL;
+	bool stdin_open = true;
+	uint32_t id = 0;
+	char err[512];
+	int status = EXIT_KILN, ret;
+
+	ret = parse_opts(&o, argc, argv, self);
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	if (setup_signals()) {
+		fprintf(stderr, "kiln run: cannot set up signal handling\n");
+		return EXIT_KILN;
+	}
+	kiln_sandbox_sweep();
+	if (o.timeout_s)
+		deadline = t_start + o.timeout_s * 1000000000ULL;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.vmm = o.vmm;
+	cfg.kernel = o.kernel;
+	cfg.initrd = o.initrd;
+	cfg.image = o.image;
+	cfg.cpus = o.cpus;
+	cfg.mem_mib = o.mem_mib;
+	cfg.disk_mib = o.disk_mib;
+	cfg.console = o.console;
+	cfg.boot_timeout_ms = DEFAULT_BOOT_TIMEOUT_MS;
+	if (o.timeout_s && o.timeout_s * 1000 < (uint64_t)cfg.boot_timeout_ms)
+		cfg.boot_timeout_ms = (int)(o.timeout_s * 1000);
+	cfg.abort = &g_signal;
+	ret = kiln_sandbox_create(&sb, &cfg, err, sizeof(err));
+	if (ret) {
+		if (ret == -EINTR && g_signal) {
+			fprintf(stderr, "kiln run: interrupted; the microVM was destroyed\n");
+			return 128 + g_signal;
+		}
+		if (ret == -ETIMEDOUT && o.timeout_s && now_ns() >= deadline) {
+			fprintf(stderr, "kiln run: timed out after %llu s while booting; the microVM was destroyed\n",
+				(unsigned long long)o.timeout_s);
+			return EXIT_TIMEOUT;
+		}
+		fprintf(stderr, "kiln run: %s\n", err);
+		return EXIT_KILN;
+	}
+	kiln_sandbox_times(sb, &times);
+	a = kiln_sandbox_agent(sb);
+
+	if (do_puts(a, &o, &put_bytes))
+		goto out;
+	oom_before = guest_oom_kills(a);
+
+	memset(&spec, 0, sizeof(spec));
+	spec.argv = (const char *const *)o.argv;
+	spec.envp = o.env;
+	spec.cwd = o.cwd;
+	spec.uid = o.uid;
+	spec.gid = o.gid;
+	spec.stdin = true;
+	t_exec = now_ns();
+	ret = kiln_agent_exec(a, &spec, &ops, &st, &id);
+	if (ret) {
+		fprintf(stderr, "kiln run: cannot run %s: %s\n", o.argv[0],
+			kiln_agent_error(a)[0] ? kiln_agent_error(a) : strerror(-ret));
+		status = ret == -ENOENT ? 127 : ret == -EACCES ? 126 : EXIT_KILN;
+		goto out;
+	}
+	while (!st.exited) {
+		size_t room = stdin_open ? kiln_agent_stdin_room(a, id) : 0;
+		struct pollfd p[3] = {
+			{ .fd = kiln_agent_fd(a), .events = POLLIN },
+			{ .fd = room ? STDIN_FILENO : -1, .events = POLLIN },
+			{ .fd = g_sigpipe[0], .events = POLLIN },
+		};
+		int wait_ms = -1;
+
+		if (stdin_open && !room)
+			wait_ms = 50; /* credit comes back with agent frames; re-check soon */
+		if (deadline) {
+			uint64_t now = now_ns();
+			int left = now >= deadline ? 0 : (int)((deadline - now) / 1000000ULL) + 1;
+
+			if (wait_ms < 0 || left < wait_ms)
+				wait_ms = left;
+		}
+		if (poll(p, 3, wait_ms) < 0 && errno != EINTR)
+			break;
+		if (g_signal)
+			break;
+		if (deadline && now_ns() >= deadline) {
+			limit = "timeout";
+			break;
+		}
+		if (p[0].revents) {
+			ret = kiln_agent_poll(a, 0);
+			if (ret < 0 && ret != -EAGAIN && ret != -ETIMEDOUT)
+				break;
+		}
+		if (p[1].revents) {
+			char buf[65536];
+			ssize_t n = read(STDIN_FILENO, buf, room < sizeof(buf) ? room : sizeof(buf));
+
+			if (n > 0) {
+				ssize_t w = kiln_agent_stdin_write(a, id, buf, (size_t)n);
+
+				if (w == -EPIPE) {
+					stdin_open = false;
+				} else if (w != n) {
+					break;
+				}
+				st.in_bytes += (uint64_t)n;
+			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+				kiln_agent_stdin_close(a, id);
+				stdin_open = false;
+			}
+		}
+	}
+	t_exec_end = now_ns();
+
+	if (g_signal) {
+		fprintf(stderr, "kiln run: interrupted by %s; the microVM was destroyed\n",
+			strsignal(g_signal));
+		kiln_sandbox_kill(sb);
+		status = 128 + g_signal;
+	} else if (limit) {
+		fprintf(stderr, "kiln run: timed out after %llu s; the microVM was destroyed\n",
+			(unsigned long long)o.timeout_s);
+		kiln_sandbox_kill(sb);
+		status = EXIT_TIMEOUT;
+	} else if (!st.exited) {
+		int vst = -1;
+		char why[256] = "";
+
+		kiln_sandbox_kill(sb);
+		if (kiln_sandbox_vmm_exited(sb, &vst))
+			snprintf(why, sizeof(why), " (kiln-vmm exit %d)", vst);
+		fprintf(stderr, "kiln run: lost the microVM while %s ran%s\n", o.argv[0], why);
+		status = EXIT_KILN;
+	} else {
+		status = st.signal ? 128 + st.signal : st.code;
+		oom_after = guest_oom_kills(a);
+		if (oom_before >= 0 && oom_after > oom_before) {
+			limit = "memory";
+			fprintf(stderr, "kiln run: the guest ran out of memory (%llu MiB); its OOM killer stopped %lld process(es)\n",
+				(unsigned long long)o.mem_mib, oom_after - oom_before);
+		}
+		if (do_gets(a, &o, &get_bytes) && status == 0)
+			status = EXIT_KILN;
+		if (st.write_error && status == 0)
+			status = EXIT_KILN;
+	}
+out:
+	t_down = now_ns();
+	kiln_sandbox_destroy(sb);
+	t_down = now_ns() - t_down;
+	if (o.json)
+		print_json(&o, &st, status, limit, &times, t_exec_end > t_exec ? t_exec_end - t_exec : 0,
+			   t_down, now_ns() - t_start, put_bytes, get_bytes,
+			   oom_after >= 0 && oom_before >= 0 ? oom_after - oom_before : -1);
+	return status;
+}

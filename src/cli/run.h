@@ -1,0 +1,7 @@
+#ifndef KILN_CLI_RUN_H
+#define KILN_CLI_RUN_H
+
+/* `kiln run`: argv[0] is "run"; self is the kiln binary's argv[0]. Returns the exit status. */
+int cli_run(int argc, char **argv, const char *self);
+
+#endif

@@ -1,0 +1,497 @@
+#include "lib/sandbox.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/agent.h"
+#include "lib/vsock_uds.h"
+#include "util.h"
+
+#define AGENT_PORT 52
+#define BOOT_MARK_PORT "0x440"
+#define SCRATCH_FD 3
+#define IMAGE_FD 4
+#define SHUTDOWN_GRACE_MS 10000
+#define RUN_PREFIX "run."
+
+struct kiln_sandbox {
+	char dir[PATH_MAX];
+	char sock[108];
+	pid_t vmm;
+	bool reaped;
+	int vmm_status;
+	bool killed;
+	int scratch_fd;
+	int image_fd;
+	struct kiln_agent *agent;
+	uint64_t t0;
+	struct kiln_sandbox_times times;
+};
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* ${TMPDIR:-/tmp}/kiln-<uid>: private to this user. */
+static int base_dir(char *buf, size_t len)
+{
+	const char *tmp = getenv("TMPDIR");
+	struct stat st;
+	int n;
+
+	if (!tmp || tmp[0] != '/')
+		tmp = "/tmp";
+	n = snprintf(buf, len, "%s/kiln-%u", tmp, (unsigned)getuid());
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (lstat(buf, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 077))
+		return -EPERM; /* someone else's, or not private */
+	return 0;
+}
+
+/* Remove a run directory: flat, holding only files kiln or the VMM created. */
+static void remove_run_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int dfd;
+
+	if (!d)
+		return;
+	dfd = dirfd(d);
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(dfd, e->d_name, 0);
+	closedir(d);
+	rmdir(dir);
+}
+
+void kiln_sandbox_sweep(void)
+{
+	char base[PATH_MAX], path[PATH_MAX + 300], owner[32];
+	struct dirent *e;
+	DIR *d;
+
+	if (base_dir(base, sizeof(base)))
+		return;
+	d = opendir(base);
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		uint64_t pid;
+		ssize_t n;
+		int fd;
+
+		if (strncmp(e->d_name, RUN_PREFIX, strlen(RUN_PREFIX)))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/owner", base, e->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue; /* being created right now, or not ours */
+		n = read(fd, owner, sizeof(owner) - 1);
+		close(fd);
+		owner[n > 0 ? n : 0] = 0;
+		owner[strcspn(owner, "\n")] = 0;
+		if (parse_u64(owner, 1, INT_MAX, &pid) || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
+		remove_run_dir(path);
+	}
+	closedir(d);
+}
+
+static int make_run_dir(struct kiln_sandbox *s)
+{
+	char base[PATH_MAX], owner[32], path[PATH_MAX + 16];
+	int ret, fd, n;
+
+	ret = base_dir(base, sizeof(base));
+	if (ret)
+		return ret;
+	n = snprintf(s->dir, sizeof(s->dir), "%s/" RUN_PREFIX "XXXXXX", base);
+	if (n < 0 || (size_t)n >= sizeof(s->dir))
+		return -ENAMETOOLONG;
+	if (!mkdtemp(s->dir)) {
+		s->dir[0] = 0;
+		return -errno;
+	}
+	n = snprintf(s->sock, sizeof(s->sock), "%s/v.sock", s->dir);
+	if (n < 0 || (size_t)n >= sizeof(s->sock) - 12) /* room for "_<port>" */
+		return -ENAMETOOLONG;
+	snprintf(path, sizeof(path), "%s/owner", s->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(owner, sizeof(owner), "%d\n", (int)getpid());
+	ret = write_full(fd, owner, (size_t)n);
+	close(fd);
+	return ret;
+}
+
+/* Run argv with fd 3 = fd, stdout to /dev/null, stderr to log; 0 if it exits 0. */
+static int run_with_fd(char *const argv[], int fd, const char *log)
+{
+	pid_t pid;
+	int st;
+
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+		if (null < 0 || lfd < 0 || dup2(fd, 3) < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+		    dup2(lfd, 2) < 0)
+			_exit(127);
+		closefrom(4);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+/* A sparse ext4 scratch disk that has no name: it vanishes with its last fd. */
+static int make_scratch(struct kiln_sandbox *s, uint64_t mib, char *err, size_t errlen)
+{
+	char log[PATH_MAX + 16];
+	char *argv[] = { (char *)"mkfs.ext4", (char *)"-q", (char *)"-F", (char *)"-m", (char *)"0",
+			 (char *)"-O", (char *)"^has_journal", (char *)"-E",
+			 (char *)"lazy_itable_init=1,nodiscard", (char *)"-L", (char *)"kiln-scratch",
+			 (char *)"/proc/self/fd/3", NULL };
+	int ret;
+
+	s->scratch_fd = open(s->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (s->scratch_fd < 0 && errno == EOPNOTSUPP) {
+		/* No O_TMPFILE here (overlayfs, 9p): name it, then unlink at once. */
+		char path[PATH_MAX + 32];
+
+		snprintf(path, sizeof(path), "%s/scratch.XXXXXX", s->dir);
+		s->scratch_fd = mkostemp(path, O_CLOEXEC);
+		if (s->scratch_fd >= 0)
+			unlink(path);
+	}
+	if (s->scratch_fd < 0) {
+		snprintf(err, errlen, "cannot create the scratch disk in %s: %s", s->dir, strerror(errno));
+		return -errno;
+	}
+	if (ftruncate(s->scratch_fd, (off_t)(mib << 20)) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot size the scratch disk to %llu MiB: %s",
+			 (unsigned long long)mib, strerror(errno));
+		return ret;
+	}
+	snprintf(log, sizeof(log), "%s/mkfs.log", s->dir);
+	ret = run_with_fd(argv, s->scratch_fd, log);
+	if (ret) {
+		/* Root's PATH has /sbin; others may not. */
+		argv[0] = (char *)"/sbin/mkfs.ext4";
+		ret = run_with_fd(argv, s->scratch_fd, log);
+	}
+	if (ret)
+		snprintf(err, errlen, "mkfs.ext4 failed on the scratch disk (is e2fsprogs installed?)");
+	return ret;
+}
+
+static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c, char *err,
+		     size_t errlen)
+{
+	char cpus[16], mem[32], drive_img[32], drive_scr[32], cmdline[512], log[PATH_MAX + 16];
+	const char *argv[32];
+	int n = 0;
+	pid_t parent = getpid();
+
+	snprintf(cpus, sizeof(cpus), "%u", c->cpus);
+	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->mem_mib);
+	snprintf(drive_img, sizeof(drive_img), "fd=%d,ro,serial=kiln-base", IMAGE_FD);
+	snprintf(drive_scr, sizeof(drive_scr), "fd=%d,serial=kiln-scratch", SCRATCH_FD);
+	snprintf(cmdline, sizeof(cmdline),
+		 "console=ttyS0 reboot=k panic=-1 pci=off io_delay=none quiet "
+		 "kiln.bootmark=" BOOT_MARK_PORT " kiln.port=%d kiln.scratch=%s",
+		 AGENT_PORT, s->scratch_fd >= 0 ? "/dev/vdb" : "tmpfs");
+	snprintf(log, sizeof(log), "%s/vmm.log", s->dir);
+
+	argv[n++] = c->vmm;
+	argv[n++] = "--kernel";
+	argv[n++] = c->kernel;
+	argv[n++] = "--initrd";
+	argv[n++] = c->initrd;
+	argv[n++] = "--cpus";
+	argv[n++] = cpus;
+	argv[n++] = "--mem";
+	argv[n++] = mem;
+	argv[n++] = "--console";
+	argv[n++] = c->console ? c->console : "none";
+	argv[n++] = "--drive";
+	argv[n++] = drive_img;
+	if (s->scratch_fd >= 0) {
+		argv[n++] = "--drive";
+		argv[n++] = drive_scr;
+	}
+	argv[n++] = "--vsock";
+	argv[n++] = s->sock;
+	argv[n++] = "--cmdline";
+	argv[n++] = cmdline;
+	argv[n++] = "--print-boot-time";
+	argv[n] = NULL;
+
+	s->vmm = fork();
+	if (s->vmm < 0) {
+		snprintf(err, errlen, "cannot start kiln-vmm: %s", strerror(errno));
+		return -errno;
+	}
+	if (s->vmm == 0) {
+		sigset_t none;
+		int null = open("/dev/null", O_RDWR);
+		int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		/* Dies with us, whatever kills us; out of the terminal's process group. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
+		setpgid(0, 0);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		if (null < 0 || lfd < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(lfd, 2) < 0 ||
+		    dup2(s->image_fd, IMAGE_FD) < 0 ||
+		    (s->scratch_fd >= 0 && dup2(s->scratch_fd, SCRATCH_FD) < 0))
+			_exit(127);
+		closefrom(IMAGE_FD + 1);
+		execv(c->vmm, (char *const *)argv);
+		dprintf(2, "kiln-vmm: cannot execute %s: %s (exit 127)\n", c->vmm, strerror(errno));
+		_exit(127);
+	}
+	return 0;
+}
+
+/* The VMM's last stderr line (its exit reason), for messages. */
+static void vmm_last_line(const struct kiln_sandbox *s, char *buf, size_t len)
+{
+	char path[PATH_MAX + 16], tail[512];
+	ssize_t n;
+	off_t size;
+	int fd;
+
+	snprintf(buf, len, "no reason given");
+	snprintf(path, sizeof(path), "%s/vmm.log", s->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	n = pread(fd, tail, sizeof(tail) - 1, size > (off_t)sizeof(tail) - 1 ? size - (off_t)sizeof(tail) + 1 : 0);
+	close(fd);
+	if (n <= 0)
+		return;
+	tail[n] = 0;
+	while (n > 0 && tail[n - 1] == '\n')
+		tail[--n] = 0;
+	snprintf(buf, len, "%s", strrchr(tail, '\n') ? strrchr(tail, '\n') + 1 : tail);
+}
+
+static uint64_t vmm_boot_time_ns(const struct kiln_sandbox *s)
+{
+	char path[PATH_MAX + 16], buf[4096];
+	unsigned long long us = 0;
+	const char *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/vmm.log", s->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strstr(buf, "boot-time-us=");
+	if (p && sscanf(p, "boot-time-us=%llu", &us) == 1)
+		return (uint64_t)us * 1000;
+	return 0;
+}
+
+bool kiln_sandbox_vmm_exited(struct kiln_sandbox *s, int *status)
+{
+	int st;
+
+	if (!s->reaped && s->vmm > 0 && waitpid(s->vmm, &st, WNOHANG) == s->vmm) {
+		s->reaped = true;
+		s->vmm_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	}
+	if (s->reaped && status)
+		*status = s->vmm_status;
+	return s->reaped;
+}
+
+static int wait_agent(struct kiln_sandbox *s, int timeout_ms, const volatile int *abort,
+		      char *err, size_t errlen)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	char why[256];
+	int ret, fd = -1, st;
+
+	for (;;) {
+		if (kiln_sandbox_vmm_exited(s, &st)) {
+			vmm_last_line(s, why, sizeof(why));
+			snprintf(err, errlen, "the microVM ended while booting: %s", why);
+			return -ECHILD;
+		}
+		if (abort && *abort) {
+			snprintf(err, errlen, "interrupted while booting");
+			return -EINTR;
+		}
+		if (now_ns() > deadline) {
+			snprintf(err, errlen, "the guest agent did not answer within %d s", timeout_ms / 1000);
+			return -ETIMEDOUT;
+		}
+		ret = vsock_uds_connect(s->sock, AGENT_PORT, 200, &fd);
+		if (ret == 0)
+			break;
+		if (ret != -ECONNREFUSED && ret != -ENOENT && ret != -ETIMEDOUT && ret != -ECONNRESET) {
+			snprintf(err, errlen, "cannot reach the guest agent: %s", strerror(-ret));
+			return ret;
+		}
+		sleep_ms(20);
+	}
+	ret = kiln_agent_create(fd, &s->agent);
+	if (ret) {
+		close(fd);
+		snprintf(err, errlen, "cannot set up the agent connection: %s", strerror(-ret));
+		return ret;
+	}
+	kiln_agent_set_timeout(s->agent, 30000);
+	ret = kiln_agent_hello(s->agent, NULL);
+	if (ret) {
+		snprintf(err, errlen, "the guest agent did not greet us: %s", strerror(-ret));
+		return ret;
+	}
+	kiln_agent_set_timeout(s->agent, -1);
+	return 0;
+}
+
+int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
+			size_t errlen)
+{
+	struct kiln_sandbox *s;
+	int ret = -ENOMEM;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return ret;
+	}
+	s->scratch_fd = s->image_fd = -1;
+	s->t0 = now_ns();
+	s->image_fd = open(c->image, O_RDONLY | O_CLOEXEC);
+	if (s->image_fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot open image %s: %s", c->image, strerror(errno));
+		goto out;
+	}
+	ret = make_run_dir(s);
+	if (ret) {
+		snprintf(err, errlen, "cannot create a run directory under %s: %s",
+			 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strerror(-ret));
+		goto out;
+	}
+	if (c->disk_mib) {
+		ret = make_scratch(s, c->disk_mib, err, errlen);
+		if (ret)
+			goto out;
+	}
+	ret = spawn_vmm(s, c, err, errlen);
+	if (ret)
+		goto out;
+	ret = wait_agent(s, c->boot_timeout_ms, c->abort, err, errlen);
+	if (ret)
+		goto out;
+	s->times.boot_ns = now_ns() - s->t0;
+	s->times.guest_boot_ns = vmm_boot_time_ns(s);
+	*out = s;
+	s = NULL;
+out:
+	if (s) {
+		kiln_sandbox_kill(s);
+		kiln_sandbox_destroy(s);
+	}
+	return ret;
+}
+
+struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s)
+{
+	return s->agent;
+}
+
+pid_t kiln_sandbox_vmm_pid(const struct kiln_sandbox *s)
+{
+	return s->vmm;
+}
+
+void kiln_sandbox_times(const struct kiln_sandbox *s, struct kiln_sandbox_times *t)
+{
+	*t = s->times;
+}
+
+void kiln_sandbox_kill(struct kiln_sandbox *s)
+{
+	if (s && s->vmm > 0 && !s->reaped)
+		kill(s->vmm, SIGKILL);
+	if (s)
+		s->killed = true;
+}
+
+void kiln_sandbox_destroy(struct kiln_sandbox *s)
+{
+	uint64_t deadline;
+
+	if (!s)
+		return;
+	if (s->agent && !s->killed && !s->reaped) {
+		kiln_agent_set_timeout(s->agent, 5000);
+		kiln_agent_shutdown(s->agent);
+	}
+	kiln_agent_free(s->agent);
+	s->agent = NULL;
+	if (s->vmm > 0) {
+		deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
+		while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
+			sleep_ms(5);
+		if (!s->reaped) {
+			kill(s->vmm, SIGKILL);
+			while (waitpid(s->vmm, NULL, 0) < 0 && errno == EINTR)
+				;
+			s->reaped = true;
+		}
+	}
+	if (s->scratch_fd >= 0)
+		close(s->scratch_fd);
+	if (s->image_fd >= 0)
+		close(s->image_fd);
+	if (s->dir[0])
+		remove_run_dir(s->dir);
+	free(s);
+}

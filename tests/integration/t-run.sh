@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# kiln run end to end: one fresh microVM per run, through our own VMM and the
+# guest agent. Uses the tiny busybox image for speed and the default Debian
+# image where the issue asks for it (python3). Runs where /dev/kvm works.
+source "$(dirname "$0")/lib.sh"
+
+KILN="$B/kiln"
+TINY="${KILN_TEST_TINY:-$B/images/tiny.img}"
+DEBIAN="${KILN_TEST_DEBIAN:-$B/images/debian.img}"
+work=$(mktemp -d /tmp/t-run.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+run_dir="${TMPDIR:-/tmp}/kiln-$(id -u)"
+krun() { timeout -s KILL 600 "$KILN" run --image "$TINY" "$@"; }
+leftovers() { ls -d "$run_dir"/run.* 2>/dev/null | wc -l; }
+vmms() { pgrep -x kiln-vmm | wc -l; }
+
+# --- exit codes, stdout/stderr separation, JSON ----------------------------------
+out=$(krun --cpus 2 --mem 256 --json -- sh -c 'echo out; echo err >&2; nproc; exit 7' 2>"$work/err")
+rc=$?
+expect_eq "exit code 7 comes back" 7 "$rc"
+expect_eq "stdout carries only stdout" "out
+2" "$out"
+expect_eq "stderr carries only stderr (then the JSON line)" "err" "$(head -n1 "$work/err")"
+json=$(tail -n1 "$work/err")
+expect_match "--json: exit status and durations" '"exit_status":7.*"durations_ms":\{"boot":[0-9.]+' "$json"
+expect_match "--json: bytes counted" '"stdout":6,"stderr":4' "$json"
+krun -- true; expect_eq "exit code 0" 0 "$?"
+krun -- sh -c 'kill -9 $$'; expect_eq "killed by SIGKILL exits 137" 137 "$?"
+krun -- /no/such/program 2>"$work/err"; rc=$?
+expect_eq "missing program exits 127" 127 "$rc"
+expect_match "missing program: one clear line" 'cannot run /no/such/program' "$(cat "$work/err")"
+
+# --- stdin, a large binary stdout, files ----------------------------------------------
+expect_eq "stdin piped through" "hello stdin" "$(printf 'hello stdin' | krun -- cat)"
+head -c 5242880 /dev/urandom > "$work/in5"
+expect_eq "5 MiB of stdin byte-exact" "$(sha256sum < "$work/in5" | cut -c1-64)" \
+    "$(krun -- sha256sum < "$work/in5" | cut -c1-64)"
+krun --mem 512 -- sh -c 'head -c 52428800 /dev/urandom > /tmp/r && sha256sum < /tmp/r >&2 && cat /tmp/r' \
+    2>"$work/sum" | sha256sum | cut -c1-64 > "$work/got"
+expect_eq "50 MiB of binary stdout byte-exact" "$(cut -c1-64 "$work/sum")" "$(cat "$work/got")"
+head -c 3000000 /dev/urandom > "$work/put.bin"
+krun --put "$work/put.bin:/root/in/put.bin" --get "/root/out.bin:$work/got.bin" -- \
+    sh -c 'cp /root/in/put.bin /root/out.bin'
+check "--put/--get round trip byte-exact" cmp -s "$work/put.bin" "$work/got.bin"
+expect_eq "-e and -w reach the command" "v1 /tmp" "$(krun -e K1=v1 -w /tmp -- sh -c 'echo $K1 $(pwd)')"
+expect_eq "--user runs as that uid" "1000" "$(krun --user 1000 -- id -u)"
+
+# --- ephemeral storage ------------------------------------------------------------------
+krun -- sh -c 'echo secret > /root/marker && test -s /root/marker'
+expect_eq "a run can write its disk" 0 "$?"
+krun -- test -e /root/marker
+expect_eq "what a run wrote is gone in the next run" 1 "$?"
+
+# --- limits -----------------------------------------------------------------------------
+start=$(date +%s)
+krun --timeout 5 -- sleep 300 2>"$work/err"; rc=$?
+expect_eq "--timeout kills the VM and exits 124" 124 "$rc"
+expect_match "--timeout: one-line message" 'timed out after 5 s' "$(cat "$work/err")"
+check "--timeout returns promptly" test $(( $(date +%s) - start )) -lt 120
+krun --mem 128 --json -- awk 'BEGIN { s = "x"; while (1) s = s s }' 2>"$work/err"; rc=$?
+expect_eq "memory bomb is killed inside the guest (137)" 137 "$rc"
+expect_match "memory bomb reported as the guest's OOM kill" 'ran out of memory' "$(cat "$work/err")"
+expect_match "--json: limit_hit memory" '"limit_hit":"memory"' "$(tail -n1 "$work/err")"
+krun --disk 32 -- dd if=/dev/zero of=/root/fill bs=1M count=64 2>"$work/err"; rc=$?
+expect_eq "a full scratch disk fails the write" 1 "$rc"
+expect_match "full scratch disk: ENOSPC in the guest" 'No space left on device' "$(cat "$work/err")"
+# A fork bomb is contained by its own VM: a neighbour VM still runs, the bomb's
+# VM ends at its deadline like any other.
+krun --timeout 40 -- sh -c 'b() { b | b & }; b' > /dev/null 2>&1 &
+bomb=$!
+sleep 5
+expect_eq "a fork bomb leaves a neighbour VM working" "alive" "$(krun -- echo alive)"
+wait "$bomb"
+expect_eq "the fork bomb's VM ends at its deadline (124)" 124 "$?"
+
+# --- four runs at once ------------------------------------------------------------------
+for i in 1 2 3 4; do krun -- sh -c "echo run-$i" > "$work/par$i" 2>&1 & done
+wait
+got=$(cat "$work/par1" "$work/par2" "$work/par3" "$work/par4" | tr '\n' ' ')
+expect_eq "four concurrent runs each answer" "run-1 run-2 run-3 run-4 " "$got"
+
+# --- interruptions clean up -------------------------------------------------------------
+"$KILN" run --image "$TINY" -- sh -c 'echo ready; sleep 300' > "$work/int.out" 2>"$work/int.err" &
+kpid=$!
+for _ in $(seq 1200); do grep -q ready "$work/int.out" && break; sleep 0.1; done
+kill -INT "$kpid"; wait "$kpid"; rc=$?
+expect_eq "Ctrl-C (SIGINT) ends kiln run with 130" 130 "$rc"
+"$KILN" run --image "$TINY" -- sh -c 'echo ready; sleep 300' > "$work/k.out" 2>"$work/k.err" &
+kpid=$!
+for _ in $(seq 1200); do grep -q ready "$work/k.out" && break; sleep 0.1; done
+pkill -KILL -P "$kpid" -x kiln-vmm; wait "$kpid"; rc=$?
+expect_eq "SIGKILL of the VMM: kiln run reports failure (125)" 125 "$rc"
+expect_match "SIGKILL of the VMM: clear message" 'lost the microVM' "$(cat "$work/k.err")"
+sleep 1
+expect_eq "no VMM process left behind" 0 "$(vmms)"
+expect_eq "no run directory left in $run_dir" 0 "$(leftovers)"
+
+# --- bad input: one line, exit 2, nothing started ----------------------------------------
+bad() {
+    local desc=$1 pattern=$2; shift 2
+    local out st
+    out=$("$KILN" run "$@" 2>&1 < /dev/null); st=$?
+    if [ $st -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" =~ $pattern ]]; then
+        ok "bad input: $desc"
+    else
+        not_ok "bad input: $desc (status $st, output '$out')"
+    fi
+}
+bad "unknown image" 'unknown image' --image no-such-image -- true
+bad "unreadable --put file" 'cannot read --put file' --image "$TINY" --put "$work/missing:/x" -- true
+bad "--mem smaller than a guest needs" 'less than the 64 MiB' --image "$TINY" --mem 32 -- true
+bad "no command" 'no command' --image "$TINY"
+bad "--cpus 0" 'cpus' --image "$TINY" --cpus 0 -- true
+bad "relative --put target" 'must be absolute' --image "$TINY" --put "$work/put.bin:rel" -- true
+expect_eq "bad input started no VMM" 0 "$(vmms)"
+
+# --- the default Debian image --------------------------------------------------------------
+if [ -s "$DEBIAN" ]; then
+    expect_eq "python3 in the Debian image sees 2 vCPUs" 2 \
+        "$("$KILN" run --image "$DEBIAN" --cpus 2 --mem 512 -- python3 -c 'import os; print(os.cpu_count())')"
+    "$KILN" run --image "$DEBIAN" -- sh -c 'exit 7'
+    expect_eq "Debian image: exit 7" 7 "$?"
+    expect_match "Debian image has curl, git and ps" 'curl.*git.*ps' \
+        "$("$KILN" run --image "$DEBIAN" -- sh -c 'command -v curl git ps | tr "\n" " "')"
+else
+    not_ok "the Debian image $DEBIAN is missing (make image)"
+fi
+
+expect_eq "nothing left in $run_dir at the end" 0 "$(leftovers)"
+done_testing
