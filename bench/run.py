@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""`kiln run -- true` end to end, split into phases, next to a bare kiln-vmm
+boot of the same kernel (bench/boot's measurement), alternated run by run in
+the same host. Needs /dev/kvm: bench/run wraps it in scripts/with-kvm."""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import boot  # noqa: E402  (bench/boot.py: the bare-boot measurement)
+
+
+def kiln_run(args):
+    t0 = time.monotonic()
+    p = subprocess.run([os.path.join(ROOT, "build/kiln"), "run", "--image", args.image, "--json",
+                        "--cpus", str(args.cpus), "--mem", str(args.mem), "--", "true"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=args.timeout)
+    wall = time.monotonic() - t0
+    lines = p.stderr.decode(errors="replace").strip().splitlines()
+    if p.returncode != 0 or not lines:
+        sys.stderr.write(f"bench/run: kiln run failed ({p.returncode}): {lines[-1] if lines else ''}\n")
+        return None
+    d = json.loads(lines[-1])["durations_ms"]
+    d["wall"] = wall * 1000
+    return d
+
+
+def show(name, xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        print(f"  {name:22s} no data")
+        return None
+    med = statistics.median(xs)
+    print(f"  {name:22s} median {med:9.1f} ms  min {min(xs):9.1f}  max {max(xs):9.1f}  (n={len(xs)})")
+    return med
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=8)
+    ap.add_argument("--cpus", type=int, default=1)
+    ap.add_argument("--mem", type=int, default=256)
+    ap.add_argument("--image", default=os.path.join(ROOT, "build/images/tiny.img"))
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+    bargs = argparse.Namespace(mem=args.mem, cpus=args.cpus, timeout=args.timeout, settle=0.0,
+                               kernel=os.path.join(ROOT, "build/guest/vmlinux"),
+                               initrd=os.path.join(ROOT, "build/guest/test-initrd.cpio"), qemu=None)
+    runs, bare = [], []
+    for i in range(args.runs):
+        order = ("run", "bare") if i % 2 == 0 else ("bare", "run")
+        for kind in order:
+            if kind == "run":
+                runs.append(kiln_run(args))
+            else:
+                b, _ = boot.run_one("kiln", bargs)
+                bare.append(b * 1000 if b else None)
+        r = runs[-1]
+        print(f"# run {i + 1}: kiln run total {r['total'] if r else float('nan'):.1f} ms, "
+              f"bare boot {bare[-1] if bare[-1] else float('nan'):.1f} ms", flush=True)
+    ok = [r for r in runs if r]
+    print(f"\nkiln run -- true ({args.cpus} vCPU, {args.mem} MiB, image {os.path.basename(args.image)}, "
+          f"{args.runs} runs):")
+    for phase in ("boot", "guest_boot", "exec", "teardown", "total", "wall"):
+        show(phase, [r.get(phase) for r in ok])
+    print("bare kiln-vmm boot to userspace (test initramfs):")
+    bm = show("boot", bare)
+    tm = statistics.median([r["total"] for r in ok]) if ok else None
+    if bm and tm:
+        print(f"ratio kiln-run-total / bare-boot: {tm / bm:.2f}")
+    sys.exit(0 if len(ok) == args.runs and all(bare) else 1)
+
+
+if __name__ == "__main__":
+    main()
