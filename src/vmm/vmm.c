@@ -183,7 +183,18 @@ static int open_console(struct vmm *v, char *why, size_t whylen)
 	return 0;
 }
 
-/* Put a virtio device on the next MMIO window and GSI, and describe it in the DSDT. */
+static void free_device(const struct virtio_dev_ops *ops, void *dev)
+{
+	if (ops == &vblk_ops)
+		vblk_free(dev);
+	else if (ops == &vrng_ops)
+		vrng_free(dev);
+	else if (ops == &vsock_ops)
+		vsock_free(dev);
+}
+
+/* Put a virtio device on the next MMIO window and GSI, and describe it in the
+ * DSDT. Takes ownership of dev, also on failure. */
 static int add_virtio(struct vmm *v, const struct virtio_dev_ops *ops, void *dev)
 {
 	struct virtio_slot *slot;
@@ -191,22 +202,20 @@ static int add_virtio(struct vmm *v, const struct virtio_dev_ops *ops, void *dev
 	unsigned gsi;
 	int ret;
 
-	if (v->nvirtio >= VIRTIO_MAX_DEVS || v->n_acpi_devs >= ACPI_MAX_DEVICES)
+	if (v->nvirtio >= VIRTIO_MAX_DEVS || v->n_acpi_devs >= ACPI_MAX_DEVICES) {
+		free_device(ops, dev);
 		return -ENOSPC;
+	}
 	slot = &v->virtio[v->nvirtio];
 	base = VIRTIO_MMIO_BASE + v->nvirtio * VIRTIO_MMIO_STRIDE;
 	gsi = VIRTIO_GSI_FIRST + v->nvirtio;
-	slot->ops = ops;
-	slot->dev = dev;
-	slot->irq = (struct irq_line){ v->vm, gsi };
+	*slot = (struct virtio_slot){ .ops = ops, .dev = dev, .irq = { v->vm, gsi } };
+	v->nvirtio++; /* the slot owns dev from here on; free_virtio() releases it */
 	ret = kvm_vm_irqfd(v->vm, gsi);
-	if (ret)
-		return ret;
-	ret = virtio_mmio_create(&slot->mmio, ops, dev, v->vm->mem, irq_line_pulse, &slot->irq);
-	if (ret)
-		return ret;
-	v->nvirtio++; /* owned from here on, freed at teardown */
-	ret = virtio_mmio_register(slot->mmio, &v->mmio, base);
+	if (!ret)
+		ret = virtio_mmio_create(&slot->mmio, ops, dev, v->vm->mem, irq_line_pulse, &slot->irq);
+	if (!ret)
+		ret = virtio_mmio_register(slot->mmio, &v->mmio, base);
 	if (ret)
 		return ret;
 	v->acpi_devs[v->n_acpi_devs++] = (struct acpi_dev){ ACPI_DEV_VIRTIO, base, VIRTIO_MMIO_SIZE,
@@ -221,15 +230,8 @@ static void free_virtio(struct vmm *v)
 		if (v->virtio[i].ops == &vsock_ops)
 			vsock_stop(v->virtio[i].dev);
 	for (unsigned i = 0; i < v->nvirtio; i++) {
-		struct virtio_slot *slot = &v->virtio[i];
-
-		virtio_mmio_free(slot->mmio);
-		if (slot->ops == &vblk_ops)
-			vblk_free(slot->dev);
-		else if (slot->ops == &vrng_ops)
-			vrng_free(slot->dev);
-		else if (slot->ops == &vsock_ops)
-			vsock_free(slot->dev);
+		virtio_mmio_free(v->virtio[i].mmio);
+		free_device(v->virtio[i].ops, v->virtio[i].dev);
 	}
 	v->nvirtio = 0;
 }
@@ -263,8 +265,6 @@ static int add_drives(struct vmm *v, char *why, size_t whylen)
 		}
 		ret = add_virtio(v, &vblk_ops, b);
 		if (ret) {
-			if (v->nvirtio == 0 || v->virtio[v->nvirtio - 1].dev != b)
-				vblk_free(b);
 			snprintf(why, whylen, "cannot attach drive %u: %s", i, strerror(-ret));
 			return VMM_EXIT_ERROR;
 		}
@@ -288,8 +288,6 @@ static int add_vsock(struct vmm *v, char *why, size_t whylen)
 	}
 	ret = add_virtio(v, &vsock_ops, vs);
 	if (ret) {
-		if (v->nvirtio == 0 || v->virtio[v->nvirtio - 1].dev != vs)
-			vsock_free(vs);
 		snprintf(why, whylen, "cannot attach the vsock device: %s", strerror(-ret));
 		return VMM_EXIT_ERROR;
 	}
@@ -333,11 +331,8 @@ static int register_devices(struct vmm *v)
 		struct vrng *rng = NULL;
 
 		ret = vrng_create(&rng);
-		if (!ret) {
+		if (!ret)
 			ret = add_virtio(v, &vrng_ops, rng);
-			if (ret && (v->nvirtio == 0 || v->virtio[v->nvirtio - 1].dev != rng))
-				vrng_free(rng);
-		}
 	}
 	return ret;
 }
