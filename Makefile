@@ -35,7 +35,7 @@ COMMON_SRCS := $(wildcard src/common/*.c)
 VMM_SRCS    := $(filter-out src/vmm/main.c,$(wildcard src/vmm/*.c src/vmm/devices/*.c src/vmm/virtio/*.c))
 LIB_SRCS    := $(wildcard src/lib/*.c)
 GUEST_SRCS  := $(filter-out src/guest/main.c,$(wildcard src/guest/*.c))
-LIBS        := -lpthread -ljansson
+LIBS        := -lpthread -ljansson -lseccomp
 
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(B)/obj/%.o)
 VMM_OBJS    := $(VMM_SRCS:%.c=$(B)/obj/%.o)

@@ -99,6 +99,9 @@ for sig in TERM INT; do
     pid=$!
     for _ in $(seq 600); do grep -q 'KILN-MODE sleep' "$work/sig.out" 2>/dev/null && break; sleep 0.1; done
     kill -s "$sig" "$pid"
+    # Bounded: a VMM that ignored the signal must fail the test, not hang the suite.
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
     wait "$pid"
     rc=$?
     want=$((128 + $(kill -l "$sig")))
