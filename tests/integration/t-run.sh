@@ -52,10 +52,10 @@ krun -- test -e /root/marker
 expect_eq "what a run wrote is gone in the next run" 1 "$?"
 
 # --- limits -----------------------------------------------------------------------------
-out=$(krun --timeout 5 -- sh -c 'echo started; sleep 300; echo finished' 2>"$work/err"); rc=$?
+out=$(krun --timeout 30 -- sh -c 'echo started; sleep 300; echo finished' 2>"$work/err"); rc=$?
 expect_eq "--timeout kills the VM and exits 124" 124 "$rc"
 expect_eq "--timeout: the command was cut short, not waited for" "started" "$out"
-expect_match "--timeout: one-line message" 'timed out after 5 s' "$(cat "$work/err")"
+expect_match "--timeout: one-line message" 'timed out after 30 s' "$(cat "$work/err")"
 krun --mem 128 --json -- awk 'BEGIN { s = "x"; while (1) s = s s }' 2>"$work/err"; rc=$?
 expect_eq "memory bomb is killed inside the guest (137)" 137 "$rc"
 expect_match "memory bomb reported as the guest's OOM kill" 'ran out of memory' "$(cat "$work/err")"
