@@ -482,10 +482,14 @@ void kiln_sandbox_destroy(struct kiln_sandbox *s)
 			sleep_ms(5);
 		if (!s->reaped) {
 			kill(s->vmm, SIGKILL);
-			while (waitpid(s->vmm, NULL, 0) < 0 && errno == EINTR)
-				;
-			s->reaped = true;
+			deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
+			while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
+				sleep_ms(5);
 		}
+		/* A VMM that survives SIGKILL is stuck in the host kernel: say so
+		 * rather than hang; it is reparented when we exit. */
+		if (!s->reaped)
+			fprintf(stderr, "kiln: kiln-vmm (pid %d) did not exit after SIGKILL\n", (int)s->vmm);
 	}
 	if (s->scratch_fd >= 0)
 		close(s->scratch_fd);

@@ -10,7 +10,7 @@ DEBIAN="${KILN_TEST_DEBIAN:-$B/images/debian.img}"
 work=$(mktemp -d /tmp/t-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 run_dir="${TMPDIR:-/tmp}/kiln-$(id -u)"
-krun() { timeout -s KILL 600 "$KILN" run --image "$TINY" "$@"; }
+krun() { timeout -s KILL 300 "$KILN" run --image "$TINY" "$@"; }
 leftovers() { ls -d "$run_dir"/run.* 2>/dev/null | wc -l; }
 vmms() { pgrep -x kiln-vmm | wc -l; }
 
