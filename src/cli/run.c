@@ -521,6 +521,7 @@ int cli_run(int argc, char **argv, const char *self)
 	long long oom_before = -1, oom_after = -1;
 	const char *limit = NULL;
 	bool stdin_open = true;
+	int conn_err = 0;
 	uint32_t id = 0;
 	char err[512];
 	int status = EXIT_KILN, ret;
@@ -613,8 +614,10 @@ int cli_run(int argc, char **argv, const char *self)
 		}
 		if (p[0].revents) {
 			ret = kiln_agent_poll(a, 0);
-			if (ret < 0 && ret != -EAGAIN && ret != -ETIMEDOUT)
+			if (ret < 0 && ret != -EAGAIN && ret != -ETIMEDOUT) {
+				conn_err = ret;
 				break;
+			}
 		}
 		if (p[1].revents) {
 			char buf[65536];
@@ -651,9 +654,13 @@ int cli_run(int argc, char **argv, const char *self)
 		int vst = -1;
 		char why[256] = "";
 
-		kiln_sandbox_kill(sb);
+		if (!kiln_sandbox_vmm_exited(sb, &vst))
+			kiln_sandbox_kill(sb);
 		if (kiln_sandbox_vmm_exited(sb, &vst))
 			snprintf(why, sizeof(why), " (kiln-vmm exit %d)", vst);
+		else if (conn_err)
+			snprintf(why, sizeof(why), " (agent connection: %s%s%s)", strerror(-conn_err),
+				 kiln_agent_error(a)[0] ? ": " : "", kiln_agent_error(a));
 		fprintf(stderr, "kiln run: lost the microVM while %s ran%s\n", o.argv[0], why);
 		status = EXIT_KILN;
 	} else {
