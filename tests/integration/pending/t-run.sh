@@ -2,7 +2,7 @@
 # kiln run end to end: one fresh microVM per run, through our own VMM and the
 # guest agent. Uses the tiny busybox image for speed and the default Debian
 # image where the issue asks for it (python3). Runs where /dev/kvm works.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib.sh"
 
 KILN="$B/kiln"
 TINY="${KILN_TEST_TINY:-$B/images/tiny.img}"
