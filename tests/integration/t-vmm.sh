@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 # boot NAME ARGS... : runs the VMM, console in $work/NAME.out, stderr in NAME.err, status in $rc
 boot() {
     local name=$1; shift
-    timeout -s KILL 300 "$VMM" "$@" > "$work/$name.out" 2> "$work/$name.err" < /dev/null
+    timeout -s KILL 240 "$VMM" "$@" > "$work/$name.out" 2> "$work/$name.err" < /dev/null
     rc=$?
 }
 bad() {
