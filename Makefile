@@ -51,12 +51,15 @@ ITEST_SRCS  := $(wildcard tests/integration/*.c)
 ITEST_BINS  := $(ITEST_SRCS:tests/integration/%.c=$(B)/tests/integration/%)
 
 BINS := $(B)/kiln-vmm $(if $(wildcard src/cli/main.c),$(B)/kiln)
+# Test build of the VMM with KILN_TEST_HOOKS (a guest port that makes it break
+# its seccomp policy on purpose); never installed or used outside the tests.
+HOOK_BINS := $(B)/hooks/kiln-vmm
 GUEST_BINS := $(B)/guest/kiln-mark $(B)/guest/test-initrd.cpio $(B)/guest/kiln-init \
               $(B)/guest/kiln-initrd.cpio
 
 .PHONY: all kernel test unit-test integration-test clean check-banned demo
 
-all: $(BINS) $(GUEST_BINS) $(UNIT_BINS) $(ITEST_BINS) check-banned
+all: $(BINS) $(GUEST_BINS) $(UNIT_BINS) $(ITEST_BINS) $(HOOK_BINS) check-banned
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -67,6 +70,14 @@ $(B)/gobj/%.o: %.c
 	$(CC) $(GUEST_CFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/kiln-vmm: $(B)/obj/src/vmm/main.o $(VMM_OBJS) $(COMMON_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/hobj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DKILN_TEST_HOOKS -MMD -MP -c $< -o $@
+
+$(B)/hooks/kiln-vmm: $(patsubst %.c,$(B)/hobj/%.o,src/vmm/main.c $(VMM_SRCS) $(COMMON_SRCS))
+	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/kiln: $(patsubst %.c,$(B)/obj/%.o,$(wildcard src/cli/*.c)) $(LIB_OBJS) $(COMMON_OBJS)
@@ -136,7 +147,7 @@ demo:
 clean:
 	rm -rf $(B)
 
--include $(shell find $(B)/obj $(B)/gobj -name '*.d' 2>/dev/null)
+-include $(shell find $(B)/obj $(B)/gobj $(B)/hobj -name '*.d' 2>/dev/null)
 
 # --- images (scripts/build-image) ---
 # Guest root file systems (read-only erofs for /dev/vda), cached outside the

@@ -17,10 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/agent.h"
+#include "lib/cgroup.h"
 #include "lib/sandbox.h"
 #include "util.h"
 
@@ -58,6 +60,8 @@ struct run_opts {
 	struct xfer get[MAX_XFER];
 	unsigned nget;
 	bool json;
+	unsigned cpu_pct;
+	bool no_cgroup, no_jail, no_seccomp, test_hooks;
 	char **argv;
 };
 
@@ -114,6 +118,9 @@ static void print_help(void)
 	     "  --get REMOTE:LOCAL  download a file after CMD ends (repeatable)\n"
 	     "  --json              print a JSON result as the last line on stderr\n"
 	     "  --console FILE      write the guest console to FILE (debugging)\n"
+	     "  --cpu-quota PCT     host CPU for the VM in % of one CPU (default: 100 per vCPU)\n"
+	     "  --no-cgroup         run without the VM's cgroup limits (hosts without cgroup v2)\n"
+	     "  --no-jail, --no-seccomp  diagnosis only: the VMM unjailed / unfiltered\n"
 	     "Exit status: CMD's; 124 timeout; 125 kiln failed; 2 bad usage; 130/143 interrupted.");
 }
 
@@ -194,7 +201,8 @@ static int parse_xfer(struct xfer *x, char *arg, bool put)
 static int parse_opts(struct run_opts *o, int argc, char **argv, const char *self)
 {
 	enum { O_IMAGE = 256, O_CPUS, O_MEM, O_DISK, O_TIMEOUT, O_USER, O_PUT, O_GET, O_JSON,
-	       O_CONSOLE, O_KERNEL, O_INITRD, O_VMM };
+	       O_CONSOLE, O_KERNEL, O_INITRD, O_VMM, O_CPU_QUOTA, O_NO_CGROUP, O_NO_JAIL,
+	       O_NO_SECCOMP, O_TEST_HOOKS };
 	static const struct option opts[] = {
 		{ "image", required_argument, NULL, O_IMAGE },
 		{ "cpus", required_argument, NULL, O_CPUS },
@@ -211,6 +219,11 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
 		{ "vmm", required_argument, NULL, O_VMM },
+		{ "cpu-quota", required_argument, NULL, O_CPU_QUOTA },
+		{ "no-cgroup", no_argument, NULL, O_NO_CGROUP },
+		{ "no-jail", no_argument, NULL, O_NO_JAIL },
+		{ "no-seccomp", no_argument, NULL, O_NO_SECCOMP },
+		{ "test-hooks", no_argument, NULL, O_TEST_HOOKS },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -318,6 +331,24 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		case O_VMM:
 			snprintf(opt == O_KERNEL ? o->kernel : opt == O_INITRD ? o->initrd : o->vmm,
 				 PATH_MAX, "%s", optarg);
+			break;
+		case O_CPU_QUOTA:
+			if (parse_u64(optarg, 1, 100ULL * 1024, &v))
+				return usage_error("--cpu-quota must be a percentage of one CPU from 1 to 102400, not '%s'",
+						   optarg);
+			o->cpu_pct = (unsigned)v;
+			break;
+		case O_NO_CGROUP:
+			o->no_cgroup = true;
+			break;
+		case O_NO_JAIL:
+			o->no_jail = true;
+			break;
+		case O_NO_SECCOMP:
+			o->no_seccomp = true;
+			break;
+		case O_TEST_HOOKS:
+			o->test_hooks = true;
 			break;
 		case 'h':
 			print_help();
@@ -532,6 +563,14 @@ int cli_run(int argc, char **argv, const char *self)
 		return EXIT_KILN;
 	}
 	kiln_sandbox_sweep();
+	/* Orphaned VMMs (their jail's waiter killed first) come back to us. */
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+	if (o.no_cgroup)
+		fprintf(stderr, "kiln run: warning: --no-cgroup: the VM's CPU, memory and task limits are off\n");
+	if (o.no_jail)
+		fprintf(stderr, "kiln run: warning: --no-jail: the VMM runs unjailed (diagnosis only)\n");
+	if (o.no_seccomp)
+		fprintf(stderr, "kiln run: warning: --no-seccomp: the VMM runs without seccomp filters (diagnosis only)\n");
 	if (o.timeout_s)
 		deadline = t_start + o.timeout_s * 1000000000ULL;
 
@@ -548,6 +587,11 @@ int cli_run(int argc, char **argv, const char *self)
 	if (o.timeout_s && o.timeout_s * 1000 < (uint64_t)cfg.boot_timeout_ms)
 		cfg.boot_timeout_ms = (int)(o.timeout_s * 1000);
 	cfg.abort = &g_signal;
+	cfg.cpu_pct = o.cpu_pct;
+	cfg.no_cgroup = o.no_cgroup;
+	cfg.no_jail = o.no_jail;
+	cfg.no_seccomp = o.no_seccomp;
+	cfg.test_hooks = o.test_hooks;
 	ret = kiln_sandbox_create(&sb, &cfg, err, sizeof(err));
 	if (ret) {
 		if (ret == -EINTR && g_signal) {
@@ -652,8 +696,28 @@ int cli_run(int argc, char **argv, const char *self)
 		int vst = -1;
 		char why[256] = "";
 
-		if (!kiln_sandbox_vmm_exited(sb, &vst))
+		struct kiln_cgroup_stat cs;
+
+		/* The connection went first: give the VMM a moment to end on its
+		 * own, so its own reason (a seccomp kill, say) is what we report. */
+		if (!kiln_sandbox_vmm_wait(sb, 2000, &vst))
 			kiln_sandbox_kill(sb);
+		if (kiln_sandbox_vmm_exited(sb, &vst) && vst == 128 + SIGSYS) {
+			char reason[256];
+
+			kiln_sandbox_vmm_reason(sb, reason, sizeof(reason));
+			fprintf(stderr, "kiln run: sandbox monitor violated its seccomp policy; the microVM was destroyed (%s)\n",
+				reason);
+			limit = "seccomp";
+			status = EXIT_KILN;
+			goto out;
+		}
+		if (kiln_sandbox_cgroup_stat(sb, &cs) == 0 && cs.oom_kills) {
+			fprintf(stderr, "kiln run: the microVM exceeded its host memory limit (cgroup memory.max) and was killed\n");
+			limit = "host-memory";
+			status = EXIT_KILN;
+			goto out;
+		}
 		if (kiln_sandbox_vmm_exited(sb, &vst))
 			snprintf(why, sizeof(why), " (kiln-vmm exit %d)", vst);
 		else if (conn_err)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "lib/agent.h"
+#include "lib/cgroup.h"
 #include "lib/vsock_uds.h"
 #include "util.h"
 
@@ -36,6 +37,7 @@ struct kiln_sandbox {
 	int scratch_fd;
 	int image_fd;
 	struct kiln_agent *agent;
+	struct kiln_cgroup *cg;
 	uint64_t t0;
 	struct kiln_sandbox_times times;
 };
@@ -91,6 +93,7 @@ void kiln_sandbox_sweep(void)
 	struct dirent *e;
 	DIR *d;
 
+	kiln_cgroup_sweep();
 	if (base_dir(base, sizeof(base)))
 		return;
 	d = opendir(base);
@@ -255,6 +258,12 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	argv[n++] = "--cmdline";
 	argv[n++] = cmdline;
 	argv[n++] = "--print-boot-time";
+	if (c->no_jail)
+		argv[n++] = "--no-jail";
+	if (c->no_seccomp)
+		argv[n++] = "--no-seccomp";
+	if (c->test_hooks)
+		argv[n++] = "--test-hooks";
 	argv[n] = NULL;
 
 	s->vmm = fork();
@@ -267,9 +276,14 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		int null = open("/dev/null", O_RDWR);
 		int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
-		/* Dies with us, whatever kills us; out of the terminal's process group. */
+		/* Dies with us, whatever kills us; out of the terminal's process group;
+		 * in the VM's cgroup before it runs a single instruction. */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 			_exit(127);
+		if (s->cg && kiln_cgroup_attach(s->cg, 0) < 0) {
+			dprintf(lfd >= 0 ? lfd : 2, "kiln-vmm: cannot join the VM's cgroup (exit 127)\n");
+			_exit(127);
+		}
 		setpgid(0, 0);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -423,6 +437,14 @@ int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_con
 		if (ret)
 			goto out;
 	}
+	if (!c->no_cgroup) {
+		struct kiln_cgroup_limits l = { .vcpus = c->cpus, .mem_mib = c->mem_mib,
+						.cpu_pct = c->cpu_pct };
+
+		ret = kiln_cgroup_create(&s->cg, &l, err, errlen);
+		if (ret)
+			goto out;
+	}
 	ret = spawn_vmm(s, c, err, errlen);
 	if (ret)
 		goto out;
@@ -456,9 +478,43 @@ void kiln_sandbox_times(const struct kiln_sandbox *s, struct kiln_sandbox_times 
 	*t = s->times;
 }
 
+/* The jailed VMM is a child of the jail's waiter, in the waiter's process
+ * group. A waiter killed before it reaped it leaves it to the nearest
+ * subreaper: when that is us (kiln run sets PR_SET_CHILD_SUBREAPER), reap it
+ * here, so no VMM outlives the sandbox. Bounded; ECHILD ends it at once. */
+static void reap_group(pid_t pgid)
+{
+	uint64_t deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
+	pid_t r;
+
+	while ((r = waitpid(-pgid, NULL, WNOHANG)) >= 0 && now_ns() < deadline)
+		if (r == 0)
+			sleep_ms(5);
+}
+
+bool kiln_sandbox_vmm_wait(struct kiln_sandbox *s, int timeout_ms, int *status)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+
+	while (!kiln_sandbox_vmm_exited(s, status) && now_ns() < deadline)
+		sleep_ms(5);
+	return kiln_sandbox_vmm_exited(s, status);
+}
+
+void kiln_sandbox_vmm_reason(const struct kiln_sandbox *s, char *buf, size_t len)
+{
+	vmm_last_line(s, buf, len);
+}
+
+int kiln_sandbox_cgroup_stat(struct kiln_sandbox *s, struct kiln_cgroup_stat *st)
+{
+	return s->cg ? kiln_cgroup_stat(s->cg, st) : -ENOENT;
+}
+
 void kiln_sandbox_kill(struct kiln_sandbox *s)
 {
-	if (s && s->vmm > 0 && !s->reaped)
+	/* The VMM's process group: the jail's waiter and the VMM itself. */
+	if (s && s->vmm > 0 && !s->reaped && kill(-s->vmm, SIGKILL) < 0)
 		kill(s->vmm, SIGKILL);
 	if (s)
 		s->killed = true;
@@ -481,7 +537,8 @@ void kiln_sandbox_destroy(struct kiln_sandbox *s)
 		while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
 			sleep_ms(5);
 		if (!s->reaped) {
-			kill(s->vmm, SIGKILL);
+			if (kill(-s->vmm, SIGKILL) < 0)
+				kill(s->vmm, SIGKILL);
 			deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
 			while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
 				sleep_ms(5);
@@ -490,7 +547,11 @@ void kiln_sandbox_destroy(struct kiln_sandbox *s)
 		 * rather than hang; it is reparented when we exit. */
 		if (!s->reaped)
 			fprintf(stderr, "kiln: kiln-vmm (pid %d) did not exit after SIGKILL\n", (int)s->vmm);
+		else
+			reap_group(s->vmm);
 	}
+	/* Kills whatever is left in it (the VMM inside the jail), then removes it. */
+	kiln_cgroup_destroy(s->cg);
 	if (s->scratch_fd >= 0)
 		close(s->scratch_fd);
 	if (s->image_fd >= 0)

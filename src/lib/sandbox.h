@@ -4,7 +4,9 @@
  * shuts the guest down, reaps the VMM and removes every host-side file.
  * The VMM dies with its parent (PR_SET_PDEATHSIG), and runs in its own
  * process group so a terminal's Ctrl-C reaches only the caller, which tears
- * the sandbox down in order.
+ * the sandbox down in order. Jailed, it is the child of a small waiter
+ * process (src/vmm/jail.h); a caller that is PR_SET_CHILD_SUBREAPER gets to
+ * reap it even when the waiter was killed first.
  */
 #ifndef KILN_LIB_SANDBOX_H
 #define KILN_LIB_SANDBOX_H
@@ -29,7 +31,15 @@ struct kiln_sandbox_config {
 	int boot_timeout_ms; /* waiting for the agent */
 	/* Checked while booting: non-zero makes create give up with -EINTR. */
 	const volatile int *abort;
+	/* Defence in depth (docs/security.md). Each "no_" is for diagnosis only. */
+	unsigned cpu_pct;    /* cgroup cpu.max in % of one host CPU; 0: cpus * 100 */
+	bool no_cgroup;
+	bool no_jail;
+	bool no_seccomp;
+	bool test_hooks;     /* pass --test-hooks (a VMM built with KILN_TEST_HOOKS) */
 };
+
+struct kiln_cgroup_stat;
 
 struct kiln_sandbox_times {
 	uint64_t boot_ns;       /* spawn to agent hello */
@@ -42,15 +52,22 @@ int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_con
 struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s);
 pid_t kiln_sandbox_vmm_pid(const struct kiln_sandbox *s);
 void kiln_sandbox_times(const struct kiln_sandbox *s, struct kiln_sandbox_times *t);
-/* Has the VMM exited (reaped here)? Then *status is its exit status. */
+/* The VM's cgroup usage; -ENOENT without a cgroup. */
+int kiln_sandbox_cgroup_stat(struct kiln_sandbox *s, struct kiln_cgroup_stat *st);
+/* Has the VMM exited (reaped here)? Then *status is its exit status, or
+ * 128 + the signal that killed it. */
 bool kiln_sandbox_vmm_exited(struct kiln_sandbox *s, int *status);
+/* Wait up to timeout_ms for the VMM to end by itself; as kiln_sandbox_vmm_exited(). */
+bool kiln_sandbox_vmm_wait(struct kiln_sandbox *s, int timeout_ms, int *status);
+/* The VMM's last stderr line (its exit reason, or a seccomp report). */
+void kiln_sandbox_vmm_reason(const struct kiln_sandbox *s, char *buf, size_t len);
 /* Kill the VM at once (timeouts, signals); destroy still has to be called. */
 void kiln_sandbox_kill(struct kiln_sandbox *s);
 /* Orderly end: guest shutdown (unless killed), reap the VMM (SIGKILL after a
  * grace period), remove the run directory. Safe on NULL. */
 void kiln_sandbox_destroy(struct kiln_sandbox *s);
 
-/* Remove run directories that a SIGKILLed kiln left behind. */
+/* Remove run directories and cgroups that a SIGKILLed kiln left behind. */
 void kiln_sandbox_sweep(void);
 
 #endif

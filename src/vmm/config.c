@@ -8,14 +8,17 @@
 #include <sys/stat.h>
 
 #include "util.h"
+#include "vmm/jail.h"
 
 const char config_usage[] =
 	"usage: kiln-vmm --kernel VMLINUX [--initrd FILE] [--cmdline STR] [--cpus N]\n"
 	"                [--mem MiB] [--console stdio|none|PATH] [--config FILE.json]\n"
 	"                [--drive path=FILE|fd=N[,ro][,serial=ID]]... [--vsock UDS_PATH]\n"
-	"                [--cid N] [--print-boot-time]\n"
+	"                [--cid N] [--print-boot-time] [--uid N] [--gid N]\n"
+	"                [--no-jail] [--no-seccomp]\n"
 	"Boots one microVM and exits when it ends. Later settings override earlier ones,\n"
-	"so flags after --config override the file.\n";
+	"so flags after --config override the file. The VMM runs jailed and under\n"
+	"seccomp filters; --no-jail and --no-seccomp are for diagnosis only.\n";
 
 void config_defaults(struct vmm_config *c)
 {
@@ -24,6 +27,7 @@ void config_defaults(struct vmm_config *c)
 	c->mem_mib = 128;
 	c->console = CONSOLE_STDIO;
 	c->vsock_cid = 3;
+	c->jail_uid = c->jail_gid = JAIL_DEFAULT_ID;
 	snprintf(c->cmdline, sizeof(c->cmdline), "%s", CONFIG_DEFAULT_CMDLINE);
 }
 
@@ -76,6 +80,19 @@ static int set_cid(struct vmm_config *c, const char *s, char *err, size_t errlen
 		snprintf(err, errlen, "--cid must be a number from 3 to 4294967294, not '%s'", s);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* The jail's uid or gid: never 0 (that would keep the VMM root), never -1. */
+static int set_id(uint32_t *id, const char *s, const char *what, char *err, size_t errlen)
+{
+	uint64_t v;
+
+	if (parse_u64(s, 1, 0xfffffffeULL, &v)) {
+		snprintf(err, errlen, "%s must be a number from 1 to 4294967294, not '%s'", what, s);
+		return -EINVAL;
+	}
+	*id = (uint32_t)v;
 	return 0;
 }
 
@@ -220,7 +237,27 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 	json_object_foreach(root, key, val) {
 		int r;
 
-		if (!strcmp(key, "cpus") || !strcmp(key, "mem_mib") || !strcmp(key, "cid")) {
+		if (!strcmp(key, "jail") || !strcmp(key, "seccomp")) {
+			if (!json_is_boolean(val)) {
+				snprintf(err, errlen, "config file %s: \"%s\" must be true or false",
+					 path, key);
+				goto out;
+			}
+			if (key[0] == 'j')
+				c->no_jail = !json_is_true(val);
+			else
+				c->no_seccomp = !json_is_true(val);
+			r = 0;
+		} else if (!strcmp(key, "uid") || !strcmp(key, "gid")) {
+			if (!json_is_integer(val) || json_integer_value(val) < 0) {
+				snprintf(err, errlen, "config file %s: \"%s\" must be a whole number",
+					 path, key);
+				goto out;
+			}
+			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(val));
+			r = set_id(key[0] == 'u' ? &c->jail_uid : &c->jail_gid, num,
+				   key[0] == 'u' ? "uid" : "gid", err, errlen);
+		} else if (!strcmp(key, "cpus") || !strcmp(key, "mem_mib") || !strcmp(key, "cid")) {
 			if (!json_is_integer(val) || json_integer_value(val) < 0) {
 				snprintf(err, errlen, "config file %s: \"%s\" must be a whole number",
 					 path, key);
@@ -269,7 +306,7 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		      size_t errlen)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_CPUS, O_MEM, O_CONSOLE, O_CONFIG, O_BOOTTIME,
-	       O_DRIVE, O_VSOCK, O_CID };
+	       O_DRIVE, O_VSOCK, O_CID, O_UID, O_GID, O_NO_JAIL, O_NO_SECCOMP, O_TEST_HOOKS };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
@@ -282,6 +319,13 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		{ "drive", required_argument, NULL, O_DRIVE },
 		{ "vsock", required_argument, NULL, O_VSOCK },
 		{ "cid", required_argument, NULL, O_CID },
+		{ "uid", required_argument, NULL, O_UID },
+		{ "gid", required_argument, NULL, O_GID },
+		{ "no-jail", no_argument, NULL, O_NO_JAIL },
+		{ "no-seccomp", no_argument, NULL, O_NO_SECCOMP },
+#ifdef KILN_TEST_HOOKS
+		{ "test-hooks", no_argument, NULL, O_TEST_HOOKS },
+#endif
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -336,6 +380,23 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		case O_CID:
 			r = set_cid(c, optarg, err, errlen);
 			break;
+		case O_UID:
+			r = set_id(&c->jail_uid, optarg, "--uid", err, errlen);
+			break;
+		case O_GID:
+			r = set_id(&c->jail_gid, optarg, "--gid", err, errlen);
+			break;
+		case O_NO_JAIL:
+			c->no_jail = true;
+			break;
+		case O_NO_SECCOMP:
+			c->no_seccomp = true;
+			break;
+#ifdef KILN_TEST_HOOKS
+		case O_TEST_HOOKS:
+			c->test_hooks = true;
+			break;
+#endif
 		case 'h':
 			*help = true;
 			return 0;

@@ -42,6 +42,13 @@ struct vmm_config {
 	unsigned ndrives;
 	char vsock_path[108]; /* Unix socket for the guest's vsock; "" = no vsock device */
 	uint64_t vsock_cid;
+	/* Defence in depth (docs/security.md); the two escape hatches are for diagnosis. */
+	bool no_jail;
+	bool no_seccomp;
+	uint32_t jail_uid, jail_gid; /* what a root caller drops to */
+#ifdef KILN_TEST_HOOKS
+	bool test_hooks;
+#endif
 };
 
 #define CONFIG_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1 pci=off io_delay=none"

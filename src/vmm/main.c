@@ -4,6 +4,7 @@
 
 #include "vmm/config.h"
 #include "vmm/exit.h"
+#include "vmm/jail.h"
 #include "vmm/vmm.h"
 
 int main(int argc, char **argv)
@@ -29,6 +30,15 @@ int main(int argc, char **argv)
 	if (config_validate(&cfg, host_mib, msg, sizeof(msg))) {
 		fprintf(stderr, "kiln-vmm: %s\n", msg);
 		return VMM_EXIT_USAGE;
+	}
+	if (cfg.no_jail)
+		fprintf(stderr, "kiln-vmm: warning: --no-jail: the VMM runs unjailed, for diagnosis only\n");
+	if (cfg.no_seccomp)
+		fprintf(stderr, "kiln-vmm: warning: --no-seccomp: the VMM runs unfiltered, for diagnosis only\n");
+	/* Stage 1 of the jail; the parent stays behind as the waiter. */
+	if (!cfg.no_jail && jail_begin(&cfg, msg, sizeof(msg))) {
+		fprintf(stderr, "kiln-vmm: %s (exit %d)\n", msg, VMM_EXIT_ERROR);
+		return VMM_EXIT_ERROR;
 	}
 	status = vmm_run(&cfg, msg, sizeof(msg));
 	fflush(stdout);

@@ -31,8 +31,9 @@
 #endif
 
 #define SC_MAX_ARGS 3
-/* Stands for the caller's pid in an argument comparison. */
+/* Stand for the caller's pid, and the waiter's child, in an argument comparison. */
 #define SC_SELF_PID UINT64_MAX
+#define SC_PEER_PID (UINT64_MAX - 1)
 /* Socket type bits, without SOCK_NONBLOCK / SOCK_CLOEXEC. */
 #define SC_SOCK_TYPE_MASK 0xfULL
 
@@ -127,6 +128,18 @@ static const struct sc_rule sc_vsock[] = {
 	ALLOW(close),			/* connections */
 };
 
+/* The jail's waiter: relays signals to the VMM, waits for it, ends like it. */
+static const struct sc_rule sc_waiter[] = {
+	ALLOW(poll),			/* signalfd and the ready pipe */
+	ALLOW(ppoll),
+	ALLOW(read),			/* signalfd, ready pipe */
+	ALLOW(close),			/* ready pipe */
+	ALLOW(wait4),			/* the VMM's status */
+	ALLOW_IF(kill, 1, ARG(0, SCMP_CMP_EQ, SC_PEER_PID)), /* relaying signals to the VMM */
+	ALLOW(rt_sigaction),		/* ending by the VMM's signal: back to SIG_DFL */
+	ALLOW_IF(tgkill, 1, ARG(0, SCMP_CMP_EQ, SC_SELF_PID)), /* ... and raise() it */
+};
+
 static const struct {
 	const char *name;
 	const struct sc_rule *rules;
@@ -135,6 +148,7 @@ static const struct {
 	[SECCOMP_ROLE_MAIN] = { "main", sc_main, sizeof(sc_main) / sizeof(sc_main[0]) },
 	[SECCOMP_ROLE_VCPU] = { "vcpu", sc_vcpu, sizeof(sc_vcpu) / sizeof(sc_vcpu[0]) },
 	[SECCOMP_ROLE_VSOCK] = { "vsock", sc_vsock, sizeof(sc_vsock) / sizeof(sc_vsock[0]) },
+	[SECCOMP_ROLE_WAITER] = { "waiter", sc_waiter, sizeof(sc_waiter) / sizeof(sc_waiter[0]) },
 };
 
 /* The role of the calling thread, for the report. */
@@ -179,10 +193,15 @@ static void sc_sigsys(int sig, siginfo_t *si, void *uctx)
 	w = write(STDERR_FILENO, msg, n);
 	(void)w;
 	syscall(SYS_tgkill, getpid(), gettid(), sig);
+	/* Still here: as PID 1 of its namespace (the jail) the VMM ignores a
+	 * signal it sends itself without a handler. A forbidden call makes the
+	 * kernel force SIGSYS, which kills even a namespace's init. */
+	syscall(SYS_getppid);
 	syscall(SYS_exit_group, 128 + SIGSYS);
 }
 
-static int sc_add(scmp_filter_ctx ctx, const struct sc_rule *r, size_t n, uint64_t pid)
+static int sc_add(scmp_filter_ctx ctx, const struct sc_rule *r, size_t n, uint64_t pid,
+		  uint64_t peer)
 {
 	struct scmp_arg_cmp args[SC_MAX_ARGS];
 	int ret = 0;
@@ -194,13 +213,15 @@ static int sc_add(scmp_filter_ctx ctx, const struct sc_rule *r, size_t n, uint64
 		for (unsigned a = 0; a < r[i].nargs; a++)
 			if (args[a].datum_a == SC_SELF_PID)
 				args[a].datum_a = pid;
+			else if (args[a].datum_a == SC_PEER_PID)
+				args[a].datum_a = peer;
 		ret = seccomp_rule_add_exact_array(ctx, action, r[i].nr, r[i].nargs, args);
 	}
 	return ret;
 }
 
 /* The role's filter, ready to load or export. NULL out on error. */
-static int sc_build(enum seccomp_role role, scmp_filter_ctx *out)
+static int sc_build(enum seccomp_role role, uint64_t peer, scmp_filter_ctx *out)
 {
 	scmp_filter_ctx ctx = NULL;
 	uint64_t pid = (uint64_t)getpid();
@@ -222,9 +243,9 @@ static int sc_build(enum seccomp_role role, scmp_filter_ctx *out)
 	if (!ret)
 		(void)seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 	if (!ret)
-		ret = sc_add(ctx, sc_common, sizeof(sc_common) / sizeof(sc_common[0]), pid);
+		ret = sc_add(ctx, sc_common, sizeof(sc_common) / sizeof(sc_common[0]), pid, peer);
 	if (!ret)
-		ret = sc_add(ctx, sc_roles[role].rules, sc_roles[role].nrules, pid);
+		ret = sc_add(ctx, sc_roles[role].rules, sc_roles[role].nrules, pid, peer);
 	if (ret)
 		goto out;
 	*out = ctx;
@@ -235,14 +256,14 @@ out:
 	return ret;
 }
 
-int seccomp_apply(enum seccomp_role role)
+static int sc_apply(enum seccomp_role role, uint64_t peer)
 {
 	scmp_filter_ctx ctx = NULL;
 	struct sigaction sa;
 	sigset_t set;
 	int ret;
 
-	ret = sc_build(role, &ctx);
+	ret = sc_build(role, peer, &ctx);
 	if (ret)
 		goto out;
 	/* The report needs SIGSYS deliverable on this thread: the vsock thread
@@ -271,12 +292,24 @@ out:
 	return ret;
 }
 
+int seccomp_apply(enum seccomp_role role)
+{
+	/* Only the waiter has a peer, and it must name it. */
+	return role == SECCOMP_ROLE_WAITER ? -EINVAL : sc_apply(role, 0);
+}
+
+int seccomp_apply_waiter(pid_t child)
+{
+	return child > 0 ? sc_apply(SECCOMP_ROLE_WAITER, (uint64_t)child) : -EINVAL;
+}
+
 int seccomp_role_export(enum seccomp_role role, int fd, bool pfc)
 {
 	scmp_filter_ctx ctx = NULL;
 	int ret;
 
-	ret = sc_build(role, &ctx);
+	/* The waiter's peer shows as pid 0 here. */
+	ret = sc_build(role, 0, &ctx);
 	if (!ret)
 		ret = pfc ? seccomp_export_pfc(ctx, fd) : seccomp_export_bpf(ctx, fd);
 	if (ctx)

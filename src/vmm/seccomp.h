@@ -12,16 +12,20 @@
 #define KILN_VMM_SECCOMP_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 enum seccomp_role {
 	SECCOMP_ROLE_MAIN,  /* main loop and teardown */
 	SECCOMP_ROLE_VCPU,  /* KVM_RUN and synchronous device emulation */
 	SECCOMP_ROLE_VSOCK, /* the vsock event thread */
+	SECCOMP_ROLE_WAITER, /* the jail's waiter process (jail.c) */
 	SECCOMP_ROLE_COUNT,
 };
 
 /* Install role's filter on the calling thread. 0 or -errno. */
 int seccomp_apply(enum seccomp_role role);
+/* The waiter's filter: it may only signal child (the VMM). 0 or -errno. */
+int seccomp_apply_waiter(pid_t child);
 
 /* "main", "vcpu", "vsock"; NULL for anything else. */
 const char *seccomp_role_name(enum seccomp_role role);

@@ -11,6 +11,7 @@
 
 #include "vmm/cpuid.h"
 #include "vmm/exit.h"
+#include "vmm/seccomp.h"
 
 #define MSR_IA32_TSC 0x10
 #define MSR_IA32_SYSENTER_CS 0x174
@@ -229,6 +230,10 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	if (v->env->seccomp && seccomp_apply(SECCOMP_ROLE_VCPU)) {
+		stop(v, VMM_EXIT_ERROR, "cannot install the vCPU seccomp filter");
+		return NULL;
+	}
 
 	while (!__atomic_load_n(&v->env->stopping, __ATOMIC_ACQUIRE)) {
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {

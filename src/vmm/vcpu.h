@@ -24,6 +24,7 @@ struct vcpu_env {
 	void (*stop)(void *ctx, int status, const char *why);
 	void *ctx;
 	int stopping; /* set (atomically) once the VM is ending */
+	bool seccomp; /* each vCPU thread filters itself before its first KVM_RUN */
 };
 
 struct vcpu {

@@ -22,7 +22,9 @@
 #include "vmm/devices/serial.h"
 #include "vmm/exit.h"
 #include "vmm/io.h"
+#include "vmm/jail.h"
 #include "vmm/kvm.h"
+#include "vmm/seccomp.h"
 #include "vmm/vcpu.h"
 #include "vmm/virtio/blk.h"
 #include "vmm/virtio/mmio.h"
@@ -65,6 +67,8 @@ struct vmm {
 		struct irq_line irq;
 	} virtio[VIRTIO_MAX_DEVS];
 	unsigned nvirtio;
+	struct vsock *vsock;		/* started once the jail is closed */
+	struct virtio_mmio_dev *vsock_mmio;
 	int drive_fd[CONFIG_MAX_DRIVES]; /* fds the VMM opened itself */
 
 	struct irq_line serial_irq;
@@ -146,7 +150,10 @@ static int setup_signals(struct vmm *v)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = kick_handler;
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0)
+	/* A handler for the signalfd's signals too: jailed, the VMM is PID 1 of
+	 * its namespace, which drops signals left at SIG_DFL even when blocked. */
+	if (sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+	    sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGHUP, &sa, NULL) < 0)
 		return -errno;
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
@@ -291,13 +298,31 @@ static int add_vsock(struct vmm *v, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot attach the vsock device: %s", strerror(-ret));
 		return VMM_EXIT_ERROR;
 	}
-	ret = vsock_start(vs, v->virtio[v->nvirtio - 1].mmio);
-	if (ret) {
-		snprintf(why, whylen, "cannot start the vsock thread: %s", strerror(-ret));
-		return VMM_EXIT_ERROR;
-	}
+	v->vsock = vs;
+	v->vsock_mmio = v->virtio[v->nvirtio - 1].mmio;
 	return 0;
 }
+
+#ifdef KILN_TEST_HOOKS
+/* Test builds only (build/hooks/kiln-vmm, --test-hooks): a guest write to
+ * TESTHOOK_PORT makes the vCPU thread do something its filter forbids, so
+ * the tests can see the seccomp wall hold. Value 1: socket(AF_INET). */
+#include <sys/socket.h>
+#define TESTHOOK_PORT 0x4ff
+
+static void testhook_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+	(void)opaque;
+	(void)off;
+	if (is_write && len >= 1 && data[0] == 1) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		fprintf(stderr, "kiln-vmm: test hook: socket(AF_INET) was allowed (fd %d)\n", fd);
+		if (fd >= 0)
+			close(fd);
+	}
+}
+#endif
 
 static int register_devices(struct vmm *v)
 {
@@ -327,6 +352,10 @@ static int register_devices(struct vmm *v)
 		ret = io_register(&v->pio, PVPANIC_PORT, 1, power_pvpanic_io, &v->power);
 	if (!ret)
 		ret = io_register(&v->pio, BOOTTIMER_PORT, 4, boottimer_io, &v->timer);
+#ifdef KILN_TEST_HOOKS
+	if (!ret && v->cfg->test_hooks)
+		ret = io_register(&v->pio, TESTHOOK_PORT, 1, testhook_io, NULL);
+#endif
 	if (!ret) {
 		struct vrng *rng = NULL;
 
@@ -511,6 +540,18 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot set up signal handling: %s", strerror(errno));
 		goto out;
 	}
+	/* Everything is open: close the jail, then start the threads, each of
+	 * which filters itself before it touches the guest. */
+	if (!cfg->no_jail && jail_finish(cfg, why, whylen))
+		goto out;
+	if (v->vsock) {
+		ret = vsock_start(v->vsock, v->vsock_mmio, !cfg->no_seccomp);
+		if (ret) {
+			snprintf(why, whylen, "cannot start the vsock thread: %s", strerror(-ret));
+			goto out;
+		}
+	}
+	v->env.seccomp = !cfg->no_seccomp;
 	for (unsigned i = 0; i < v->nvcpus; i++) {
 		ret = vcpu_start(&v->vcpus[i]);
 		if (ret) {
@@ -518,6 +559,9 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 			break;
 		}
 	}
+	/* Last: threads inherit the filter of the thread that creates them. */
+	if (!cfg->no_seccomp && seccomp_apply(SECCOMP_ROLE_MAIN))
+		vmm_stop(v, VMM_EXIT_ERROR, "cannot install the seccomp filter");
 	main_loop(v);
 
 	pthread_mutex_lock(&v->lock);

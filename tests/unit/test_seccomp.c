@@ -111,7 +111,8 @@ static void expect_violation(void (*fn)(void *), void *arg, long nr, const char 
 
 static void apply(enum seccomp_role role)
 {
-	int ret = seccomp_apply(role);
+	/* The waiter's peer: our parent stands in for the VMM it waits for. */
+	int ret = role == SECCOMP_ROLE_WAITER ? seccomp_apply_waiter(getppid()) : seccomp_apply(role);
 
 	if (ret) {
 		errno = -ret;
@@ -629,6 +630,84 @@ static void test_main_forbidden(void **state)
 	run_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+/* ---- the jail's waiter ---- */
+
+/* jail.c's waiter: signalfd + poll + read, wait4, kill of its child (the
+ * VMM), then ending by the child's signal with SIG_DFL + raise. */
+static void child_waiter_ok(void *arg)
+{
+	struct signalfd_siginfo si;
+	struct pollfd pfd;
+	sigset_t set;
+	int status, sfd;
+	pid_t kid;
+
+	(void)arg;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	CHECK(sigprocmask(SIG_BLOCK, &set, NULL) == 0);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	CHECK(sfd >= 0);
+	kid = fork();
+	CHECK(kid >= 0);
+	if (kid == 0) {
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		pause();
+		_exit(0);
+	}
+	CHECK(seccomp_apply_waiter(kid) == 0);
+	CHECK(kill(kid, SIGTERM) == 0);
+	pfd = (struct pollfd){ .fd = sfd, .events = POLLIN };
+	CHECK(poll(&pfd, 1, -1) == 1);
+	CHECK(read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si) && si.ssi_signo == SIGCHLD);
+	CHECK(waitpid(kid, &status, 0) == kid && WIFSIGNALED(status));
+	close(sfd);
+	/* Like waiter_exit(): die by the child's signal. */
+	signal(SIGTERM, SIG_DFL);
+	CHECK(sigprocmask(SIG_UNBLOCK, &set, NULL) == 0);
+	raise(SIGTERM);
+	_exit(3);
+}
+
+static void test_waiter_allowed(void **state)
+{
+	struct child_result r;
+
+	(void)state;
+	run_child(child_waiter_ok, NULL, &r);
+	if (!WIFSIGNALED(r.status) || WTERMSIG(r.status) != SIGTERM)
+		fail_msg("expected death by SIGTERM, got status 0x%x, stderr: %s", r.status, r.err);
+	assert_int_equal(seccomp_apply_waiter(0), -EINVAL);
+	assert_int_equal(seccomp_apply(SECCOMP_ROLE_WAITER), -EINVAL);
+}
+
+/* Any pid but its child: a hijacked waiter cannot signal other processes. */
+static void child_waiter_kill_other(void *arg)
+{
+	pid_t other = getppid() == 1 ? 2 : 1;
+
+	(void)arg;
+	apply(SECCOMP_ROLE_WAITER);
+	kill(other, 0);
+	_exit(0);
+}
+
+static void child_waiter_exec(void *arg)
+{
+	(void)arg;
+	apply(SECCOMP_ROLE_WAITER);
+	execl("/bin/true", "true", (char *)NULL);
+	_exit(0);
+}
+
+static void test_waiter_forbidden(void **state)
+{
+	(void)state;
+	expect_violation(child_waiter_kill_other, NULL, SYS_kill, "waiter");
+	expect_violation(child_waiter_exec, NULL, SYS_execve, "waiter");
+}
+
 /* ---- every role ---- */
 
 static void child_open(void *arg)
@@ -662,6 +741,8 @@ int main(void)
 		cmocka_unit_test(test_vsock_forbidden),
 		cmocka_unit_test(test_main_allowed),
 		cmocka_unit_test(test_main_forbidden),
+		cmocka_unit_test(test_waiter_allowed),
+		cmocka_unit_test(test_waiter_forbidden),
 		cmocka_unit_test(test_open_fails),
 	};
 

@@ -167,7 +167,7 @@ static struct t *t_new(unsigned max_conns, bool rx_split)
 	assert_int_equal(guest_mem_create(&t->g.mem, T_RAM), 0);
 	assert_int_equal(virtio_mmio_create(&t->g.dev, &vsock_ops, t->v, t->g.mem, t_irq, t), 0);
 	assert_int_equal(virtio_mmio_register(t->g.dev, &t->g.bus, FAKE_MMIO_BASE), 0);
-	assert_int_equal(vsock_start(t->v, t->g.dev), 0);
+	assert_int_equal(vsock_start(t->v, t->g.dev, false), 0);
 	t->rx_split = rx_split;
 	t_bring_up(t);
 	return t;

@@ -39,6 +39,7 @@
 
 #include "util.h"
 #include "vmm/virtio/mmio.h"
+#include "vmm/seccomp.h"
 #include "vmm/virtio/queue.h"
 
 #define VSOCK_RXQ 0
@@ -127,6 +128,10 @@ struct vsock {
 	pthread_t thread;
 	bool started;
 	int stop;			/* atomic */
+	bool filter;			/* the thread installs its seccomp filter first */
+	pthread_mutex_t start_lock;	/* the thread reports its filter's result */
+	pthread_cond_t start_cond;
+	int start_ret;			/* 1 until reported, then 0 or -errno */
 
 	/* Under the transport's lock: bumped by reset() in a vCPU thread. */
 	unsigned reset_gen;
@@ -1148,8 +1153,16 @@ static int vsock_work(void *arg, struct virtq *queues)
 static void *vsock_thread(void *arg)
 {
 	struct vsock *v = arg;
-	int n, timeout;
+	int n, timeout, ret = 0;
 
+	if (v->filter)
+		ret = seccomp_apply(SECCOMP_ROLE_VSOCK);
+	pthread_mutex_lock(&v->start_lock);
+	v->start_ret = ret;
+	pthread_cond_signal(&v->start_cond);
+	pthread_mutex_unlock(&v->start_lock);
+	if (ret)
+		return NULL;
 	while (!__atomic_load_n(&v->stop, __ATOMIC_ACQUIRE)) {
 		timeout = v->busy ? 0 : (v->ndeadlines || v->listen_resume) ? VSOCK_TICK_MS : -1;
 		n = epoll_wait(v->epfd, v->evs, VSOCK_EVENTS, timeout);
@@ -1232,6 +1245,8 @@ int vsock_create(struct vsock **out, const struct vsock_params *p)
 	if (!v)
 		goto out;
 	v->listen_fd = v->epfd = v->kickfd = -1;
+	pthread_mutex_init(&v->start_lock, NULL);
+	pthread_cond_init(&v->start_cond, NULL);
 	v->slots = calloc(max, sizeof(*v->slots));
 	if (!v->slots)
 		goto out;
@@ -1280,7 +1295,7 @@ out:
 	return ret;
 }
 
-int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev)
+int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev, bool filter)
 {
 	sigset_t all, old;
 	int ret = -EBUSY;
@@ -1288,6 +1303,8 @@ int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev)
 	if (v->started)
 		goto out;
 	v->mmio = dev;
+	v->filter = filter;
+	v->start_ret = 1;
 	__atomic_store_n(&v->stop, 0, __ATOMIC_RELEASE);
 	/* Signals are for the vCPU and main threads, never this one. */
 	sigfillset(&all);
@@ -1295,6 +1312,18 @@ int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev)
 	ret = -pthread_create(&v->thread, NULL, vsock_thread, v);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	v->started = ret == 0;
+	if (ret)
+		goto out;
+	/* Fail closed: no guest data moves before the thread is filtered. */
+	pthread_mutex_lock(&v->start_lock);
+	while (v->start_ret == 1)
+		pthread_cond_wait(&v->start_cond, &v->start_lock);
+	ret = v->start_ret;
+	pthread_mutex_unlock(&v->start_lock);
+	if (ret) {
+		pthread_join(v->thread, NULL);
+		v->started = false;
+	}
 out:
 	return ret;
 }
@@ -1330,5 +1359,7 @@ void vsock_free(struct vsock *v)
 	if (v->epfd >= 0)
 		close(v->epfd);
 	free(v->slots);
+	pthread_cond_destroy(&v->start_cond);
+	pthread_mutex_destroy(&v->start_lock);
 	free(v);
 }

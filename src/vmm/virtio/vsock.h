@@ -19,6 +19,7 @@
 #ifndef KILN_VMM_VIRTIO_VSOCK_H
 #define KILN_VMM_VIRTIO_VSOCK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "vmm/virtio/virtio.h"
@@ -51,8 +52,10 @@ extern const struct virtio_dev_ops vsock_ops;
  * when the path exists).
  */
 int vsock_create(struct vsock **out, const struct vsock_params *p);
-/* Spawn the event thread once dev (the transport wrapping v) exists. 0 or -errno. */
-int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev);
+/* Spawn the event thread once dev (the transport wrapping v) exists; with
+ * filter, the thread installs its seccomp filter (SECCOMP_ROLE_VSOCK) before
+ * anything else and this returns that result. 0 or -errno. */
+int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev, bool filter);
 /* Stop and join the event thread; afterwards dev may be freed. Idempotent. */
 void vsock_stop(struct vsock *v);
 /* vsock_stop(), close every connection and fd, unlink the socket file we created. */
