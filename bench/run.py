@@ -15,10 +15,13 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import boot  # noqa: E402  (bench/boot.py: the bare-boot measurement)
 
 
-def kiln_run(args):
+NO_WALLS = ["--no-jail", "--no-seccomp", "--no-cgroup"]
+
+
+def kiln_run(args, extra=()):
     t0 = time.monotonic()
     p = subprocess.run([os.path.join(ROOT, "build/kiln"), "run", "--image", args.image, "--json",
-                        "--cpus", str(args.cpus), "--mem", str(args.mem), "--", "true"],
+                        "--cpus", str(args.cpus), "--mem", str(args.mem), *extra, "--", "true"],
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                        timeout=args.timeout)
     wall = time.monotonic() - t0
@@ -48,7 +51,12 @@ def main():
     ap.add_argument("--mem", type=int, default=256)
     ap.add_argument("--image", default=os.path.join(ROOT, "build/images/tiny.img"))
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--walls", action="store_true",
+                    help="compare the default (jail, seccomp, cgroup) with --no-jail --no-seccomp --no-cgroup")
     args = ap.parse_args()
+    if args.walls:
+        walls(args)
+        return
     bargs = argparse.Namespace(mem=args.mem, cpus=args.cpus, timeout=args.timeout, settle=0.0,
                                kernel=os.path.join(ROOT, "build/guest/vmlinux"),
                                initrd=os.path.join(ROOT, "build/guest/test-initrd.cpio"), qemu=None)
@@ -75,6 +83,33 @@ def main():
     if bm and tm:
         print(f"ratio kiln-run-total / bare-boot: {tm / bm:.2f}")
     sys.exit(0 if len(ok) == args.runs and all(bare) else 1)
+
+
+def walls(args):
+    """Start-up cost of the walls: kiln run -- true with and without them,
+    alternated, plus the VMM's own measure of its jail + seccomp set-up."""
+    on, off = [], []
+    for i in range(args.runs):
+        order = ("on", "off") if i % 2 == 0 else ("off", "on")
+        for kind in order:
+            (on if kind == "on" else off).append(kiln_run(args, () if kind == "on" else NO_WALLS))
+        print(f"# run {i + 1}: with walls {on[-1]['total'] if on[-1] else float('nan'):.1f} ms, "
+              f"without {off[-1]['total'] if off[-1] else float('nan'):.1f} ms", flush=True)
+    on_ok, off_ok = [r for r in on if r], [r for r in off if r]
+    print(f"\nkiln run -- true ({args.cpus} vCPU, {args.mem} MiB, {args.runs} runs each, alternated):")
+    print("with jail + seccomp + cgroup (default):")
+    m_on = show("total", [r["total"] for r in on_ok])
+    show("boot", [r["boot"] for r in on_ok])
+    w = show("vmm_walls (in the VMM)", [r.get("vmm_walls") for r in on_ok])
+    print("with --no-jail --no-seccomp --no-cgroup:")
+    m_off = show("total", [r["total"] for r in off_ok])
+    show("boot", [r["boot"] for r in off_ok])
+    if m_on and m_off:
+        print(f"overhead of the walls, end to end: {m_on - m_off:+.1f} ms ({(m_on / m_off - 1) * 100:+.1f} %)"
+              f"  (noise: the emulated boot alone varies by seconds)")
+    if w and m_on:
+        print(f"VMM's own jail + seccomp set-up: {w:.2f} ms = {w / m_on * 100:.2f} % of the total")
+    sys.exit(0 if len(on_ok) == len(off_ok) == args.runs else 1)
 
 
 if __name__ == "__main__":

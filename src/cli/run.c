@@ -512,6 +512,8 @@ static void print_json(const struct run_opts *o, const struct run_state *st, int
 		return;
 	if (oom >= 0)
 		json_object_set_new(j, "guest_oom_kills", json_integer(oom));
+	json_object_set_new(json_object_get(j, "durations_ms"), "vmm_walls",
+			    json_real(t->walls_ns / 1e6));
 	s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
 	if (s)
 		fprintf(stderr, "%s\n", s);

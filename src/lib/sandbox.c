@@ -324,10 +324,11 @@ static void vmm_last_line(const struct kiln_sandbox *s, char *buf, size_t len)
 	snprintf(buf, len, "%s", strrchr(tail, '\n') ? strrchr(tail, '\n') + 1 : tail);
 }
 
-static uint64_t vmm_boot_time_ns(const struct kiln_sandbox *s)
+/* The VMM's "boot-time-us=N walls-us=M" line. */
+static void vmm_boot_times(struct kiln_sandbox *s)
 {
 	char path[PATH_MAX + 16], buf[4096];
-	unsigned long long us = 0;
+	unsigned long long us = 0, walls = 0;
 	const char *p;
 	ssize_t n;
 	int fd;
@@ -335,16 +336,18 @@ static uint64_t vmm_boot_time_ns(const struct kiln_sandbox *s)
 	snprintf(path, sizeof(path), "%s/vmm.log", s->dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return 0;
+		return;
 	buf[n] = 0;
 	p = strstr(buf, "boot-time-us=");
 	if (p && sscanf(p, "boot-time-us=%llu", &us) == 1)
-		return (uint64_t)us * 1000;
-	return 0;
+		s->times.guest_boot_ns = (uint64_t)us * 1000;
+	p = strstr(buf, " walls-us=");
+	if (p && sscanf(p, " walls-us=%llu", &walls) == 1)
+		s->times.walls_ns = (uint64_t)walls * 1000;
 }
 
 bool kiln_sandbox_vmm_exited(struct kiln_sandbox *s, int *status)
@@ -452,7 +455,7 @@ int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_con
 	if (ret)
 		goto out;
 	s->times.boot_ns = now_ns() - s->t0;
-	s->times.guest_boot_ns = vmm_boot_time_ns(s);
+	vmm_boot_times(s);
 	*out = s;
 	s = NULL;
 out:

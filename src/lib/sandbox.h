@@ -44,6 +44,7 @@ struct kiln_cgroup_stat;
 struct kiln_sandbox_times {
 	uint64_t boot_ns;       /* spawn to agent hello */
 	uint64_t guest_boot_ns; /* the VMM's boot timer (0 if not reported) */
+	uint64_t walls_ns;      /* the VMM's jail + seccomp set-up (0 if not reported) */
 };
 
 /* Boot a sandbox. On failure returns -errno and writes a one-line reason. */

@@ -37,6 +37,12 @@
  * privileges; EPIPE there means the waiter (and our parent) is gone. */
 static int jail_ready_fd = -1;
 static bool jail_userns;
+static uint64_t jail_begin_took;
+
+uint64_t jail_begin_ns(void)
+{
+	return jail_begin_took;
+}
 
 static int fail(char *why, size_t whylen, int err, const char *what)
 {
@@ -244,6 +250,7 @@ int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 	uid_t uid = getuid();
 	gid_t gid = getgid();
 	pid_t parent = getppid(), child;
+	uint64_t t0 = now_ns();
 	int ret;
 
 	for (unsigned i = 0; i < c->ndrives; i++)
@@ -305,6 +312,7 @@ int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 	/* Dies with the waiter. Set again in jail_finish(): a uid change clears it. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		return fail(why, whylen, errno, "cannot set the parent-death signal");
+	jail_begin_took = now_ns() - t0;
 	return 0;
 }
 

@@ -21,6 +21,7 @@
 #define KILN_VMM_JAIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct vmm_config;
 
@@ -28,6 +29,9 @@ struct vmm_config;
 int jail_begin(const struct vmm_config *c, char *why, size_t whylen);
 /* 0, or -errno with a one-line reason. Single-threaded callers only. */
 int jail_finish(const struct vmm_config *c, char *why, size_t whylen);
+
+/* Time jail_begin() took (0 without it), for the VMM's cost report. */
+uint64_t jail_begin_ns(void);
 
 /* The uid/gid a root caller drops to by default (nobody/nogroup). */
 #define JAIL_DEFAULT_ID 65534u

@@ -81,6 +81,8 @@ struct vmm {
 	int stop_efd;
 	int sig_fd;
 
+	uint64_t walls_ns; /* jail + main and vsock seccomp set-up (bench/run) */
+
 	pthread_mutex_t lock;
 	int status; /* -1 while running */
 	char why[160];
@@ -131,8 +133,9 @@ static void on_boot_mark(void *ctx, uint64_t elapsed_ns)
 	struct vmm *v = ctx;
 
 	if (v->cfg->print_boot_time)
-		fprintf(stderr, "kiln-vmm: boot-time-us=%llu\n",
-			(unsigned long long)(elapsed_ns / 1000));
+		fprintf(stderr, "kiln-vmm: boot-time-us=%llu walls-us=%llu\n",
+			(unsigned long long)(elapsed_ns / 1000),
+			(unsigned long long)(__atomic_load_n(&v->walls_ns, __ATOMIC_RELAXED) / 1000));
 }
 
 static void kick_handler(int sig)
@@ -485,6 +488,7 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 {
 	struct vmm *v;
 	const char *reason = NULL;
+	uint64_t t, walls;
 	int status = VMM_EXIT_ERROR;
 	int ret;
 
@@ -542,6 +546,7 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 	}
 	/* Everything is open: close the jail, then start the threads, each of
 	 * which filters itself before it touches the guest. */
+	t = now_ns();
 	if (!cfg->no_jail && jail_finish(cfg, why, whylen))
 		goto out;
 	if (v->vsock) {
@@ -552,6 +557,7 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 		}
 	}
 	v->env.seccomp = !cfg->no_seccomp;
+	walls = jail_begin_ns() + (now_ns() - t);
 	for (unsigned i = 0; i < v->nvcpus; i++) {
 		ret = vcpu_start(&v->vcpus[i]);
 		if (ret) {
@@ -560,8 +566,10 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 		}
 	}
 	/* Last: threads inherit the filter of the thread that creates them. */
+	t = now_ns();
 	if (!cfg->no_seccomp && seccomp_apply(SECCOMP_ROLE_MAIN))
 		vmm_stop(v, VMM_EXIT_ERROR, "cannot install the seccomp filter");
+	__atomic_store_n(&v->walls_ns, walls + (now_ns() - t), __ATOMIC_RELAXED);
 	main_loop(v);
 
 	pthread_mutex_lock(&v->lock);
