@@ -35,15 +35,17 @@ COMMON_SRCS := $(wildcard src/common/*.c)
 VMM_SRCS    := $(filter-out src/vmm/main.c,$(wildcard src/vmm/*.c src/vmm/devices/*.c src/vmm/virtio/*.c))
 LIB_SRCS    := $(wildcard src/lib/*.c)
 GUEST_SRCS  := $(filter-out src/guest/main.c,$(wildcard src/guest/*.c))
+NET_SRCS    := $(filter-out src/net/main.c,$(wildcard src/net/*.c))
 LIBS        := -lpthread -ljansson -lseccomp
 
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(B)/obj/%.o)
 VMM_OBJS    := $(VMM_SRCS:%.c=$(B)/obj/%.o)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 GUEST_OBJS  := $(GUEST_SRCS:%.c=$(B)/obj/%.o)
+NET_OBJS    := $(NET_SRCS:%.c=$(B)/obj/%.o)
 # The guest agent, built again statically (and never sanitized) for the guest.
 GUEST_STATIC_OBJS := $(patsubst %.c,$(B)/gobj/%.o,$(wildcard src/guest/*.c) $(COMMON_SRCS))
-TEST_LINK   := $(VMM_OBJS) $(LIB_OBJS) $(GUEST_OBJS) $(COMMON_OBJS)
+TEST_LINK   := $(VMM_OBJS) $(LIB_OBJS) $(GUEST_OBJS) $(NET_OBJS) $(COMMON_OBJS)
 
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)

@@ -128,6 +128,18 @@ static const struct sc_rule sc_vsock[] = {
 	ALLOW(close),			/* connections */
 };
 
+/* The virtio-net event thread from the top of vnet_thread(). The backend
+ * socket comes connected from vnet_create()'s caller: no socket calls here. */
+static const struct sc_rule sc_net[] = {
+	ALLOW(epoll_wait),		/* the event loop */
+	ALLOW(epoll_pwait),		/* epoll_wait() where glibc implements it so */
+	ALLOW(epoll_ctl),		/* arming the backend for EPOLLIN / EPOLLOUT */
+	ALLOW(read),			/* kick eventfd */
+	ALLOW(write),			/* irqfds (virtio_mmio_run() signalling used buffers) */
+	ALLOW(recvmsg),			/* backend to guest frames */
+	ALLOW(sendmsg),			/* guest to backend frames */
+};
+
 /* The jail's waiter: relays signals to the VMM, waits for it, ends like it. */
 static const struct sc_rule sc_waiter[] = {
 	ALLOW(poll),			/* signalfd and the ready pipe */
@@ -149,6 +161,7 @@ static const struct {
 	[SECCOMP_ROLE_VCPU] = { "vcpu", sc_vcpu, sizeof(sc_vcpu) / sizeof(sc_vcpu[0]) },
 	[SECCOMP_ROLE_VSOCK] = { "vsock", sc_vsock, sizeof(sc_vsock) / sizeof(sc_vsock[0]) },
 	[SECCOMP_ROLE_WAITER] = { "waiter", sc_waiter, sizeof(sc_waiter) / sizeof(sc_waiter[0]) },
+	[SECCOMP_ROLE_NET] = { "net", sc_net, sizeof(sc_net) / sizeof(sc_net[0]) },
 };
 
 /* The role of the calling thread, for the report. */

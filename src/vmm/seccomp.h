@@ -19,6 +19,7 @@ enum seccomp_role {
 	SECCOMP_ROLE_VCPU,  /* KVM_RUN and synchronous device emulation */
 	SECCOMP_ROLE_VSOCK, /* the vsock event thread */
 	SECCOMP_ROLE_WAITER, /* the jail's waiter process (jail.c) */
+	SECCOMP_ROLE_NET,   /* the virtio-net event thread */
 	SECCOMP_ROLE_COUNT,
 };
 
@@ -27,7 +28,7 @@ int seccomp_apply(enum seccomp_role role);
 /* The waiter's filter: it may only signal child (the VMM). 0 or -errno. */
 int seccomp_apply_waiter(pid_t child);
 
-/* "main", "vcpu", "vsock"; NULL for anything else. */
+/* "main", "vcpu", "vsock", "waiter", "net"; NULL for anything else. */
 const char *seccomp_role_name(enum seccomp_role role);
 
 /* Write role's compiled BPF program (pfc = false) or its libseccomp

@@ -30,6 +30,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "virtio 1.x is little-
 #define VIRTIO_BIT(n) (1ULL << (n))
 
 /* Device ids (§5). */
+#define VIRTIO_ID_NET 1
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_ID_RNG 4
 #define VIRTIO_ID_VSOCK 19
@@ -146,6 +147,48 @@ struct virtio_vsock_hdr {
 } __attribute__((packed));
 
 _Static_assert(sizeof(struct virtio_vsock_hdr) == 44, "virtio_vsock_hdr layout");
+
+/* virtio-net (§5.1): queues receiveq 0, transmitq 1 (no control queue, no multiqueue). */
+#define VIRTIO_NET_F_CSUM 0
+#define VIRTIO_NET_F_GUEST_CSUM 1
+#define VIRTIO_NET_F_MTU 3
+#define VIRTIO_NET_F_MAC 5
+#define VIRTIO_NET_F_GUEST_TSO4 7
+#define VIRTIO_NET_F_GUEST_TSO6 8
+#define VIRTIO_NET_F_GUEST_UFO 10
+#define VIRTIO_NET_F_HOST_TSO4 11
+#define VIRTIO_NET_F_HOST_TSO6 12
+#define VIRTIO_NET_F_HOST_UFO 14
+#define VIRTIO_NET_F_MRG_RXBUF 15
+#define VIRTIO_NET_F_STATUS 16
+#define VIRTIO_NET_F_CTRL_VQ 17
+
+#define VIRTIO_NET_S_LINK_UP 1
+
+#define VIRTIO_NET_HDR_GSO_NONE 0
+
+/* Precedes every frame both ways. With VERSION_1 num_buffers is always there
+ * (the legacy 10-byte header is gone); it is 1 without MRG_RXBUF. */
+struct virtio_net_hdr {
+	uint8_t flags;
+	uint8_t gso_type;
+	uint16_t hdr_len;
+	uint16_t gso_size;
+	uint16_t csum_start;
+	uint16_t csum_offset;
+	uint16_t num_buffers;
+};
+
+/* mac is valid with F_MAC, status with F_STATUS, mtu with F_MTU. */
+struct virtio_net_config {
+	uint8_t mac[6];
+	uint16_t status;
+	uint16_t max_virtqueue_pairs;
+	uint16_t mtu;
+};
+
+_Static_assert(sizeof(struct virtio_net_hdr) == 12, "virtio_net_hdr layout");
+_Static_assert(offsetof(struct virtio_net_config, mtu) == 10, "virtio_net_config layout");
 
 struct virtq;
 
