@@ -6,7 +6,8 @@ Measured per run, the same way for both VMMs, by this harness:
   boot   time from spawning the VMM to the guest's "userspace started" mark
          (the guest writes a magic value to I/O port 0x440: kiln-vmm's boot
          timer reports it on stderr; QEMU gets an isa-debugcon on that port)
-  rss    the VMM's resident memory once the guest idles, minus the resident
+  rss    the VMM's resident memory (with its children: a jailed kiln-vmm is a
+         waiter plus the VMM) once the guest idles, minus the resident
          part of its guest-RAM mapping (what the VMM itself costs)
 Needs /dev/kvm: run it through scripts/with-kvm (bench/boot is the wrapper).
 """
@@ -43,6 +44,18 @@ def guest_ram_rss_kb(pid, mem_mib):
     return total, guest
 
 
+def tree(pid):
+    """pid and its descendants: a jailed kiln-vmm is a waiter plus the VMM."""
+    out = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            for child in f.read().split():
+                out += tree(int(child))
+    except OSError:
+        pass
+    return out
+
+
 def run_one(kind, args):
     mem = args.mem
     if kind == "kiln":
@@ -76,7 +89,10 @@ def run_one(kind, args):
     if boot is not None:
         time.sleep(args.settle)
         try:
-            total, guest = guest_ram_rss_kb(p.pid, mem)
+            total = guest = 0
+            for pid in tree(p.pid):
+                t, g = guest_ram_rss_kb(pid, mem)
+                total, guest = total + t, guest + g
             rss = (total - guest) / 1024.0
         except OSError:
             pass

@@ -47,9 +47,8 @@ expect_match "boot timer records guest userspace start" 'boot-time-us=[0-9]+' "$
 expect_match "reset reason on stderr" 'kiln-vmm: guest reset \(exit 0\)' "$(tail -n1 "$work/small.err")"
 
 # --- SMP, 2 GiB (RAM above the 32-bit hole too) ------------------------------------
-# NCPUS defaults to 2: 4-vCPU guests stall now and then inside the 2-CPU emulated
-# host (tests/integration/pending/README.md); KILN_TEST_SMP=4 checks 4 by hand.
-NCPUS=${KILN_TEST_SMP:-2}
+# 4 vCPUs, as the issue asks (KILN_TEST_SMP=N checks another count).
+NCPUS=${KILN_TEST_SMP:-4}
 boot big --kernel "$KERNEL" --initrd "$INITRD" --cpus "$NCPUS" --mem 2048
 expect_eq "$NCPUS-vCPU guest exits 0" 0 "$rc"
 expect_eq "guest sees $NCPUS CPUs" "$NCPUS" "$(field big KILN-NPROC)"
