@@ -66,21 +66,11 @@ static int read_all(const char *dir, const char *file, char *buf, size_t cap)
 /* First line of the file. */
 static int read_file(const char *dir, const char *file, char *buf, size_t cap)
 {
-	char path[4200];
-	ssize_t n;
-	int fd;
+	int ret = read_all(dir, file, buf, cap);
 
-	snprintf(path, sizeof(path), "%s/%s", dir, file);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, cap - 1);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	buf[n] = 0;
-	buf[strcspn(buf, "\n")] = 0;
-	return 0;
+	if (!ret)
+		buf[strcspn(buf, "\n")] = 0;
+	return ret;
 }
 
 static int file_is(const char *dir, const char *file, const char *want, char *got, size_t cap)

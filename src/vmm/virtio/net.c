@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "vmm/seccomp.h"
+#include "vmm/virtio/devthread.h"
 #include "vmm/virtio/mmio.h"
 #include "vmm/virtio/queue.h"
 
@@ -61,13 +62,7 @@ struct vnet {
 	uint32_t max_frame;		/* Ethernet header + mtu */
 	int epfd, kickfd;
 	struct virtio_mmio_dev *mmio;
-	pthread_t thread;
-	bool started;
-	int stop;			/* atomic */
-	bool filter;			/* the thread installs its seccomp filter first */
-	pthread_mutex_t start_lock;	/* the thread reports its filter's result */
-	pthread_cond_t start_cond;
-	int start_ret;			/* 1 until reported, then 0 or -errno */
+	struct devthread th;		/* the event thread */
 
 	/* Under the transport's lock: bumped by reset() in a vCPU thread. */
 	unsigned reset_gen;
@@ -437,27 +432,18 @@ static int vnet_timeout(const struct vnet *v)
 	return v->busy ? 0 : v->arm_failed ? VNET_RETRY_MS : -1;
 }
 
-static void *vnet_thread(void *arg)
+static void vnet_loop(void *arg)
 {
 	struct vnet *v = arg;
-	int n, ret = 0;
+	int n;
 
-	if (v->filter)
-		ret = seccomp_apply(SECCOMP_ROLE_NET);
-	pthread_mutex_lock(&v->start_lock);
-	v->start_ret = ret;
-	pthread_cond_signal(&v->start_cond);
-	pthread_mutex_unlock(&v->start_lock);
-	if (ret)
-		return NULL;
-	while (!__atomic_load_n(&v->stop, __ATOMIC_ACQUIRE)) {
+	while (!devthread_stopping(&v->th)) {
 		n = epoll_wait(v->epfd, v->evs, VNET_EVENTS, vnet_timeout(v));
 		v->nevs = n > 0 ? n : 0;
 		for (int i = 0; i < v->nevs; i++)
 			vnet_event(v, &v->evs[i]);
 		virtio_mmio_run(v->mmio, vnet_work, v);
 	}
-	return NULL;
 }
 
 /* ---- device ops (vCPU threads, under the transport's lock) ---- */
@@ -561,8 +547,7 @@ int vnet_create(struct vnet **out, const struct vnet_params *p)
 	if (!v)
 		goto out;
 	v->epfd = v->kickfd = -1;
-	pthread_mutex_init(&v->start_lock, NULL);
-	pthread_cond_init(&v->start_cond, NULL);
+	devthread_init(&v->th);
 	v->fd = p->fd;
 	memcpy(v->mac, p->mac, sizeof(v->mac));
 	v->mtu = (uint16_t)mtu;
@@ -588,45 +573,19 @@ out:
 
 int vnet_start(struct vnet *v, struct virtio_mmio_dev *dev, bool filter)
 {
-	sigset_t all, old;
-	int ret = -EBUSY;
-
-	if (v->started)
-		goto out;
 	v->mmio = dev;
-	v->filter = filter;
-	v->start_ret = 1;
-	__atomic_store_n(&v->stop, 0, __ATOMIC_RELEASE);
-	/* Signals are for the vCPU and main threads, never this one. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = -pthread_create(&v->thread, NULL, vnet_thread, v);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	v->started = ret == 0;
-	if (ret)
-		goto out;
-	/* Fail closed: no guest frame moves before the thread is filtered. */
-	pthread_mutex_lock(&v->start_lock);
-	while (v->start_ret == 1)
-		pthread_cond_wait(&v->start_cond, &v->start_lock);
-	ret = v->start_ret;
-	pthread_mutex_unlock(&v->start_lock);
-	if (ret) {
-		pthread_join(v->thread, NULL);
-		v->started = false;
-	}
-out:
-	return ret;
+	return devthread_start(&v->th, vnet_loop, v, filter, SECCOMP_ROLE_NET);
+}
+
+static void vnet_wake(void *arg)
+{
+	vnet_kick(arg);
 }
 
 void vnet_stop(struct vnet *v)
 {
-	if (!v || !v->started)
-		return;
-	__atomic_store_n(&v->stop, 1, __ATOMIC_RELEASE);
-	vnet_kick(v);
-	pthread_join(v->thread, NULL);
-	v->started = false;
+	if (v)
+		devthread_stop(&v->th, vnet_wake, v);
 }
 
 void vnet_free(struct vnet *v)
@@ -639,8 +598,7 @@ void vnet_free(struct vnet *v)
 		close(v->kickfd);
 	if (v->epfd >= 0)
 		close(v->epfd);
-	pthread_cond_destroy(&v->start_cond);
-	pthread_mutex_destroy(&v->start_lock);
+	devthread_destroy(&v->th);
 	free(v);
 }
 

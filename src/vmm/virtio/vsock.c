@@ -40,6 +40,7 @@
 #include "util.h"
 #include "vmm/virtio/mmio.h"
 #include "vmm/seccomp.h"
+#include "vmm/virtio/devthread.h"
 #include "vmm/virtio/queue.h"
 
 #define VSOCK_RXQ 0
@@ -125,13 +126,7 @@ struct vsock {
 	ino_t sock_ino;
 	int listen_fd, epfd, kickfd;
 	struct virtio_mmio_dev *mmio;
-	pthread_t thread;
-	bool started;
-	int stop;			/* atomic */
-	bool filter;			/* the thread installs its seccomp filter first */
-	pthread_mutex_t start_lock;	/* the thread reports its filter's result */
-	pthread_cond_t start_cond;
-	int start_ret;			/* 1 until reported, then 0 or -errno */
+	struct devthread th;		/* the event thread */
 
 	/* Under the transport's lock: bumped by reset() in a vCPU thread. */
 	unsigned reset_gen;
@@ -1150,26 +1145,17 @@ static int vsock_work(void *arg, struct virtq *queues)
 	return ret;
 }
 
-static void *vsock_thread(void *arg)
+static void vsock_loop(void *arg)
 {
 	struct vsock *v = arg;
-	int n, timeout, ret = 0;
+	int n, timeout;
 
-	if (v->filter)
-		ret = seccomp_apply(SECCOMP_ROLE_VSOCK);
-	pthread_mutex_lock(&v->start_lock);
-	v->start_ret = ret;
-	pthread_cond_signal(&v->start_cond);
-	pthread_mutex_unlock(&v->start_lock);
-	if (ret)
-		return NULL;
-	while (!__atomic_load_n(&v->stop, __ATOMIC_ACQUIRE)) {
+	while (!devthread_stopping(&v->th)) {
 		timeout = v->busy ? 0 : (v->ndeadlines || v->listen_resume) ? VSOCK_TICK_MS : -1;
 		n = epoll_wait(v->epfd, v->evs, VSOCK_EVENTS, timeout);
 		v->nevs = n > 0 ? n : 0;
 		virtio_mmio_run(v->mmio, vsock_work, v);
 	}
-	return NULL;
 }
 
 /* ---- device ops (vCPU threads, under the transport's lock) ---- */
@@ -1245,8 +1231,7 @@ int vsock_create(struct vsock **out, const struct vsock_params *p)
 	if (!v)
 		goto out;
 	v->listen_fd = v->epfd = v->kickfd = -1;
-	pthread_mutex_init(&v->start_lock, NULL);
-	pthread_cond_init(&v->start_cond, NULL);
+	devthread_init(&v->th);
 	v->slots = calloc(max, sizeof(*v->slots));
 	if (!v->slots)
 		goto out;
@@ -1297,45 +1282,19 @@ out:
 
 int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev, bool filter)
 {
-	sigset_t all, old;
-	int ret = -EBUSY;
-
-	if (v->started)
-		goto out;
 	v->mmio = dev;
-	v->filter = filter;
-	v->start_ret = 1;
-	__atomic_store_n(&v->stop, 0, __ATOMIC_RELEASE);
-	/* Signals are for the vCPU and main threads, never this one. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = -pthread_create(&v->thread, NULL, vsock_thread, v);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	v->started = ret == 0;
-	if (ret)
-		goto out;
-	/* Fail closed: no guest data moves before the thread is filtered. */
-	pthread_mutex_lock(&v->start_lock);
-	while (v->start_ret == 1)
-		pthread_cond_wait(&v->start_cond, &v->start_lock);
-	ret = v->start_ret;
-	pthread_mutex_unlock(&v->start_lock);
-	if (ret) {
-		pthread_join(v->thread, NULL);
-		v->started = false;
-	}
-out:
-	return ret;
+	return devthread_start(&v->th, vsock_loop, v, filter, SECCOMP_ROLE_VSOCK);
+}
+
+static void vsock_wake(void *arg)
+{
+	vsock_kick(arg);
 }
 
 void vsock_stop(struct vsock *v)
 {
-	if (!v || !v->started)
-		return;
-	__atomic_store_n(&v->stop, 1, __ATOMIC_RELEASE);
-	vsock_kick(v);
-	pthread_join(v->thread, NULL);
-	v->started = false;
+	if (v)
+		devthread_stop(&v->th, vsock_wake, v);
 }
 
 void vsock_free(struct vsock *v)
@@ -1359,7 +1318,6 @@ void vsock_free(struct vsock *v)
 	if (v->epfd >= 0)
 		close(v->epfd);
 	free(v->slots);
-	pthread_cond_destroy(&v->start_cond);
-	pthread_mutex_destroy(&v->start_lock);
+	devthread_destroy(&v->th);
 	free(v);
 }
