@@ -59,6 +59,9 @@ HOOK_BINS := $(B)/hooks/kiln-vmm
 GUEST_BINS := $(B)/guest/kiln-mark $(B)/guest/test-initrd.cpio $(B)/guest/kiln-init \
               $(B)/guest/kiln-initrd.cpio
 
+# Objects are never intermediate files: keep them between runs.
+.SECONDARY:
+
 .PHONY: all kernel test unit-test integration-test clean check-banned demo
 
 all: $(BINS) $(GUEST_BINS) $(UNIT_BINS) $(ITEST_BINS) $(HOOK_BINS) check-banned

@@ -122,7 +122,7 @@ if [ -s "$DEBIAN" ]; then
     "$KILN" run --image "$DEBIAN" -- sh -c 'exit 7'
     expect_eq "Debian image: exit 7" 7 "$?"
     expect_match "Debian image has curl, git and ps" 'curl.*git.*ps' \
-        "$("$KILN" run --image "$DEBIAN" -- sh -c 'command -v curl git ps | tr "\n" " "')"
+        "$("$KILN" run --image "$DEBIAN" -- sh -c 'for c in curl git ps; do command -v $c; done | tr "\n" " "')"
 else
     not_ok "the Debian image $DEBIAN is missing (make image)"
 fi
