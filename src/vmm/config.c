@@ -14,7 +14,7 @@ const char config_usage[] =
 	"usage: kiln-vmm --kernel VMLINUX [--initrd FILE] [--cmdline STR] [--cpus N]\n"
 	"                [--mem MiB] [--console stdio|none|PATH] [--config FILE.json]\n"
 	"                [--drive path=FILE|fd=N[,ro][,serial=ID]]... [--vsock UDS_PATH]\n"
-	"                [--cid N] [--print-boot-time] [--uid N] [--gid N]\n"
+	"                [--cid N] [--net fd=N[,mac=MAC]] [--print-boot-time] [--uid N] [--gid N]\n"
 	"                [--no-jail] [--no-seccomp]\n"
 	"Boots one microVM and exits when it ends. Later settings override earlier ones,\n"
 	"so flags after --config override the file. The VMM runs jailed and under\n"
@@ -28,6 +28,9 @@ void config_defaults(struct vmm_config *c)
 	c->console = CONSOLE_STDIO;
 	c->vsock_cid = 3;
 	c->jail_uid = c->jail_gid = JAIL_DEFAULT_ID;
+	c->net_fd = -1;
+	/* Locally administered, unicast: 02:6b:6c:6e ("kln") :00:01. */
+	memcpy(c->net_mac, (const uint8_t[6]){ 0x02, 0x6b, 0x6c, 0x6e, 0x00, 0x01 }, 6);
 	snprintf(c->cmdline, sizeof(c->cmdline), "%s", CONFIG_DEFAULT_CMDLINE);
 }
 
@@ -161,6 +164,59 @@ int config_add_drive(struct vmm_config *c, const char *spec, char *err, size_t e
 	return 0;
 }
 
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned b[6];
+	char tail;
+
+	if (strlen(s) != 17 ||
+	    sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)b[i];
+	/* Unicast, not all zero. */
+	return (mac[0] & 1) || !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) ? -EINVAL : 0;
+}
+
+int config_set_net(struct vmm_config *c, const char *spec, char *err, size_t errlen)
+{
+	char buf[64];
+	char *save = NULL, *tok;
+	int fd = -1;
+
+	if (strlen(spec) >= sizeof(buf)) {
+		snprintf(err, errlen, "--net spec is too long");
+		return -EINVAL;
+	}
+	snprintf(buf, sizeof(buf), "%s", spec);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		uint64_t v;
+
+		if (!strncmp(tok, "fd=", 3) && fd < 0) {
+			if (parse_u64(tok + 3, 3, 1023, &v)) {
+				snprintf(err, errlen, "--net fd= must be a descriptor number from 3 to 1023");
+				return -EINVAL;
+			}
+			fd = (int)v;
+		} else if (!strncmp(tok, "mac=", 4)) {
+			if (parse_mac(tok + 4, c->net_mac)) {
+				snprintf(err, errlen, "--net mac= must be a unicast XX:XX:XX:XX:XX:XX, not '%.32s'",
+					 tok + 4);
+				return -EINVAL;
+			}
+		} else {
+			snprintf(err, errlen, "--net: unknown or repeated item '%.32s' (want fd=N[,mac=MAC])", tok);
+			return -EINVAL;
+		}
+	}
+	if (fd < 0) {
+		snprintf(err, errlen, "--net needs fd=N (a socket to kiln-net)");
+		return -EINVAL;
+	}
+	c->net_fd = fd;
+	return 0;
+}
+
 /* "drives": [{"path": P | "fd": N, "read_only": bool, "serial": S}, ...] */
 static int load_json_drives(struct vmm_config *c, json_t *arr, const char *path, char *err,
 			    size_t errlen)
@@ -271,7 +327,8 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 		} else if (!strcmp(key, "drives")) {
 			r = load_json_drives(c, val, path, err, errlen);
 		} else if (!strcmp(key, "kernel") || !strcmp(key, "initrd") ||
-			   !strcmp(key, "cmdline") || !strcmp(key, "console") || !strcmp(key, "vsock")) {
+			   !strcmp(key, "cmdline") || !strcmp(key, "console") || !strcmp(key, "vsock") ||
+			   !strcmp(key, "net")) {
 			const char *s = json_string_value(val);
 
 			if (!json_is_string(val) || !s) {
@@ -285,6 +342,8 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 				r = set_str(c->initrd, sizeof(c->initrd), s, "initrd path", err, errlen);
 			else if (!strcmp(key, "vsock"))
 				r = set_str(c->vsock_path, sizeof(c->vsock_path), s, "vsock path", err, errlen);
+			else if (!strcmp(key, "net"))
+				r = config_set_net(c, s, err, errlen);
 			else if (!strcmp(key, "cmdline"))
 				r = set_str(c->cmdline, sizeof(c->cmdline), s, "cmdline", err, errlen);
 			else
@@ -306,7 +365,7 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		      size_t errlen)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_CPUS, O_MEM, O_CONSOLE, O_CONFIG, O_BOOTTIME,
-	       O_DRIVE, O_VSOCK, O_CID, O_UID, O_GID, O_NO_JAIL, O_NO_SECCOMP, O_TEST_HOOKS };
+	       O_DRIVE, O_VSOCK, O_CID, O_NET, O_UID, O_GID, O_NO_JAIL, O_NO_SECCOMP, O_TEST_HOOKS };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
@@ -319,6 +378,7 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		{ "drive", required_argument, NULL, O_DRIVE },
 		{ "vsock", required_argument, NULL, O_VSOCK },
 		{ "cid", required_argument, NULL, O_CID },
+		{ "net", required_argument, NULL, O_NET },
 		{ "uid", required_argument, NULL, O_UID },
 		{ "gid", required_argument, NULL, O_GID },
 		{ "no-jail", no_argument, NULL, O_NO_JAIL },
@@ -379,6 +439,9 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 			break;
 		case O_CID:
 			r = set_cid(c, optarg, err, errlen);
+			break;
+		case O_NET:
+			r = config_set_net(c, optarg, err, errlen);
 			break;
 		case O_UID:
 			r = set_id(&c->jail_uid, optarg, "--uid", err, errlen);

@@ -40,6 +40,8 @@ struct vmm_config {
 	bool print_boot_time;
 	struct drive_config drives[CONFIG_MAX_DRIVES];
 	unsigned ndrives;
+	int net_fd;           /* --net fd=N: SOCK_SEQPACKET to kiln-net; -1 = no network device */
+	uint8_t net_mac[6];
 	char vsock_path[108]; /* Unix socket for the guest's vsock; "" = no vsock device */
 	uint64_t vsock_cid;
 	/* Defence in depth (docs/security.md); the two escape hatches are for diagnosis. */
@@ -66,6 +68,10 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 /* Parse a --drive spec: path=FILE or fd=N, then optional ro|rw and serial=ID,
  * comma-separated (paths cannot contain commas). */
 int config_add_drive(struct vmm_config *c, const char *spec, char *err, size_t errlen);
+
+/* Parse a --net spec: fd=N (a connected SOCK_SEQPACKET socket), then
+ * optional mac=XX:XX:XX:XX:XX:XX (unicast). */
+int config_set_net(struct vmm_config *c, const char *spec, char *err, size_t errlen);
 
 /* Checks that need the whole config (kernel given, limits, host memory). */
 int config_validate(const struct vmm_config *c, uint64_t host_mem_mib, char *err, size_t errlen);

@@ -244,7 +244,7 @@ kill:
 
 int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 {
-	int keep[CONFIG_MAX_DRIVES], pipefd[2];
+	int keep[CONFIG_MAX_DRIVES + 1], pipefd[2];
 	unsigned nkeep = 0;
 	sigset_t set, old;
 	uid_t uid = getuid();
@@ -256,6 +256,8 @@ int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 	for (unsigned i = 0; i < c->ndrives; i++)
 		if (c->drives[i].fd >= 0)
 			keep[nkeep++] = c->drives[i].fd;
+	if (c->net_fd >= 0)
+		keep[nkeep++] = c->net_fd;
 	ret = close_others(keep, nkeep);
 	if (ret)
 		return fail(why, whylen, -ret, "cannot close inherited file descriptors");

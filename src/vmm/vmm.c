@@ -28,6 +28,7 @@
 #include "vmm/vcpu.h"
 #include "vmm/virtio/blk.h"
 #include "vmm/virtio/mmio.h"
+#include "vmm/virtio/net.h"
 #include "vmm/virtio/rng.h"
 #include "vmm/virtio/vsock.h"
 
@@ -69,6 +70,8 @@ struct vmm {
 	unsigned nvirtio;
 	struct vsock *vsock;		/* started once the jail is closed */
 	struct virtio_mmio_dev *vsock_mmio;
+	struct vnet *net;		/* started once the jail is closed */
+	struct virtio_mmio_dev *net_mmio;
 	int drive_fd[CONFIG_MAX_DRIVES]; /* fds the VMM opened itself */
 
 	struct irq_line serial_irq;
@@ -201,6 +204,8 @@ static void free_device(const struct virtio_dev_ops *ops, void *dev)
 		vrng_free(dev);
 	else if (ops == &vsock_ops)
 		vsock_free(dev);
+	else if (ops == &vnet_ops)
+		vnet_free(dev);
 }
 
 /* Put a virtio device on the next MMIO window and GSI, and describe it in the
@@ -239,6 +244,8 @@ static void free_virtio(struct vmm *v)
 	for (unsigned i = 0; i < v->nvirtio; i++)
 		if (v->virtio[i].ops == &vsock_ops)
 			vsock_stop(v->virtio[i].dev);
+		else if (v->virtio[i].ops == &vnet_ops)
+			vnet_stop(v->virtio[i].dev);
 	for (unsigned i = 0; i < v->nvirtio; i++) {
 		virtio_mmio_free(v->virtio[i].mmio);
 		free_device(v->virtio[i].ops, v->virtio[i].dev);
@@ -326,6 +333,34 @@ static void testhook_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len,
 	}
 }
 #endif
+
+/* The network device, when kiln-net gave us a socket (--net fd=N). The fd is
+ * the caller's: vnet never closes it, so it is closed at teardown here. */
+static int add_net(struct vmm *v, char *why, size_t whylen)
+{
+	struct vnet_params p = { .fd = v->cfg->net_fd };
+	struct vnet *vn = NULL;
+	int ret;
+
+	if (v->cfg->net_fd < 0)
+		return 0;
+	memcpy(p.mac, v->cfg->net_mac, sizeof(p.mac));
+	ret = vnet_create(&vn, &p);
+	if (ret) {
+		snprintf(why, whylen, "--net fd=%d: %s", v->cfg->net_fd,
+			 ret == -EINVAL || ret == -ENOTSOCK ? "not a connected SOCK_SEQPACKET socket"
+							     : strerror(-ret));
+		return VMM_EXIT_USAGE;
+	}
+	ret = add_virtio(v, &vnet_ops, vn);
+	if (ret) {
+		snprintf(why, whylen, "cannot attach the network device: %s", strerror(-ret));
+		return VMM_EXIT_ERROR;
+	}
+	v->net = vn;
+	v->net_mmio = v->virtio[v->nvirtio - 1].mmio;
+	return 0;
+}
 
 static int register_devices(struct vmm *v)
 {
@@ -529,6 +564,8 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 	status = add_drives(v, why, whylen);
 	if (!status)
 		status = add_vsock(v, why, whylen);
+	if (!status)
+		status = add_net(v, why, whylen);
 	if (status)
 		goto out;
 	status = VMM_EXIT_ERROR;
@@ -553,6 +590,13 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 		ret = vsock_start(v->vsock, v->vsock_mmio, !cfg->no_seccomp);
 		if (ret) {
 			snprintf(why, whylen, "cannot start the vsock thread: %s", strerror(-ret));
+			goto out;
+		}
+	}
+	if (v->net) {
+		ret = vnet_start(v->net, v->net_mmio, !cfg->no_seccomp);
+		if (ret) {
+			snprintf(why, whylen, "cannot start the network thread: %s", strerror(-ret));
 			goto out;
 		}
 	}

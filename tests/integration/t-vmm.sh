@@ -14,10 +14,11 @@ trap 'rm -rf "$work"' EXIT
 # boot NAME ARGS... : runs the VMM, console in $work/NAME.out, stderr in NAME.err, status in $rc
 # The emulated KVM host sometimes stalls a VM for good (README, with-kvm): a
 # boot our timeout had to kill (137) is tried once more, and says so.
+boot_cmd=("$VMM")   # what boot runs: the VMM, or a harness around it
 boot() {
     local name=$1; shift
     for attempt in 1 2; do
-        timeout -s KILL 150 "$VMM" "$@" > "$work/$name.out" 2> "$work/$name.err" < /dev/null
+        timeout -s KILL 150 "${boot_cmd[@]}" "$@" > "$work/$name.out" 2> "$work/$name.err" < /dev/null
         rc=$?
         [ "$rc" = 137 ] || break
         echo "# $name: the VM stalled and was killed after 150 s (attempt $attempt)"
@@ -86,6 +87,22 @@ expect_eq "guest reads entropy from /dev/hwrng" 32 "$(field dev KILN-RNG-BYTES)"
 bad "missing drive" 'cannot open drive' --kernel "$KERNEL" --drive "path=$work/nope"
 bad "drive spec without a source" 'needs path' --kernel "$KERNEL" --drive ro
 bad "drive fd that is not open" 'not open' --kernel "$KERNEL" --drive fd=987
+
+# --- virtio-net against a test peer (ARP + ICMP echo at 10.0.2.2) -------------------
+boot_cmd=(python3 "$(dirname "$0")/vnet_peer.py" "$VMM")
+boot net --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=net" --print-boot-time
+boot_cmd=("$VMM")
+expect_eq "guest with a network device powers off (3)" 3 "$rc"
+expect_eq "guest's MAC is the VMM's default" 02:6b:6c:6e:00:01 "$(sed -n 's/.*KILN-NET-MAC \([0-9a-f:]*\).*/\1/p' "$work/net.out" | head -n1)"
+expect_eq "guest's MTU from the device" 1500 "$(field net KILN-NET-MTU)"
+expect_eq "ping through virtio-net: 3 of 3 answered" 3 "$(field net KILN-NET-PING)"
+expect_eq "1400-byte pings through virtio-net: 2 of 2" 2 "$(field net KILN-NET-BIGPING)"
+expect_match "the peer answered ARP and ICMP" 'PEER frames=[0-9]+ arp=[1-9][0-9]* icmp=5 bad=0' "$(cat "$work/net.err")"
+exec 5<"$KERNEL"
+bad "--net with a file, not a socket" 'not a connected SOCK_SEQPACKET' --kernel "$KERNEL" --net fd=5
+exec 5<&-
+bad "--net with a bad MAC" 'unicast' --kernel "$KERNEL" --net fd=3,mac=01:00:00:00:00:01
+bad "--net without fd" 'needs fd' --kernel "$KERNEL" --net mac=02:00:00:00:00:01
 
 # --- every way a guest ends ---------------------------------------------------------
 boot off --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=poweroff"
