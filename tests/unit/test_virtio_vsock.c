@@ -250,14 +250,8 @@ static void t_no_packet(struct t *t, int ms)
 static uint64_t t_tx_slot(struct t *t, uint16_t *d)
 {
 	uint16_t slot = t->tx_queued % TX_SLOTS;
-	uint64_t end = now_ns() + (uint64_t)T_WAIT_MS * 1000000;
 
-	/* Chains come back in order, so the slot is free once the used index
-	 * is within TX_SLOTS of what we queued. */
-	while ((uint16_t)(t->tx_queued - fake_used_idx(&t->g, &t->txq)) >= TX_SLOTS) {
-		assert_true(now_ns() < end);
-		usleep(100);
-	}
+	fake_wait_room(&t->g, &t->txq, t->tx_queued, TX_SLOTS, T_WAIT_MS);
 	*d = (uint16_t)(2 * slot);
 	return TX_BUF_BASE + slot * TX_STRIDE;
 }

@@ -12,8 +12,10 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
+#include "util.h"
 #include "vmm/io.h"
 #include "vmm/memory.h"
 #include "vmm/virtio/mmio.h"
@@ -193,6 +195,19 @@ static inline uint16_t fake_used_idx(struct fake_guest *g, struct fake_vq *vq)
 	struct virtq_used *u = fake_ptr(g, vq->used, 4);
 
 	return __atomic_load_n(&u->idx, __ATOMIC_ACQUIRE);
+}
+
+/* Wait (at most wait_ms, else fail the test) until fewer than slots of the
+ * queued chains are still with the device (chains come back in order). */
+static inline void fake_wait_room(struct fake_guest *g, struct fake_vq *vq, uint16_t queued,
+				  uint16_t slots, unsigned wait_ms)
+{
+	uint64_t end = now_ns() + (uint64_t)wait_ms * 1000000;
+
+	while ((uint16_t)(queued - fake_used_idx(g, vq)) >= slots) {
+		assert_true(now_ns() < end);
+		usleep(100);
+	}
 }
 
 static inline struct virtq_used_elem fake_used_elem(struct fake_guest *g, struct fake_vq *vq,
