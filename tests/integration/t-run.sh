@@ -74,7 +74,18 @@ wait "$bomb"
 expect_eq "the fork bomb's VM ends at its deadline (124)" 124 "$?"
 
 # --- four runs at once ------------------------------------------------------------------
-for i in 1 2 3 4; do krun -- sh -c "echo run-$i" > "$work/par$i" 2>&1 & done
+# Four emulated guests booting at once on the emulated host's 2 CPUs: one of
+# them triple-faulted during its boot once in many rehearsals (nested SVM under
+# TCG; never seen alone or on real KVM). A run whose guest died while booting is
+# run once more, and says so; any other failure counts.
+par() {
+    local i=$1
+    krun -- sh -c "echo run-$i" > "$work/par$i" 2>&1 && return
+    grep -q 'ended while booting' "$work/par$i" || return
+    echo "# run-$i: the guest died while booting ($(tail -n1 "$work/par$i")); once more"
+    krun -- sh -c "echo run-$i" > "$work/par$i" 2>&1
+}
+for i in 1 2 3 4; do par "$i" & done
 wait
 got=$(cat "$work/par1" "$work/par2" "$work/par3" "$work/par4" | tr '\n' ' ')
 expect_eq "four concurrent runs each answer" "run-1 run-2 run-3 run-4 " "$got"
