@@ -164,18 +164,26 @@ int config_add_drive(struct vmm_config *c, const char *spec, char *err, size_t e
 	return 0;
 }
 
+/* "XX:XX:XX:XX:XX:XX", hex digits only (no signs or spaces), unicast, not zero. */
 static int parse_mac(const char *s, uint8_t mac[6])
 {
-	unsigned b[6];
-	char tail;
+	static const char hex[] = "0123456789abcdef";
+	uint8_t m[6] = { 0 };
 
-	if (strlen(s) != 17 ||
-	    sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+	if (strlen(s) != 17)
 		return -EINVAL;
-	for (int i = 0; i < 6; i++)
-		mac[i] = (uint8_t)b[i];
-	/* Unicast, not all zero. */
-	return (mac[0] & 1) || !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) ? -EINVAL : 0;
+	for (int i = 0; i < 17; i++) {
+		const char *d = strchr(hex, s[i] | 0x20);
+
+		if (i % 3 == 2 ? s[i] != ':' : (!s[i] || !d))
+			return -EINVAL;
+		if (i % 3 != 2)
+			m[i / 3] = (uint8_t)(m[i / 3] << 4 | (d - hex));
+	}
+	if ((m[0] & 1) || !(m[0] | m[1] | m[2] | m[3] | m[4] | m[5]))
+		return -EINVAL;
+	memcpy(mac, m, 6);
+	return 0;
 }
 
 int config_set_net(struct vmm_config *c, const char *spec, char *err, size_t errlen)
