@@ -10,7 +10,21 @@ DEBIAN="${KILN_TEST_DEBIAN:-$B/images/debian.img}"
 work=$(mktemp -d /tmp/t-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 run_dir="${TMPDIR:-/tmp}/kiln-$(id -u)"
-krun() { timeout -s KILL 300 "$KILN" run --image "$TINY" "$@"; }
+# A guest that triple-faulted while booting (seen twice in many rehearsals,
+# only inside the emulated host's nested SVM; cause not proven) is run once
+# more; every such retry is listed at the end. Nothing else is retried.
+krun() {
+    local e rc
+    e=$(mktemp "$work/krun.XXXXXX")
+    timeout -s KILL 300 "$KILN" run --image "$TINY" "$@" 2>"$e"; rc=$?
+    if [ $rc = 125 ] && grep -q 'ended while booting.*triple fault' "$e"; then
+        echo "$* :: $(tail -n1 "$e")" >> "$work/retries"
+        timeout -s KILL 300 "$KILN" run --image "$TINY" "$@" 2>"$e"; rc=$?
+    fi
+    cat "$e" >&2
+    rm -f "$e"
+    return $rc
+}
 leftovers() { ls -d "$run_dir"/run.* 2>/dev/null | wc -l; }
 vmms() { pgrep -x kiln-vmm | wc -l; }
 
@@ -74,18 +88,7 @@ wait "$bomb"
 expect_eq "the fork bomb's VM ends at its deadline (124)" 124 "$?"
 
 # --- four runs at once ------------------------------------------------------------------
-# Four emulated guests booting at once on the emulated host's 2 CPUs: one of
-# them triple-faulted during its boot once in many rehearsals (nested SVM under
-# TCG; never seen alone or on real KVM). A run whose guest died while booting is
-# run once more, and says so; any other failure counts.
-par() {
-    local i=$1
-    krun -- sh -c "echo run-$i" > "$work/par$i" 2>&1 && return
-    grep -q 'ended while booting' "$work/par$i" || return
-    echo "# run-$i: the guest died while booting ($(tail -n1 "$work/par$i")); once more"
-    krun -- sh -c "echo run-$i" > "$work/par$i" 2>&1
-}
-for i in 1 2 3 4; do par "$i" & done
+for i in 1 2 3 4; do krun -- sh -c "echo run-$i" > "$work/par$i" 2>&1 & done
 wait
 got=$(cat "$work/par1" "$work/par2" "$work/par3" "$work/par4" | tr '\n' ' ')
 expect_eq "four concurrent runs each answer" "run-1 run-2 run-3 run-4 " "$got"
@@ -129,14 +132,15 @@ expect_eq "bad input started no VMM" 0 "$(vmms)"
 # --- the default Debian image --------------------------------------------------------------
 if [ -s "$DEBIAN" ]; then
     expect_eq "python3 in the Debian image sees 2 vCPUs" 2 \
-        "$("$KILN" run --image "$DEBIAN" --cpus 2 --mem 512 -- python3 -c 'import os; print(os.cpu_count())')"
-    "$KILN" run --image "$DEBIAN" -- sh -c 'exit 7'
+        "$(krun --image "$DEBIAN" --cpus 2 --mem 512 -- python3 -c 'import os; print(os.cpu_count())')"
+    krun --image "$DEBIAN" -- sh -c 'exit 7'
     expect_eq "Debian image: exit 7" 7 "$?"
     expect_match "Debian image has curl, git and ps" 'curl.*git.*ps' \
-        "$("$KILN" run --image "$DEBIAN" -- sh -c 'for c in curl git ps; do command -v $c; done | tr "\n" " "')"
+        "$(krun --image "$DEBIAN" -- sh -c 'for c in curl git ps; do command -v $c; done | tr "\n" " "')"
 else
     not_ok "the Debian image $DEBIAN is missing (make image)"
 fi
 
 expect_eq "nothing left in $run_dir at the end" 0 "$(leftovers)"
+[ -s "$work/retries" ] && sed 's/^/# retried after a boot-time triple fault: /' "$work/retries"
 done_testing
