@@ -36,6 +36,8 @@ VMM_SRCS    := $(filter-out src/vmm/main.c,$(wildcard src/vmm/*.c src/vmm/device
 LIB_SRCS    := $(wildcard src/lib/*.c)
 GUEST_SRCS  := $(filter-out src/guest/main.c,$(wildcard src/guest/*.c))
 NET_SRCS    := $(filter-out src/net/main.c,$(wildcard src/net/*.c))
+# kiln-net, the egress process: its modules need libslirp and stay out of unit tests.
+KNET_SRCS   := $(wildcard src/net/proc/*.c)
 LIBS        := -lpthread -ljansson -lseccomp
 
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(B)/obj/%.o)
@@ -52,7 +54,7 @@ UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)
 ITEST_SRCS  := $(wildcard tests/integration/*.c)
 ITEST_BINS  := $(ITEST_SRCS:tests/integration/%.c=$(B)/tests/integration/%)
 
-BINS := $(B)/kiln-vmm $(if $(wildcard src/cli/main.c),$(B)/kiln)
+BINS := $(B)/kiln-vmm $(B)/kiln-net $(if $(wildcard src/cli/main.c),$(B)/kiln)
 # Test build of the VMM with KILN_TEST_HOOKS (a guest port that makes it break
 # its seccomp policy on purpose); never installed or used outside the tests.
 HOOK_BINS := $(B)/hooks/kiln-vmm
@@ -77,6 +79,9 @@ $(B)/gobj/%.o: %.c
 $(B)/kiln-vmm: $(B)/obj/src/vmm/main.o $(VMM_OBJS) $(COMMON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(B)/kiln-net: $(KNET_SRCS:%.c=$(B)/obj/%.o) $(NET_OBJS) $(COMMON_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lslirp
+
 $(B)/hobj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DKILN_TEST_HOOKS -MMD -MP -c $< -o $@
@@ -85,7 +90,7 @@ $(B)/hooks/kiln-vmm: $(patsubst %.c,$(B)/hobj/%.o,src/vmm/main.c $(VMM_SRCS) $(C
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/kiln: $(patsubst %.c,$(B)/obj/%.o,$(wildcard src/cli/*.c)) $(LIB_OBJS) $(COMMON_OBJS)
+$(B)/kiln: $(patsubst %.c,$(B)/obj/%.o,$(wildcard src/cli/*.c)) $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/guest/kiln-init: $(GUEST_STATIC_OBJS)

@@ -221,6 +221,20 @@ int dns_build_error(const struct dns_query *q, int rcode, uint8_t *buf, size_t c
 	return put_head(q, rcode, buf, cap);
 }
 
+int dns_build_query(const struct dns_query *q, uint8_t *buf, size_t cap)
+{
+	int ret;
+
+	if (q->qwire_len == 0)
+		return -EINVAL;
+	ret = put_head(q, 0, buf, cap);
+	if (ret > 0) {
+		buf[2] = 0x01; /* a query, recursion desired */
+		buf[3] = 0;
+	}
+	return ret;
+}
+
 int dns_build_answer(const struct dns_query *q, const struct dns_addr *addrs, size_t n,
 		     uint8_t *buf, size_t cap)
 {

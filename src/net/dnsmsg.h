@@ -66,6 +66,10 @@ int dns_parse_query(const uint8_t *msg, size_t len, struct dns_query *q, bool *a
  * q->qwire_len is 0), QR, RA, q's id and RD, and rcode. Length, or -ENOSPC. */
 int dns_build_error(const struct dns_query *q, int rcode, uint8_t *buf, size_t cap);
 
+/* The query q as sent to a recursive resolver (RD set). Length, -EINVAL
+ * without a question, or -ENOSPC. */
+int dns_build_query(const struct dns_query *q, uint8_t *buf, size_t cap);
+
 struct dns_addr {
 	int family; /* AF_INET or AF_INET6 */
 	uint8_t addr[16];

@@ -6,9 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <limits.h>
-#include <linux/capability.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -25,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "privs.h"
 #include "util.h"
 #include "vmm/config.h"
 #include "vmm/seccomp.h"
@@ -73,84 +72,13 @@ static int close_others(int *keep, unsigned n)
 	return syscall(SYS_close_range, lo, ~0u, 0) < 0 ? -errno : 0;
 }
 
-static int write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	int ret;
-
-	if (fd < 0)
-		return -errno;
-	ret = write_full(fd, text, strlen(text));
-	close(fd);
-	return ret;
-}
-
-static int set_limit(int res, rlim_t v)
-{
-	struct rlimit rl = { v, v };
-
-	return setrlimit(res, &rl) < 0 ? -errno : 0;
-}
-
-/* Unprivileged: map our own uid and gid, nothing else; no setgroups. */
-static int map_ids(uid_t uid, gid_t gid)
-{
-	char line[64];
-	int ret;
-
-	ret = write_file("/proc/self/setgroups", "deny");
-	if (!ret) {
-		snprintf(line, sizeof(line), "%u %u 1\n", (unsigned)uid, (unsigned)uid);
-		ret = write_file("/proc/self/uid_map", line);
-	}
-	if (!ret) {
-		snprintf(line, sizeof(line), "%u %u 1\n", (unsigned)gid, (unsigned)gid);
-		ret = write_file("/proc/self/gid_map", line);
-	}
-	return ret;
-}
-
-/* Capabilities of the calling thread: bounding and ambient sets cleared,
- * then (root) the uid change clears the rest, or (user namespace) capset. */
+/* Capabilities and ids (privs.h), with the VMM's uid/gid. */
 static int drop_privileges(const struct vmm_config *c, char *why, size_t whylen)
 {
-	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
-	struct __user_cap_data_struct data[2];
+	const char *what = "";
+	int ret = privs_drop(jail_userns, c->jail_uid, c->jail_gid, &what);
 
-	for (int cap = 0;; cap++) {
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
-			continue;
-		if (errno == EINVAL && cap > 0)
-			break;
-		return fail(why, whylen, errno, "cannot drop the capability bounding set");
-	}
-	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-		return fail(why, whylen, errno, "cannot clear ambient capabilities");
-	if (!jail_userns) {
-		gid_t gid = c->jail_gid;
-		uid_t uid = c->jail_uid;
-
-		if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0)
-			return fail(why, whylen, errno, "cannot change to the jail's group");
-		if (setresuid(uid, uid, uid) < 0)
-			return fail(why, whylen, errno, "cannot change to the jail's user");
-	}
-	memset(data, 0, sizeof(data));
-	if (syscall(SYS_capset, &hdr, data) < 0)
-		return fail(why, whylen, errno, "cannot clear capabilities");
-	/* Fail closed: check what we got rather than trust the calls above. */
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return fail(why, whylen, errno, "cannot read capabilities back");
-	if (data[0].effective | data[0].permitted | data[1].effective | data[1].permitted |
-	    data[0].inheritable | data[1].inheritable)
-		return fail(why, whylen, EPERM, "capabilities are left after dropping them");
-	if (!jail_userns && (getuid() == 0 || geteuid() == 0 || getgid() == 0 || getegid() == 0))
-		return fail(why, whylen, EPERM, "still root after dropping privileges");
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		return fail(why, whylen, errno, "cannot set no_new_privs");
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		return fail(why, whylen, errno, "cannot make the process undumpable");
-	return 0;
+	return ret ? fail(why, whylen, -ret, what) : 0;
 }
 
 /* ---- the waiter: the parent left outside the PID namespace ---- */
@@ -267,7 +195,7 @@ int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 	if (clearenv())
 		return fail(why, whylen, ENOMEM, "cannot clear the environment");
 	/* No core dumps, for the waiter too (guest RAM is excluded anyway). */
-	ret = set_limit(RLIMIT_CORE, 0);
+	ret = privs_set_limit(RLIMIT_CORE, 0);
 	if (ret)
 		return fail(why, whylen, -ret, "cannot set resource limits");
 
@@ -282,7 +210,7 @@ int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 		return -ret;
 	}
 	if (jail_userns) {
-		ret = map_ids(uid, gid);
+		ret = privs_map_ids(uid, gid);
 		if (ret)
 			return fail(why, whylen, -ret, "cannot map ids in the user namespace");
 	}
@@ -440,13 +368,13 @@ static int limits(const struct vmm_config *c, char *why, size_t whylen)
 	}
 	/* Past the limit a write fails with EFBIG instead of killing us. */
 	signal(SIGXFSZ, SIG_IGN);
-	ret = set_limit(RLIMIT_NOFILE, JAIL_MAX_FILES);
+	ret = privs_set_limit(RLIMIT_NOFILE, JAIL_MAX_FILES);
 	if (!ret)
-		ret = set_limit(RLIMIT_FSIZE, fsize);
+		ret = privs_set_limit(RLIMIT_FSIZE, fsize);
 	if (!ret)
-		ret = set_limit(RLIMIT_CORE, 0);
+		ret = privs_set_limit(RLIMIT_CORE, 0);
 	if (!ret)
-		ret = set_limit(RLIMIT_MEMLOCK, 0);
+		ret = privs_set_limit(RLIMIT_MEMLOCK, 0);
 	return ret ? fail(why, whylen, -ret, "cannot set resource limits") : 0;
 }
 
