@@ -23,7 +23,9 @@
 
 #include "lib/agent.h"
 #include "lib/cgroup.h"
+#include "lib/netproc.h"
 #include "lib/sandbox.h"
+#include "net/rules.h"
 #include "util.h"
 
 #define EXIT_USAGE 2
@@ -35,6 +37,8 @@
 #define MAX_MEM_MIB (64ULL << 10)
 #define MAX_DISK_MIB (1ULL << 20)
 #define DEFAULT_BOOT_TIMEOUT_MS 120000
+#define MIN_NET_RATE 4096ULL	 /* bytes/s: below a few frames a second nothing works */
+#define MAX_NET_RATE (1ULL << 40)
 
 struct xfer {
 	char *local;
@@ -46,6 +50,7 @@ struct run_opts {
 	char kernel[PATH_MAX];
 	char initrd[PATH_MAX];
 	char vmm[PATH_MAX];
+	char netbin[PATH_MAX];
 	const char *console;
 	unsigned cpus;
 	uint64_t mem_mib;
@@ -62,6 +67,10 @@ struct run_opts {
 	bool json;
 	unsigned cpu_pct;
 	bool no_cgroup, no_jail, no_seccomp, test_hooks;
+	const char *allow[NET_RULES_MAX];
+	unsigned nallow;
+	const char *audit;
+	uint64_t net_rate;
 	char **argv;
 };
 
@@ -116,11 +125,16 @@ static void print_help(void)
 	     "  --user UID[:GID]    run CMD as this numeric user (default root)\n"
 	     "  --put LOCAL:REMOTE  upload a file before CMD runs (repeatable)\n"
 	     "  --get REMOTE:LOCAL  download a file after CMD ends (repeatable)\n"
+	     "  --allow RULE        let the VM reach RULE (repeatable, docs/net.md): NAME, *.NAME,\n"
+	     "                      IP or CIDR, then :PORT[,PORT...]; udp: for UDP. Without\n"
+	     "                      --allow the VM has no network device at all\n"
+	     "  --audit FILE        append a JSON line per DNS answer and connection attempt\n"
+	     "  --net-rate BYTES    bandwidth per direction in bytes/s (suffix K, M, G: x1024)\n"
 	     "  --json              print a JSON result as the last line on stderr\n"
 	     "  --console FILE      write the guest console to FILE (debugging)\n"
 	     "  --cpu-quota PCT     host CPU for the VM in % of one CPU (default: 100 per vCPU)\n"
 	     "  --no-cgroup         run without the VM's cgroup limits (hosts without cgroup v2)\n"
-	     "  --no-jail, --no-seccomp  diagnosis only: the VMM unjailed / unfiltered\n"
+	     "  --no-jail, --no-seccomp  diagnosis only: the VMM and kiln-net unjailed / unfiltered\n"
 	     "Exit status: CMD's; 124 timeout; 125 kiln failed; 2 bad usage; 130/143 interrupted.");
 }
 
@@ -198,11 +212,76 @@ static int parse_xfer(struct xfer *x, char *arg, bool put)
 	return 0;
 }
 
+/* One --allow rule, checked as kiln-net will check it. */
+static int add_allow(struct run_opts *o, const char *rule)
+{
+	struct net_rule r;
+	char err[256];
+
+	if (o->nallow >= NET_RULES_MAX)
+		return usage_error("at most %d --allow rules", NET_RULES_MAX);
+	if (net_rule_parse(rule, &r, err, sizeof(err))) {
+		/* err is "rule 'TEXT': problem", TEXT made printable and cut short. */
+		if (!strncmp(err, "rule ", 5))
+			return usage_error("--allow %s", err + 5);
+		return usage_error("--allow: %s", err);
+	}
+	o->allow[o->nallow++] = rule;
+	return 0;
+}
+
+/* BYTES with an optional K, M or G (1024-based), MIN_NET_RATE..MAX_NET_RATE. */
+static int parse_rate(const char *s, uint64_t *out)
+{
+	size_t n = strspn(s, "0123456789");
+	unsigned shift = 0;
+	char num[24];
+	uint64_t v;
+
+	if (n == 0 || n >= sizeof(num) || (s[n] && s[n + 1]))
+		return -EINVAL;
+	switch (s[n]) {
+	case 0:
+		break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	default:
+		return -EINVAL;
+	}
+	memcpy(num, s, n);
+	num[n] = 0;
+	if (parse_u64(num, 0, MAX_NET_RATE >> shift, &v) || (v << shift) < MIN_NET_RATE)
+		return -ERANGE;
+	*out = v << shift;
+	return 0;
+}
+
+/* Network options make sense only together with --allow. */
+static int check_net_opts(const struct run_opts *o)
+{
+	if (!o->nallow && (o->audit || o->net_rate))
+		return usage_error("%s needs --allow (without --allow the VM has no network)",
+				   o->audit ? "--audit" : "--net-rate");
+	if (o->nallow && access(o->netbin, X_OK) < 0)
+		return usage_error("kiln-net %s is missing (make)", o->netbin);
+	return 0;
+}
+
 static int parse_opts(struct run_opts *o, int argc, char **argv, const char *self)
 {
 	enum { O_IMAGE = 256, O_CPUS, O_MEM, O_DISK, O_TIMEOUT, O_USER, O_PUT, O_GET, O_JSON,
 	       O_CONSOLE, O_KERNEL, O_INITRD, O_VMM, O_CPU_QUOTA, O_NO_CGROUP, O_NO_JAIL,
-	       O_NO_SECCOMP, O_TEST_HOOKS };
+	       O_NO_SECCOMP, O_TEST_HOOKS, O_ALLOW, O_AUDIT, O_NET_RATE, O_NETBIN };
 	static const struct option opts[] = {
 		{ "image", required_argument, NULL, O_IMAGE },
 		{ "cpus", required_argument, NULL, O_CPUS },
@@ -224,6 +303,10 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		{ "no-jail", no_argument, NULL, O_NO_JAIL },
 		{ "no-seccomp", no_argument, NULL, O_NO_SECCOMP },
 		{ "test-hooks", no_argument, NULL, O_TEST_HOOKS },
+		{ "allow", required_argument, NULL, O_ALLOW },
+		{ "audit", required_argument, NULL, O_AUDIT },
+		{ "net-rate", required_argument, NULL, O_NET_RATE },
+		{ "kiln-net", required_argument, NULL, O_NETBIN },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -241,6 +324,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 	snprintf(o->kernel, sizeof(o->kernel), "%s/guest/vmlinux", dir);
 	snprintf(o->initrd, sizeof(o->initrd), "%s/guest/kiln-initrd.cpio", dir);
 	snprintf(o->vmm, sizeof(o->vmm), "%s/kiln-vmm", dir);
+	snprintf(o->netbin, sizeof(o->netbin), "%s/kiln-net", dir);
 	o->env[o->nenv++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 	o->env[o->nenv++] = "HOME=/root";
 
@@ -350,6 +434,24 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		case O_TEST_HOOKS:
 			o->test_hooks = true;
 			break;
+		case O_ALLOW:
+			r = add_allow(o, optarg);
+			if (r)
+				return r;
+			break;
+		case O_AUDIT:
+			if (!optarg[0])
+				return usage_error("--audit wants a file name");
+			o->audit = optarg;
+			break;
+		case O_NET_RATE:
+			if (parse_rate(optarg, &o->net_rate))
+				return usage_error("--net-rate must be bytes per second from 4K to 1024G (suffix K, M or G: x1024), not '%s'",
+						   optarg);
+			break;
+		case O_NETBIN:
+			snprintf(o->netbin, sizeof(o->netbin), "%s", optarg);
+			break;
 		case 'h':
 			print_help();
 			return -1;
@@ -372,7 +474,27 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		return usage_error("guest initramfs %s is missing (make)", o->initrd);
 	if (access(o->vmm, X_OK) < 0)
 		return usage_error("kiln-vmm %s is missing (make)", o->vmm);
-	return 0;
+	return check_net_opts(o);
+}
+
+/* The audit file, appended to; a regular file only (kiln-net must never
+ * block on it). -1 and a usage error on failure. */
+static int open_audit(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0600);
+	struct stat st;
+
+	if (fd < 0) {
+		usage_error("cannot open --audit file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		usage_error("--audit file %s is not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	fcntl(fd, F_SETFL, O_APPEND);
+	return fd;
 }
 
 static int on_output(void *ctx, uint32_t id, int stream, const void *buf, size_t len)
@@ -487,10 +609,20 @@ static int do_gets(struct kiln_agent *a, const struct run_opts *o, uint64_t *byt
 	return failed;
 }
 
+/* "net": kiln-net's counters, or null when it reported none. */
+static json_t *net_json(const struct kiln_net_stats *ns)
+{
+	if (!ns)
+		return json_null();
+	return json_pack("{s:I, s:I, s:I, s:I, s:I}", "allowed", (json_int_t)ns->allowed,
+			 "blocked", (json_int_t)ns->blocked, "dns_queries", (json_int_t)ns->dns_queries,
+			 "bytes_up", (json_int_t)ns->bytes_up, "bytes_down", (json_int_t)ns->bytes_down);
+}
+
 static void print_json(const struct run_opts *o, const struct run_state *st, int status,
 		       const char *limit, const struct kiln_sandbox_times *t, uint64_t exec_ns,
 		       uint64_t teardown_ns, uint64_t total_ns, uint64_t put_bytes, uint64_t get_bytes,
-		       long long oom)
+		       long long oom, const struct kiln_net_stats *ns)
 {
 	json_t *j = json_pack("{s:i, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:I, s:I, s:s}}",
 			      "exit_status", status,
@@ -512,6 +644,8 @@ static void print_json(const struct run_opts *o, const struct run_state *st, int
 		return;
 	if (oom >= 0)
 		json_object_set_new(j, "guest_oom_kills", json_integer(oom));
+	if (o->nallow)
+		json_object_set_new(j, "net", net_json(ns));
 	json_object_set_new(json_object_get(j, "durations_ms"), "vmm_walls",
 			    json_real(t->walls_ns / 1e6));
 	s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -519,6 +653,20 @@ static void print_json(const struct run_opts *o, const struct run_state *st, int
 		fprintf(stderr, "%s\n", s);
 	free(s);
 	json_decref(j);
+}
+
+/* At the end: kiln-net's counters, and its failure if not reported yet. */
+static void net_finish(struct kiln_sandbox *sb, bool reported, int *status,
+		       struct kiln_net_stats *ns, bool *have_ns)
+{
+	char why[512];
+
+	*have_ns = kiln_sandbox_net_stats(sb, ns) == 0;
+	if (reported || !kiln_sandbox_net_exit(sb, why, sizeof(why)))
+		return;
+	fprintf(stderr, "kiln run: the network process (kiln-net) failed: %s\n", why);
+	if (*status == 0)
+		*status = EXIT_KILN;
 }
 
 static int setup_signals(void)
@@ -546,13 +694,15 @@ int cli_run(int argc, char **argv, const char *self)
 	struct kiln_sandbox_times times = { 0 };
 	struct kiln_exec_spec spec;
 	struct kiln_exec_ops ops = { on_output, on_exit_cb };
+	struct kiln_net_config net;
+	struct kiln_net_stats ns = { 0 };
 	struct kiln_agent *a;
 	uint64_t t_start = now_ns(), t_exec = 0, t_exec_end = 0, t_down = 0, deadline = 0;
 	uint64_t put_bytes = 0, get_bytes = 0;
 	long long oom_before = -1, oom_after = -1;
 	const char *limit = NULL;
-	bool stdin_open = true;
-	int conn_err = 0;
+	bool stdin_open = true, net_down = false, have_ns = false;
+	int conn_err = 0, audit_fd = -1;
 	uint32_t id = 0;
 	char err[512];
 	int status = EXIT_KILN, ret;
@@ -570,9 +720,13 @@ int cli_run(int argc, char **argv, const char *self)
 	if (o.no_cgroup)
 		fprintf(stderr, "kiln run: warning: --no-cgroup: the VM's CPU, memory and task limits are off\n");
 	if (o.no_jail)
-		fprintf(stderr, "kiln run: warning: --no-jail: the VMM runs unjailed (diagnosis only)\n");
+		fprintf(stderr, "kiln run: warning: --no-jail: %s unjailed (diagnosis only)\n",
+			o.nallow ? "the VMM and kiln-net run" : "the VMM runs");
 	if (o.no_seccomp)
-		fprintf(stderr, "kiln run: warning: --no-seccomp: the VMM runs without seccomp filters (diagnosis only)\n");
+		fprintf(stderr, "kiln run: warning: --no-seccomp: %s without seccomp filters (diagnosis only)\n",
+			o.nallow ? "the VMM and kiln-net run" : "the VMM runs");
+	if (o.audit && (audit_fd = open_audit(o.audit)) < 0)
+		return EXIT_USAGE;
 	if (o.timeout_s)
 		deadline = t_start + o.timeout_s * 1000000000ULL;
 
@@ -594,7 +748,14 @@ int cli_run(int argc, char **argv, const char *self)
 	cfg.no_jail = o.no_jail;
 	cfg.no_seccomp = o.no_seccomp;
 	cfg.test_hooks = o.test_hooks;
+	if (o.nallow) {
+		net = (struct kiln_net_config){ .bin = o.netbin, .rules = o.allow, .nrules = o.nallow,
+						.audit_fd = audit_fd, .rate = o.net_rate };
+		cfg.net = &net;
+	}
 	ret = kiln_sandbox_create(&sb, &cfg, err, sizeof(err));
+	if (audit_fd >= 0)
+		close(audit_fd); /* kiln-net has its own */
 	if (ret) {
 		if (ret == -EINTR && g_signal) {
 			fprintf(stderr, "kiln run: interrupted; the microVM was destroyed\n");
@@ -632,10 +793,11 @@ int cli_run(int argc, char **argv, const char *self)
 	}
 	while (!st.exited) {
 		size_t room = stdin_open ? kiln_agent_stdin_room(a, id) : 0;
-		struct pollfd p[3] = {
+		struct pollfd p[4] = {
 			{ .fd = kiln_agent_fd(a), .events = POLLIN },
 			{ .fd = room ? STDIN_FILENO : -1, .events = POLLIN },
 			{ .fd = g_sigpipe[0], .events = POLLIN },
+			{ .fd = kiln_sandbox_net_fd(sb), .events = POLLIN },
 		};
 		int wait_ms = -1;
 
@@ -648,9 +810,9 @@ int cli_run(int argc, char **argv, const char *self)
 			if (wait_ms < 0 || left < wait_ms)
 				wait_ms = left;
 		}
-		if (poll(p, 3, wait_ms) < 0 && errno != EINTR)
+		if (poll(p, 4, wait_ms) < 0 && errno != EINTR)
 			break;
-		if (g_signal)
+		if (g_signal || p[3].revents)
 			break;
 		if (deadline && now_ns() >= deadline) {
 			limit = "timeout";
@@ -694,6 +856,11 @@ int cli_run(int argc, char **argv, const char *self)
 			(unsigned long long)o.timeout_s);
 		kiln_sandbox_kill(sb);
 		status = EXIT_TIMEOUT;
+	} else if ((net_down = kiln_sandbox_net_failed(sb, err, sizeof(err)))) {
+		fprintf(stderr, "kiln run: the network process (kiln-net) died: %s; the microVM was destroyed\n",
+			err);
+		kiln_sandbox_kill(sb);
+		status = EXIT_KILN;
 	} else if (!st.exited) {
 		int vst = -1;
 		char why[256] = "";
@@ -742,11 +909,15 @@ int cli_run(int argc, char **argv, const char *self)
 	}
 out:
 	t_down = now_ns();
+	kiln_sandbox_shutdown(sb);
+	if (o.nallow)
+		net_finish(sb, net_down, &status, &ns, &have_ns);
 	kiln_sandbox_destroy(sb);
 	t_down = now_ns() - t_down;
 	if (o.json)
 		print_json(&o, &st, status, limit, &times, t_exec_end > t_exec ? t_exec_end - t_exec : 0,
 			   t_down, now_ns() - t_start, put_bytes, get_bytes,
-			   oom_after >= 0 && oom_before >= 0 ? oom_after - oom_before : -1);
+			   oom_after >= 0 && oom_before >= 0 ? oom_after - oom_before : -1,
+			   have_ns ? &ns : NULL);
 	return status;
 }

@@ -5,6 +5,7 @@
 #ifndef KILN_GUEST_BOOTARGS_H
 #define KILN_GUEST_BOOTARGS_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,21 @@
 
 enum bootargs_fstype { BOOTARGS_FS_AUTO, BOOTARGS_FS_EROFS, BOOTARGS_FS_EXT4 };
 
+/* kiln.ip=ADDR/PREFIX,GW[,DNS]: static IPv4 on the one NIC (docs/protocol.md). */
+struct bootargs_ip4 {
+	bool set;
+	struct in_addr addr, gw, dns; /* network byte order */
+	unsigned prefix;	      /* 1..31 */
+	bool has_dns;
+};
+
+/* kiln.ip6=ADDR/PREFIX,GW: static IPv6, no DAD, no router adverts. */
+struct bootargs_ip6 {
+	bool set;
+	struct in6_addr addr, gw;
+	unsigned prefix; /* 1..128 */
+};
+
 struct bootargs {
 	char hostname[BOOTARGS_HOST_MAX + 1];	 /* kiln.hostname, default "kiln" */
 	uint32_t port;				 /* kiln.port, default 52 */
@@ -23,6 +39,8 @@ struct bootargs {
 	char scratch[BOOTARGS_DEV_MAX + 1];	 /* kiln.scratch: "auto", "tmpfs" or a device */
 	int bootmark;				 /* kiln.bootmark I/O port, -1 = off */
 	bool debug;				 /* kiln.debug */
+	struct bootargs_ip4 ip;			 /* kiln.ip; unset: no network set-up */
+	struct bootargs_ip6 ip6;		 /* kiln.ip6 */
 };
 
 void bootargs_defaults(struct bootargs *ba);

@@ -15,6 +15,7 @@
 
 #include "guest/agentd.h"
 #include "guest/bootargs.h"
+#include "guest/gnet.h"
 #include "guest/pid1.h"
 
 static struct agentd *the_agent;
@@ -66,6 +67,7 @@ static __attribute__((noreturn)) void pid1_main(void)
 	pid1_bootargs(&ba);
 	pid1_root(&ba);
 	pid1_system(&ba);
+	gnet_configure(&ba);
 	cfg.debug = ba.debug;
 	ret = agentd_create(&cfg, &d);
 	if (!ret)

@@ -15,8 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guestnet.h"
 #include "lib/agent.h"
 #include "lib/cgroup.h"
+#include "lib/netproc.h"
 #include "lib/vsock_uds.h"
 #include "util.h"
 
@@ -24,6 +26,9 @@
 #define BOOT_MARK_PORT "0x440"
 #define SCRATCH_FD 3
 #define IMAGE_FD 4
+#define NET_FD 5
+#define NET_GRACE_MS 2000  /* kiln-net ending by itself once the VMM is gone */
+#define NET_REAP_MS 500    /* waiting for an ended kiln-net's exit status */
 #define SHUTDOWN_GRACE_MS 10000
 #define RUN_PREFIX "run."
 
@@ -38,6 +43,8 @@ struct kiln_sandbox {
 	int image_fd;
 	struct kiln_agent *agent;
 	struct kiln_cgroup *cg;
+	struct kiln_netproc *net;
+	bool shut;
 	uint64_t t0;
 	struct kiln_sandbox_times times;
 };
@@ -221,7 +228,8 @@ static int make_scratch(struct kiln_sandbox *s, uint64_t mib, char *err, size_t 
 static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c, char *err,
 		     size_t errlen)
 {
-	char cpus[16], mem[32], drive_img[32], drive_scr[32], cmdline[512], log[PATH_MAX + 16];
+	char cpus[16], mem[32], drive_img[32], drive_scr[32], net[16], cmdline[512];
+	char log[PATH_MAX + 16];
 	const char *argv[32];
 	int n = 0;
 	pid_t parent = getpid();
@@ -232,8 +240,10 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	snprintf(drive_scr, sizeof(drive_scr), "fd=%d,serial=kiln-scratch", SCRATCH_FD);
 	snprintf(cmdline, sizeof(cmdline),
 		 "console=ttyS0 reboot=k panic=-1 pci=off io_delay=none quiet "
-		 "kiln.bootmark=" BOOT_MARK_PORT " kiln.port=%d kiln.scratch=%s",
-		 AGENT_PORT, s->scratch_fd >= 0 ? "/dev/vdb" : "tmpfs");
+		 "kiln.bootmark=" BOOT_MARK_PORT " kiln.port=%d kiln.scratch=%s%s",
+		 AGENT_PORT, s->scratch_fd >= 0 ? "/dev/vdb" : "tmpfs",
+		 s->net ? " " GUESTNET_BOOTARGS : "");
+	snprintf(net, sizeof(net), "fd=%d", NET_FD);
 	snprintf(log, sizeof(log), "%s/vmm.log", s->dir);
 
 	argv[n++] = c->vmm;
@@ -253,6 +263,10 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		argv[n++] = "--drive";
 		argv[n++] = drive_scr;
 	}
+	if (s->net) {
+		argv[n++] = "--net";
+		argv[n++] = net;
+	}
 	argv[n++] = "--vsock";
 	argv[n++] = s->sock;
 	argv[n++] = "--cmdline";
@@ -268,13 +282,24 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 
 	s->vmm = fork();
 	if (s->vmm < 0) {
-		snprintf(err, errlen, "cannot start kiln-vmm: %s", strerror(errno));
-		return -errno;
+		int e = errno;
+
+		if (s->net)
+			kiln_netproc_close_vmm_end(s->net);
+		snprintf(err, errlen, "cannot start kiln-vmm: %s", strerror(e));
+		return -e;
 	}
 	if (s->vmm == 0) {
+		const int src[3] = { s->scratch_fd, s->image_fd, s->net ? kiln_netproc_vmm_fd(s->net) : -1 };
+		const int dst[3] = { SCRATCH_FD, IMAGE_FD, NET_FD };
 		sigset_t none;
-		int null = open("/dev/null", O_RDWR);
-		int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		int null, lfd;
+
+		/* Our fds first, out of the way of 0-2 and of each other. */
+		if (kiln_child_place_fds(src, dst, 3) < 0)
+			_exit(127);
+		null = open("/dev/null", O_RDWR);
+		lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
 		/* Dies with us, whatever kills us; out of the terminal's process group;
 		 * in the VM's cgroup before it runs a single instruction. */
@@ -288,20 +313,23 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
-		if (null < 0 || lfd < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(lfd, 2) < 0 ||
-		    dup2(s->image_fd, IMAGE_FD) < 0 ||
-		    (s->scratch_fd >= 0 && dup2(s->scratch_fd, SCRATCH_FD) < 0))
+		if (null < 0 || lfd < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(lfd, 2) < 0)
 			_exit(127);
-		closefrom(IMAGE_FD + 1);
+		if (s->scratch_fd < 0)
+			close(SCRATCH_FD);
+		closefrom(s->net ? NET_FD + 1 : IMAGE_FD + 1);
 		execv(c->vmm, (char *const *)argv);
 		dprintf(2, "kiln-vmm: cannot execute %s: %s (exit 127)\n", c->vmm, strerror(errno));
 		_exit(127);
 	}
+	/* The VMM holds its own copy now: kiln-net must see the hang-up when it ends. */
+	if (s->net)
+		kiln_netproc_close_vmm_end(s->net);
 	return 0;
 }
 
-/* The VMM's last stderr line (its exit reason), for messages. */
-static void vmm_last_line(const struct kiln_sandbox *s, char *buf, size_t len)
+/* The last line of a log in the run directory (an exit reason), for messages. */
+static void log_last_line(const struct kiln_sandbox *s, const char *name, char *buf, size_t len)
 {
 	char path[PATH_MAX + 16], tail[512];
 	ssize_t n;
@@ -309,7 +337,7 @@ static void vmm_last_line(const struct kiln_sandbox *s, char *buf, size_t len)
 	int fd;
 
 	snprintf(buf, len, "no reason given");
-	snprintf(path, sizeof(path), "%s/vmm.log", s->dir);
+	snprintf(path, sizeof(path), "%s/%s", s->dir, name);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
@@ -322,6 +350,11 @@ static void vmm_last_line(const struct kiln_sandbox *s, char *buf, size_t len)
 	while (n > 0 && tail[n - 1] == '\n')
 		tail[--n] = 0;
 	snprintf(buf, len, "%s", strrchr(tail, '\n') ? strrchr(tail, '\n') + 1 : tail);
+}
+
+static void vmm_last_line(const struct kiln_sandbox *s, char *buf, size_t len)
+{
+	log_last_line(s, "vmm.log", buf, len);
 }
 
 /* The VMM's "boot-time-us=N walls-us=M" line. */
@@ -376,6 +409,11 @@ static int wait_agent(struct kiln_sandbox *s, int timeout_ms, const volatile int
 			snprintf(err, errlen, "the microVM ended while booting: %s", why);
 			return -ECHILD;
 		}
+		if (kiln_sandbox_net_failed(s, why, sizeof(why))) {
+			snprintf(err, errlen, "the network process (kiln-net) died while the microVM booted: %s",
+				 why);
+			return -ECHILD;
+		}
 		if (abort && *abort) {
 			snprintf(err, errlen, "interrupted while booting");
 			return -EINTR;
@@ -407,6 +445,18 @@ static int wait_agent(struct kiln_sandbox *s, int timeout_ms, const volatile int
 	}
 	kiln_agent_set_timeout(s->agent, -1);
 	return 0;
+}
+
+/* kiln-net, before the VMM; its stderr goes to net.log in the run directory. */
+static int start_net(struct kiln_sandbox *s, const struct kiln_sandbox_config *c, char *err,
+		     size_t errlen)
+{
+	char log[PATH_MAX + 16];
+	struct kiln_netproc_opts o = { .log = log, .cg = s->cg, .no_jail = c->no_jail,
+					.no_seccomp = c->no_seccomp };
+
+	snprintf(log, sizeof(log), "%s/net.log", s->dir);
+	return kiln_netproc_start(&s->net, c->net, &o, err, errlen);
 }
 
 int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
@@ -445,6 +495,11 @@ int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_con
 						.cpu_pct = c->cpu_pct };
 
 		ret = kiln_cgroup_create(&s->cg, &l, err, errlen);
+		if (ret)
+			goto out;
+	}
+	if (c->net) {
+		ret = start_net(s, c, err, errlen);
 		if (ret)
 			goto out;
 	}
@@ -523,38 +578,92 @@ void kiln_sandbox_kill(struct kiln_sandbox *s)
 		s->killed = true;
 }
 
-void kiln_sandbox_destroy(struct kiln_sandbox *s)
+int kiln_sandbox_net_fd(const struct kiln_sandbox *s)
 {
-	uint64_t deadline;
+	return s->net ? kiln_netproc_poll_fd(s->net) : -1;
+}
 
-	if (!s)
+/* "LAST STDERR LINE (exit N)" */
+static void net_why(struct kiln_sandbox *s, char *buf, size_t len)
+{
+	char how[64], line[384];
+
+	kiln_netproc_how(s->net, NET_REAP_MS, how, sizeof(how));
+	log_last_line(s, "net.log", line, sizeof(line));
+	snprintf(buf, len, "%s (%s)", line, how);
+}
+
+bool kiln_sandbox_net_failed(struct kiln_sandbox *s, char *buf, size_t len)
+{
+	if (!s->net || s->shut || !kiln_netproc_ended(s->net))
+		return false;
+	/* A VMM that ended first made kiln-net end too: the VM's failure, not its. */
+	if (kiln_sandbox_vmm_wait(s, NET_REAP_MS, NULL))
+		return false;
+	net_why(s, buf, len);
+	return true;
+}
+
+static void reap_vmm(struct kiln_sandbox *s)
+{
+	uint64_t deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
+
+	while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
+		sleep_ms(5);
+	if (!s->reaped) {
+		if (kill(-s->vmm, SIGKILL) < 0)
+			kill(s->vmm, SIGKILL);
+		deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
+		while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
+			sleep_ms(5);
+	}
+	/* A VMM that survives SIGKILL is stuck in the host kernel: say so
+	 * rather than hang; it is reparented when we exit. */
+	if (!s->reaped)
+		fprintf(stderr, "kiln: kiln-vmm (pid %d) did not exit after SIGKILL\n", (int)s->vmm);
+	else
+		reap_group(s->vmm);
+}
+
+void kiln_sandbox_shutdown(struct kiln_sandbox *s)
+{
+	if (!s || s->shut)
 		return;
+	s->shut = true;
 	if (s->agent && !s->killed && !s->reaped) {
 		kiln_agent_set_timeout(s->agent, 5000);
 		kiln_agent_shutdown(s->agent);
 	}
 	kiln_agent_free(s->agent);
 	s->agent = NULL;
-	if (s->vmm > 0) {
-		deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
-		while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
-			sleep_ms(5);
-		if (!s->reaped) {
-			if (kill(-s->vmm, SIGKILL) < 0)
-				kill(s->vmm, SIGKILL);
-			deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
-			while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
-				sleep_ms(5);
-		}
-		/* A VMM that survives SIGKILL is stuck in the host kernel: say so
-		 * rather than hang; it is reparented when we exit. */
-		if (!s->reaped)
-			fprintf(stderr, "kiln: kiln-vmm (pid %d) did not exit after SIGKILL\n", (int)s->vmm);
-		else
-			reap_group(s->vmm);
-	}
+	if (s->vmm > 0)
+		reap_vmm(s);
+	/* The VMM's end of the socket pair is closed: kiln-net sees the hang-up. */
+	if (s->net)
+		kiln_netproc_stop(s->net, NET_GRACE_MS);
+}
+
+int kiln_sandbox_net_stats(const struct kiln_sandbox *s, struct kiln_net_stats *st)
+{
+	return s->net ? kiln_netproc_stats(s->net, st) : -ENOENT;
+}
+
+int kiln_sandbox_net_exit(struct kiln_sandbox *s, char *buf, size_t len)
+{
+	if (!s->net || kiln_netproc_stop(s->net, NET_GRACE_MS) == 0)
+		return 0;
+	net_why(s, buf, len);
+	return -ECHILD;
+}
+
+void kiln_sandbox_destroy(struct kiln_sandbox *s)
+{
+	if (!s)
+		return;
+	kiln_sandbox_shutdown(s);
 	/* Kills whatever is left in it (the VMM inside the jail), then removes it. */
 	kiln_cgroup_destroy(s->cg);
+	kiln_netproc_free(s->net);
 	if (s->scratch_fd >= 0)
 		close(s->scratch_fd);
 	if (s->image_fd >= 0)

@@ -6,7 +6,8 @@
  * process group so a terminal's Ctrl-C reaches only the caller, which tears
  * the sandbox down in order. Jailed, it is the child of a small waiter
  * process (src/vmm/jail.h); a caller that is PR_SET_CHILD_SUBREAPER gets to
- * reap it even when the waiter was killed first.
+ * reap it even when the waiter was killed first. With network rules, kiln-net
+ * (netproc.h) starts before the VMM and is stopped after it.
  */
 #ifndef KILN_LIB_SANDBOX_H
 #define KILN_LIB_SANDBOX_H
@@ -15,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "lib/netproc.h"
 
 struct kiln_sandbox;
 struct kiln_agent;
@@ -37,6 +40,12 @@ struct kiln_sandbox_config {
 	bool no_jail;
 	bool no_seccomp;
 	bool test_hooks;     /* pass --test-hooks (a VMM built with KILN_TEST_HOOKS) */
+	/* Network: NULL means no network device at all (default deny). Otherwise
+	 * kiln-net starts first (same cgroup, its stderr in the run directory),
+	 * the VMM gets a virtio-net NIC wired to it, and the guest kernel
+	 * GUESTNET_BOOTARGS (src/common/guestnet.h). no_jail and no_seccomp
+	 * apply to kiln-net as well. */
+	const struct kiln_net_config *net;
 };
 
 struct kiln_cgroup_stat;
@@ -64,8 +73,26 @@ bool kiln_sandbox_vmm_wait(struct kiln_sandbox *s, int timeout_ms, int *status);
 void kiln_sandbox_vmm_reason(const struct kiln_sandbox *s, char *buf, size_t len);
 /* Kill the VM at once (timeouts, signals); destroy still has to be called. */
 void kiln_sandbox_kill(struct kiln_sandbox *s);
-/* Orderly end: guest shutdown (unless killed), reap the VMM (SIGKILL after a
- * grace period), remove the run directory. Safe on NULL. */
+/* kiln-net's liveness: -1 without network, else an fd that turns readable
+ * (POLLIN or POLLHUP) once kiln-net ends. Poll it, never read it. */
+int kiln_sandbox_net_fd(const struct kiln_sandbox *s);
+/* Has kiln-net ended before kiln_sandbox_shutdown, while the VMM still runs
+ * (a VMM that ends makes kiln-net end too: that is not kiln-net's failure)?
+ * Then why (its last stderr line and how it ended, e.g. "kiln-net: ...
+ * (exit 1)") is in buf. Waits up to 0.5 s for the VMM when kiln-net ended. */
+bool kiln_sandbox_net_failed(struct kiln_sandbox *s, char *buf, size_t len);
+/* Orderly end without freeing: guest shutdown (unless killed), reap the VMM
+ * (SIGKILL after a grace period), then let kiln-net end (it sees the VMM
+ * hang up; SIGKILL after 2 s) and read its counters. Idempotent. */
+void kiln_sandbox_shutdown(struct kiln_sandbox *s);
+/* After kiln_sandbox_shutdown: kiln-net's counters. 0, -ENOENT without
+ * network, -ENODATA when it reported none. */
+int kiln_sandbox_net_stats(const struct kiln_sandbox *s, struct kiln_net_stats *st);
+/* After kiln_sandbox_shutdown: 0 when kiln-net ended cleanly (or there was
+ * none), else -ECHILD with why in buf. */
+int kiln_sandbox_net_exit(struct kiln_sandbox *s, char *buf, size_t len);
+/* kiln_sandbox_shutdown if not done, then remove the cgroup and the run
+ * directory and free. Safe on NULL. */
 void kiln_sandbox_destroy(struct kiln_sandbox *s);
 
 /* Remove run directories and cgroups that a SIGKILLed kiln left behind. */
