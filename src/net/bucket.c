@@ -20,13 +20,19 @@ uint64_t bucket_avail(struct bucket *b, uint64_t now_ns)
 		return UINT64_MAX;
 	if (now_ns > b->last_ns) {
 		dt = now_ns - b->last_ns;
-		/* rate < 2^40 (checked by the caller's parser) and dt capped: no overflow. */
+		/* dt capped, rate < 2^40: the product fits 128 bits easily. */
 		if (dt > 10000000000ull)
 			dt = 10000000000ull;
-		add = b->rate * (dt / 1000) / 1000000;
-		if (add) {
-			b->tokens = b->tokens + add > b->burst ? b->burst : b->tokens + add;
+		add = (uint64_t)((unsigned __int128)b->rate * dt / 1000000000u);
+		if (add >= b->burst - b->tokens) {
+			b->tokens = b->burst;
 			b->last_ns = now_ns;
+		} else if (add) {
+			b->tokens += add;
+			/* Only the time those tokens took: the rest of dt counts towards
+			 * the next one (rounded up: never early). */
+			b->last_ns += (uint64_t)(((unsigned __int128)add * 1000000000u + b->rate - 1) /
+						 b->rate);
 		}
 	}
 	return b->tokens;

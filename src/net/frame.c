@@ -148,7 +148,8 @@ size_t frame_build(uint8_t *out, size_t cap, const uint8_t dmac[6], const uint8_
 	uint8_t *ip = out + ETH_HDR, *payload = ip + iph;
 
 	if ((family != AF_INET && family != AF_INET6) || l4len > 0xffff - IP4_HDR ||
-	    cap < ETH_HDR + iph || l4len > cap - ETH_HDR - iph)
+	    cap < ETH_HDR + iph || l4len > cap - ETH_HDR - iph ||
+	    l4len < (proto == IPPROTO_TCP_ ? TCP_HDR : proto == IPPROTO_UDP_ ? UDP_HDR : 4))
 		return 0;
 	if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_ &&
 	    proto != (family == AF_INET ? IPPROTO_ICMP_ : IPPROTO_ICMP6_))

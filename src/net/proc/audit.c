@@ -48,6 +48,21 @@ static void emit(struct knet *k, json_t *o)
 	free(text);
 }
 
+/* The lines left out since the last one written, as one line. */
+static void emit_suppressed(struct knet *k)
+{
+	json_t *o;
+
+	if (!suppressed || !(o = json_object()))
+		return;
+	put_time(o);
+	json_object_set_new(o, "event", json_string("suppressed"));
+	json_object_set_new(o, "count", json_integer((json_int_t)suppressed));
+	emit(k, o);
+	json_decref(o);
+	suppressed = 0;
+}
+
 static bool may_write(struct knet *k)
 {
 	if (k->audit_fd < 0)
@@ -62,16 +77,7 @@ static bool may_write(struct knet *k)
 		return false;
 	}
 	bucket_take(&lines, 1);
-	if (suppressed) {
-		json_t *o = json_object();
-
-		put_time(o);
-		json_object_set_new(o, "event", json_string("suppressed"));
-		json_object_set_new(o, "count", json_integer((json_int_t)suppressed));
-		emit(k, o);
-		json_decref(o);
-		suppressed = 0;
-	}
+	emit_suppressed(k);
 	return true;
 }
 
@@ -131,6 +137,9 @@ void audit_status(struct knet *k)
 	char line[256];
 	int n;
 
+	/* A count still pending gets its line now, past the rate limit. */
+	if (k->audit_fd >= 0)
+		emit_suppressed(k);
 	if (k->status_fd < 0)
 		return;
 	n = snprintf(line, sizeof(line),

@@ -171,7 +171,8 @@ void dns_guest_query(struct knet *k, const struct frame_ip *ip)
 	ret = forward(k, ip, &q, d.rule);
 	if (ret) {
 		answer_error(k, ip, &q, DNS_RCODE_SERVFAIL);
-		audit_dns(k, &q, "error", ret == -ENOENT ? "no-resolver" : "resolver-unreachable",
+		audit_dns(k, &q, "error", ret == -ENOENT ? "no-resolver"
+			  : ret == -EBUSY ? "resolver-busy" : "resolver-unreachable",
 			  d.rule, NULL, NULL);
 	}
 }

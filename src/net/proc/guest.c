@@ -113,6 +113,10 @@ static void icmp6_input(struct knet *k, const struct frame_ip *ip)
 			audit_event(k, &e);
 		return;
 	}
+	/* From the guest's address, its link-local one, or unspecified (DAD). */
+	if (memcmp(ip->src, k->guest6, 16) && memcmp(ip->src, unspecified, 16) &&
+	    !(ip->src[0] == 0xfe && (ip->src[1] & 0xc0) == 0x80))
+		return;
 	if (ip->l4len < 24 || ip->l4[1] != 0 ||
 	    (memcmp(target, k->gw6, 16) && memcmp(target, k->dns6, 16)))
 		return;
@@ -138,6 +142,9 @@ void guest_input(struct knet *k, uint8_t *frame, size_t len)
 {
 	struct frame_ip ip;
 
+	/* Only the NIC's own MAC: kiln-net answers nothing else. */
+	if (len < ETH_HDR || memcmp(frame + 6, k->guest_mac, 6))
+		return;
 	switch (frame_parse(frame, len, &ip)) {
 	case FRAME_IP:
 		break;

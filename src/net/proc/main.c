@@ -383,8 +383,10 @@ static int slirp_start(struct knet *k)
 	memcpy(&c.vnameserver, k->dns4, 4);
 	memcpy(&c.vdhcp_start, k->guest4, 4);
 	c.in6_enabled = false;
-	c.if_mtu = GUESTNET_MTU;
-	c.if_mru = GUESTNET_MTU;
+	/* IPv6 flows go through slirp as IPv4: its segments (MSS = MTU - 40)
+	 * must still fit an IPv6 frame, whose header is 20 bytes longer. */
+	c.if_mtu = GUESTNET_MTU - 20;
+	c.if_mru = GUESTNET_MTU - 20;
 	c.disable_host_loopback = true;
 	c.disable_dns = true;
 	c.disable_dhcp = true;

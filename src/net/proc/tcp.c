@@ -220,13 +220,20 @@ static int flow_connect(struct flow *x)
 	return 0;
 }
 
+/* Slots are taken round-robin, so an internal port (slot + generation) comes
+ * back only after FLOWS_MAX * NPORT_GENS connections: long after slirp has
+ * forgotten the last connection that used it. */
 static struct flow *flow_new(const struct frame_ip *ip)
 {
-	for (unsigned i = 0; i < FLOWS_MAX; i++) {
+	static unsigned cursor;
+
+	for (unsigned n = 0; n < FLOWS_MAX; n++) {
+		unsigned i = (cursor + n) % FLOWS_MAX;
 		struct flow *x = &flows[i];
 
 		if (x->st != FL_FREE)
 			continue;
+		cursor = i + 1;
 		memset(x, 0, sizeof(*x));
 		x->rfd = x->ufd = -1;
 		x->pu = x->pr = -1;

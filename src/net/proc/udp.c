@@ -54,7 +54,7 @@ static struct uflow *uflow_find(const struct frame_ip *ip)
 	return NULL;
 }
 
-static struct uflow *uflow_open(const struct frame_ip *ip, int rule)
+static struct uflow *uflow_open(struct knet *k, const struct frame_ip *ip, int rule)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -63,8 +63,13 @@ static struct uflow *uflow_open(const struct frame_ip *ip, int rule)
 	for (unsigned i = 0; i < UFLOWS_MAX && !u; i++)
 		if (!uf[i].used)
 			u = &uf[i];
-	if (!u)
-		return NULL;
+	if (!u) { /* full: the flow idle longest makes room (with its audit line) */
+		u = &uf[0];
+		for (unsigned i = 1; i < UFLOWS_MAX; i++)
+			if (uf[i].last < u->last)
+				u = &uf[i];
+		uflow_close(k, u);
+	}
 	memset(&ss, 0, sizeof(ss));
 	if (ip->family == AF_INET) {
 		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
@@ -82,6 +87,7 @@ static struct uflow *uflow_open(const struct frame_ip *ip, int rule)
 		len = sizeof(*s6);
 	}
 	memset(u, 0, sizeof(*u));
+	u->idx = -1;
 	u->fd = socket(ip->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (u->fd < 0)
 		return NULL;
@@ -120,9 +126,16 @@ void udp_guest_datagram(struct knet *k, const struct frame_ip *ip)
 			audit_event(k, &e);
 			return;
 		}
-		u = uflow_open(ip, d.rule);
-		if (!u)
+		u = uflow_open(k, ip, d.rule);
+		if (!u) {
+			struct audit_event e = { .proto = "udp", .verdict = "error",
+						 .reason = "socket-failed", .rule = d.rule,
+						 .family = ip->family, .dst = ip->dst,
+						 .port = get16(ip->l4 + 2) };
+
+			audit_event(k, &e);
 			return;
+		}
 	}
 	if (bucket_avail(&k->up, now_ns()) < len)
 		return;
