@@ -428,24 +428,40 @@ static void on_signal(int sig)
 	stop_signal = sig;
 }
 
+#define RECV_VEC 32
+
 static void guest_frames(struct knet *k)
 {
-	uint8_t frame[FRAME_MAX + 1];
+	static uint8_t frame[RECV_VEC][FRAME_MAX + 1];
+	struct mmsghdr msg[RECV_VEC];
+	struct iovec iov[RECV_VEC];
 
-	for (int i = 0; i < RECV_BURST; i++) {
-		ssize_t n = recv(k->vmm_fd, frame, sizeof(frame), MSG_DONTWAIT | MSG_TRUNC);
+	for (int turn = 0; turn < RECV_BURST / RECV_VEC; turn++) {
+		int n;
 
-		if (n == 0) {
-			k->vmm_gone = true;
-			return;
+		for (int i = 0; i < RECV_VEC; i++) {
+			iov[i] = (struct iovec){ frame[i], sizeof(frame[i]) };
+			msg[i] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[i], .msg_iovlen = 1 } };
 		}
+		n = recvmmsg(k->vmm_fd, msg, RECV_VEC, MSG_DONTWAIT, NULL);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 				k->vmm_gone = true;
 			return;
 		}
-		if ((size_t)n <= FRAME_MAX) /* longer ones were truncated: dropped */
-			guest_input(k, frame, (size_t)n);
+		for (int i = 0; i < n; i++) {
+			size_t len = msg[i].msg_len;
+
+			if (len == 0) { /* end of stream: the VMM hung up */
+				k->vmm_gone = true;
+				return;
+			}
+			/* Longer than a frame: the kernel cut it (MSG_TRUNC): dropped. */
+			if (!(msg[i].msg_hdr.msg_flags & MSG_TRUNC) && len <= FRAME_MAX)
+				guest_input(k, frame[i], len);
+		}
+		if (n < RECV_VEC)
+			return;
 	}
 }
 
@@ -489,6 +505,7 @@ static void run(struct knet *k, const sigset_t *unblocked)
 		tcp_poll_handle(k, &ps);
 		dns_poll_handle(k, &ps);
 		udp_poll_handle(k, &ps);
+		guest_flush(k);
 	}
 }
 

@@ -178,7 +178,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *uctx)
 
 static const int allowed[] = {
 	R(read), R(write), R(readv), R(writev), R(close), R(poll), R(ppoll),
-	R(recvfrom), R(sendto), R(recvmsg), R(sendmsg), R(accept4), R(connect), R(shutdown),
+	R(recvfrom), R(sendto), R(recvmsg), R(sendmsg), R(recvmmsg), R(sendmmsg), R(accept4), R(connect), R(shutdown),
 	R(getsockopt), R(setsockopt), R(getsockname), R(getpeername), R(fcntl),
 	R(clock_gettime), R(gettimeofday), R(nanosleep), R(clock_nanosleep),
 	R(brk), R(munmap), R(mremap), R(madvise), R(futex), R(getrandom),
