@@ -80,7 +80,7 @@ def run_one(kind, args):
             text = ""
     m = re.search(r"KILN-NETBENCH bytes (\d+) big_cs (\d+) conns (\d+) conns_cs (\d+)", text)
     if not m:
-        keep = tempfile.mkstemp(prefix=f"bench-net-{kind}-", suffix=".console", dir="/tmp")[1]
+        keep = tempfile.mkstemp(prefix=f"bench-net-{kind}-", suffix=".console", dir=os.path.join(ROOT, "build"))[1]
         with open(keep, "w") as f:
             f.write(text)
         tail = "\n".join(text.splitlines()[-5:])
