@@ -140,9 +140,9 @@ static void l4_checksum(int family, const uint8_t *src, const uint8_t *dst, uint
 	put16(l4 + off, c);
 }
 
-size_t frame_build(uint8_t *out, size_t cap, const uint8_t dmac[6], const uint8_t smac[6],
-		   int family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
-		   const uint8_t *l4, size_t l4len)
+size_t frame_wrap(uint8_t *out, size_t cap, const uint8_t dmac[6], const uint8_t smac[6],
+		  int family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
+		  const uint8_t *l4, size_t l4len)
 {
 	size_t iph = family == AF_INET ? IP4_HDR : IP6_HDR;
 	uint8_t *ip = out + ETH_HDR, *payload = ip + iph;
@@ -178,8 +178,31 @@ size_t frame_build(uint8_t *out, size_t cap, const uint8_t dmac[6], const uint8_
 		memcpy(ip + 8, src, 16);
 		memcpy(ip + 24, dst, 16);
 	}
-	l4_checksum(family, src, dst, proto, payload, l4len);
 	return ETH_HDR + iph + l4len;
+}
+
+size_t frame_build(uint8_t *out, size_t cap, const uint8_t dmac[6], const uint8_t smac[6],
+		   int family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
+		   const uint8_t *l4, size_t l4len)
+{
+	size_t n = frame_wrap(out, cap, dmac, smac, family, src, dst, proto, l4, l4len);
+
+	if (n)
+		l4_checksum(family, src, dst, proto, out + n - l4len, l4len);
+	return n;
+}
+
+uint16_t csum_adjust(uint16_t csum, const uint8_t *old, size_t oldlen, const uint8_t *new,
+		     size_t newlen)
+{
+	uint32_t s = (uint16_t)~csum;
+
+	/* RFC 1624: HC' = ~(~HC + ~m + m'), word by word; lengths are even. */
+	for (size_t i = 0; i + 1 < oldlen; i += 2)
+		s += (uint16_t)~get16(old + i);
+	for (size_t i = 0; i + 1 < newlen; i += 2)
+		s += get16(new + i);
+	return fold(s);
 }
 
 void tcp_header(uint8_t *l4, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,

@@ -78,6 +78,17 @@ size_t frame_build(uint8_t *out, size_t cap, const uint8_t dmac[6], const uint8_
 		   int family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
 		   const uint8_t *l4, size_t l4len);
 
+/* frame_build without the transport checksum: l4's own is kept. */
+size_t frame_wrap(uint8_t *out, size_t cap, const uint8_t dmac[6], const uint8_t smac[6],
+		  int family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
+		  const uint8_t *l4, size_t l4len);
+
+/* A checksum after the 16-bit words old[0..oldlen) were replaced by
+ * new[0..newlen) in what it covers (RFC 1624; even lengths; the two sets may
+ * differ in size, as IPv4 and IPv6 pseudo-header addresses do). */
+uint16_t csum_adjust(uint16_t csum, const uint8_t *old, size_t oldlen, const uint8_t *new,
+		     size_t newlen);
+
 /* A bare TCP header (no options) with these fields, into l4[TCP_HDR]. */
 void tcp_header(uint8_t *l4, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
 		uint8_t flags, uint16_t window);

@@ -338,29 +338,60 @@ void tcp_guest_segment(struct knet *k, const struct frame_ip *ip)
 	}
 }
 
+static void restore_and_send(struct knet *k, struct flow *x, const struct frame_ip *ip,
+			     uint8_t *seg);
+
 void tcp_from_slirp(struct knet *k, const struct frame_ip *ip)
 {
 	uint16_t np = get16(ip->l4 + 2);
-	uint8_t seg[FRAME_MAX];
+	uint8_t *seg = ip->l4; /* guest_from_slirp's private copy: rewritten in place */
 	struct flow *x;
 	size_t hl = tcp_hdr_len(ip->l4), dlen = ip->l4len - hl;
 	uint32_t end;
 
-	if (np < NPORT_BASE || ip->l4len > sizeof(seg))
+	if (np < NPORT_BASE)
 		return;
 	x = &flows[(np - NPORT_BASE) % FLOWS_MAX];
 	if (x->st == FL_FREE || x->nport != np)
 		return;
-	memcpy(seg, ip->l4, ip->l4len);
 	end = get32(seg + 4) + (uint32_t)dlen + !!(seg[13] & TCP_SYN) + !!(seg[13] & TCP_FIN);
 	if (!x->s_seen || (int32_t)(end - x->s_nxt) > 0)
 		x->s_nxt = end;
 	x->s_seen = true;
+	if ((seg[13] & TCP_SYN) && x->family == AF_INET6) { /* rare: recompute in full */
+		put16(seg, x->gdport);
+		put16(seg + 2, x->gsport);
+		tcp_clamp_mss(seg, hl, MSS_V6);
+		to_guest(k, x, seg, ip->l4len);
+		return;
+	}
+	restore_and_send(k, x, ip, seg);
+}
+
+/*
+ * The common path (every data segment): give back the guest's addresses and
+ * ports and adjust slirp's checksum for just those words (RFC 1624) rather
+ * than summing the whole payload again.
+ */
+static void restore_and_send(struct knet *k, struct flow *x, const struct frame_ip *ip,
+			     uint8_t *seg)
+{
+	uint8_t old[12], now[36], frame[FRAME_MAX];
+	size_t n = alen(x->family), len;
+
+	memcpy(old, ip->src, 4);
+	memcpy(old + 4, ip->dst, 4);
+	memcpy(old + 8, seg, 4);
 	put16(seg, x->gdport);
 	put16(seg + 2, x->gsport);
-	if ((seg[13] & TCP_SYN) && x->family == AF_INET6)
-		tcp_clamp_mss(seg, hl, MSS_V6);
-	to_guest(k, x, seg, ip->l4len);
+	memcpy(now, x->gdst, n);
+	memcpy(now + n, x->gsrc, n);
+	memcpy(now + 2 * n, seg, 4);
+	put16(seg + 16, csum_adjust(get16(seg + 16), old, sizeof(old), now, 2 * n + 4));
+	len = frame_wrap(frame, sizeof(frame), k->guest_mac, k->gw_mac, x->family, x->gdst, x->gsrc,
+			 IPPROTO_TCP_, seg, ip->l4len);
+	if (len)
+		guest_send(k, frame, len);
 }
 
 /* ---- the socket side ---- */
