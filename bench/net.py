@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 
+from boot import summary  # bench/boot.py: median, min, max of one series
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CMDLINE = "console=ttyS0 reboot=k panic=-1 pci=off io_delay=none quiet kiln.test=netbench"
 SERVER = "192.0.2.10"
@@ -94,16 +96,6 @@ def run_one(kind, args):
     return nbytes / max(big_cs, 1) * 100 / 1e6, conns_cs * 10 / conns
 
 
-def summary(name, xs, unit):
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        print(f"  {name:6s} no result")
-        return None
-    med = statistics.median(xs)
-    print(f"  {name:6s} median {med:8.2f} {unit}  min {min(xs):8.2f}  max {max(xs):8.2f}  (n={len(xs)})")
-    return med
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -129,6 +121,9 @@ def main():
     print(f"\nTCP download of {args.bytes >> 20} MiB from the test server ({args.runs} runs each, alternated):")
     kt = summary("kiln", res["kiln"][0], "MB/s")
     qt = summary("qemu", res["qemu"][0], "MB/s")
+    for kind in ("kiln", "qemu"):
+        if not any(res[kind][0]):
+            print(f"  {kind:6s} no result")
     print(f"one HTTP fetch on a new connection ({args.conns} in a row, per fetch):")
     kl = summary("kiln", res["kiln"][1], "ms")
     ql = summary("qemu", res["qemu"][1], "ms")
