@@ -75,6 +75,12 @@ if [ $servers = 1 ]; then
 else
     echo "# skipped the runs with servers: they need unshare -n and ip"
 fi
+# Unjailed (diagnosis), still filtered: its socket lives in a temporary
+# directory that it must remove at exit without tripping its filter.
+left_before=$(ls -d /tmp/kiln-net.* 2>/dev/null | wc -l)
+fuzz plain-no-jail "$KNET" --seed $((SEED + 5)) --no-jail
+expect_eq "--no-jail: kiln-net removed its temporary directory" "$left_before" \
+    "$(ls -d /tmp/kiln-net.* 2>/dev/null | wc -l)"
 if [ -n "${KNET_ASAN:-}" ]; then
     if [ -x "$KNET_ASAN" ]; then
         with=()

@@ -136,7 +136,7 @@ void audit_status(struct knet *k);
  * the jail, create it in a temporary directory that sandbox_cleanup removes);
  * then, once everything is open, the seccomp filter. 0 or -errno with why. */
 int sandbox_enter(struct knet *k, bool use_jail, char *why, size_t whylen);
-int sandbox_filter(char *why, size_t whylen);
+int sandbox_filter(bool jailed, char *why, size_t whylen);
 void sandbox_cleanup(struct knet *k);
 
 #endif

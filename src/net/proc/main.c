@@ -547,7 +547,7 @@ static int setup(struct knet *k, const struct args *a, sigset_t *unblocked)
 	if (!ret && (ret = slirp_forward(k)))
 		snprintf(why, sizeof(why), "cannot add slirp's guestfwd");
 	if (!ret && a->filter)
-		ret = sandbox_filter(why, sizeof(why));
+		ret = sandbox_filter(a->jail, why, sizeof(why));
 	if (ret) {
 		fprintf(stderr, "kiln-net: %s\n", why);
 		return 1;
