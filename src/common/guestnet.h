@@ -19,9 +19,10 @@
 #define GUESTNET_GW6	    "fd00::2"
 #define GUESTNET_DNS6	    "fd00::3"
 #define GUESTNET_MTU	    1500
-/* The guest NIC's MAC (kiln-vmm's default) and the gateway's (slirp's). */
-#define GUESTNET_GUEST_MAC  "02:6b:6c:6e:00:01"
-#define GUESTNET_GW_MAC	    "52:55:0a:00:02:02"
+/* The guest NIC's MAC (kiln-vmm's default: locally administered, unicast,
+ * 02:6b:6c:6e "kln" :00:01) and the gateway's (slirp's), as initializers. */
+#define GUESTNET_GUEST_MAC  { 0x02, 0x6b, 0x6c, 0x6e, 0x00, 0x01 }
+#define GUESTNET_GW_MAC	    { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 }
 
 /* The kernel command line parameters for kiln-init. */
 #define GUESTNET_BOOTARGS                                                                  \

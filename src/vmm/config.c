@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "guestnet.h"
 #include "util.h"
 #include "vmm/jail.h"
 
@@ -29,8 +30,7 @@ void config_defaults(struct vmm_config *c)
 	c->vsock_cid = 3;
 	c->jail_uid = c->jail_gid = JAIL_DEFAULT_ID;
 	c->net_fd = -1;
-	/* Locally administered, unicast: 02:6b:6c:6e ("kln") :00:01. */
-	memcpy(c->net_mac, (const uint8_t[6]){ 0x02, 0x6b, 0x6c, 0x6e, 0x00, 0x01 }, 6);
+	memcpy(c->net_mac, (const uint8_t[6])GUESTNET_GUEST_MAC, 6);
 	snprintf(c->cmdline, sizeof(c->cmdline), "%s", CONFIG_DEFAULT_CMDLINE);
 }
 

@@ -76,6 +76,11 @@ struct knet {
 
 /* Milliseconds of CLOCK_MONOTONIC (the policy's clock). */
 uint64_t knet_now_ms(void);
+/* Bytes of an address of this family (4 or 16). */
+static inline size_t knet_alen(int family) { return family == AF_INET ? 4 : 16; }
+/* addr:port (network-order bytes) as a socket address; its length. */
+socklen_t knet_sockaddr(int family, const uint8_t *addr, uint16_t port,
+			struct sockaddr_storage *ss);
 
 /* guest.c */
 int guest_init(struct knet *k);

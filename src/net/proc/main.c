@@ -44,6 +44,26 @@ uint64_t knet_now_ms(void)
 	return now_ns() / 1000000;
 }
 
+socklen_t knet_sockaddr(int family, const uint8_t *addr, uint16_t port,
+			struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		memcpy(&s4->sin_addr, addr, 4);
+		return sizeof(*s4);
+	}
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+	s6->sin6_family = AF_INET6;
+	s6->sin6_port = htons(port);
+	memcpy(&s6->sin6_addr, addr, 16);
+	return sizeof(*s6);
+}
+
 int pollset_add(struct pollset *ps, int fd, short events)
 {
 	if (ps->n >= KNET_POLL_MAX)
@@ -250,11 +270,10 @@ static int host_addresses(struct knet *k)
 
 static void addresses(struct knet *k)
 {
-	static const uint8_t guest_mac[6] = { 0x02, 0x6b, 0x6c, 0x6e, 0x00, 0x01 };
-	static const uint8_t gw_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
+	static const uint8_t guest_mac[6] = GUESTNET_GUEST_MAC, gw_mac[6] = GUESTNET_GW_MAC;
 
-	memcpy(k->guest_mac, guest_mac, 6); /* GUESTNET_GUEST_MAC */
-	memcpy(k->gw_mac, gw_mac, 6);	    /* GUESTNET_GW_MAC */
+	memcpy(k->guest_mac, guest_mac, 6);
+	memcpy(k->gw_mac, gw_mac, 6);
 	ip_bytes(AF_INET, GUESTNET_IP4, k->guest4);
 	ip_bytes(AF_INET, GUESTNET_GW4, k->gw4);
 	ip_bytes(AF_INET, GUESTNET_DNS4, k->dns4);

@@ -61,7 +61,6 @@ int tcp_init(struct knet *k)
 	return 0;
 }
 
-static size_t alen(int family) { return family == AF_INET ? 4 : 16; }
 
 static void flow_audit(struct knet *k, struct flow *x, const char *verdict, const char *reason)
 {
@@ -159,7 +158,7 @@ static void flow_abort(struct knet *k, struct flow *x)
 static struct flow *flow_find(const struct frame_ip *ip)
 {
 	uint16_t sp = get16(ip->l4), dp = get16(ip->l4 + 2);
-	size_t n = alen(ip->family);
+	size_t n = knet_alen(ip->family);
 
 	for (unsigned i = 0; i < FLOWS_MAX; i++) {
 		struct flow *x = &flows[i];
@@ -194,24 +193,8 @@ static const char *connect_error(int err)
 static int flow_connect(struct flow *x)
 {
 	struct sockaddr_storage ss;
-	socklen_t len;
+	socklen_t len = knet_sockaddr(x->family, x->gdst, x->gdport, &ss);
 
-	memset(&ss, 0, sizeof(ss));
-	if (x->family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(x->gdport);
-		memcpy(&s4->sin_addr, x->gdst, 4);
-		len = sizeof(*s4);
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(x->gdport);
-		memcpy(&s6->sin6_addr, x->gdst, 16);
-		len = sizeof(*s6);
-	}
 	x->rfd = socket(x->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (x->rfd < 0)
 		return -errno;
@@ -244,8 +227,8 @@ static struct flow *flow_new(const struct frame_ip *ip)
 			return NULL;
 		}
 		x->family = ip->family;
-		memcpy(x->gsrc, ip->src, alen(ip->family));
-		memcpy(x->gdst, ip->dst, alen(ip->family));
+		memcpy(x->gsrc, ip->src, knet_alen(ip->family));
+		memcpy(x->gdst, ip->dst, knet_alen(ip->family));
 		x->gsport = get16(ip->l4);
 		x->gdport = get16(ip->l4 + 2);
 		nport_gen[i] = (nport_gen[i] + 1) % NPORT_GENS;
@@ -272,7 +255,7 @@ static void new_connection(struct knet *k, const struct frame_ip *ip)
 		reset_segment(k, ip);
 		return;
 	}
-	memcpy(dst.b, ip->dst, alen(ip->family));
+	memcpy(dst.b, ip->dst, knet_alen(ip->family));
 	d = net_decide_connect(k->pol, NET_TCP, &dst, get16(seg + 2), knet_now_ms());
 	if (d.verdict != NET_ALLOW || dlen || hl > sizeof(x->syn)) {
 		struct audit_event e = { .proto = "tcp", .verdict = "deny",
@@ -377,7 +360,7 @@ static void restore_and_send(struct knet *k, struct flow *x, const struct frame_
 			     uint8_t *seg)
 {
 	uint8_t old[12], now[36], frame[FRAME_MAX];
-	size_t n = alen(x->family), len;
+	size_t n = knet_alen(x->family), len;
 
 	memcpy(old, ip->src, 4);
 	memcpy(old + 4, ip->dst, 4);
@@ -437,7 +420,7 @@ static void sniff_step(struct knet *k, struct flow *x)
 		s = sniff_http_host(x->u2r, x->u2r_len, x->name, sizeof(x->name), &hport);
 	if (s == SNIFF_NEED_MORE && x->u2r_len < SNIFF_MAX)
 		return;
-	memcpy(dst.b, x->gdst, alen(x->family));
+	memcpy(dst.b, x->gdst, knet_alen(x->family));
 	if (s == SNIFF_OK && x->dec.inspect == NET_INSPECT_TLS_SNI)
 		d = net_check_sni(k->pol, &dst, x->gdport, x->name, knet_now_ms());
 	else if (s == SNIFF_OK)

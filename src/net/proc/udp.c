@@ -28,8 +28,6 @@ struct uflow {
 
 static struct uflow uf[UFLOWS_MAX];
 
-static size_t alen(int family) { return family == AF_INET ? 4 : 16; }
-
 static void uflow_close(struct knet *k, struct uflow *u)
 {
 	struct audit_event e = { .proto = "udp", .verdict = "allow", .reason = "rule",
@@ -48,7 +46,7 @@ static struct uflow *uflow_find(const struct frame_ip *ip)
 		struct uflow *u = &uf[i];
 
 		if (u->used && u->family == ip->family && u->gsport == get16(ip->l4) &&
-		    u->gdport == get16(ip->l4 + 2) && !memcmp(u->gdst, ip->dst, alen(ip->family)))
+		    u->gdport == get16(ip->l4 + 2) && !memcmp(u->gdst, ip->dst, knet_alen(ip->family)))
 			return u;
 	}
 	return NULL;
@@ -70,22 +68,7 @@ static struct uflow *uflow_open(struct knet *k, const struct frame_ip *ip, int r
 				u = &uf[i];
 		uflow_close(k, u);
 	}
-	memset(&ss, 0, sizeof(ss));
-	if (ip->family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(get16(ip->l4 + 2));
-		memcpy(&s4->sin_addr, ip->dst, 4);
-		len = sizeof(*s4);
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(get16(ip->l4 + 2));
-		memcpy(&s6->sin6_addr, ip->dst, 16);
-		len = sizeof(*s6);
-	}
+	len = knet_sockaddr(ip->family, ip->dst, get16(ip->l4 + 2), &ss);
 	memset(u, 0, sizeof(*u));
 	u->idx = -1;
 	u->fd = socket(ip->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -97,8 +80,8 @@ static struct uflow *uflow_open(struct knet *k, const struct frame_ip *ip, int r
 	}
 	u->used = true;
 	u->family = ip->family;
-	memcpy(u->gsrc, ip->src, alen(ip->family));
-	memcpy(u->gdst, ip->dst, alen(ip->family));
+	memcpy(u->gsrc, ip->src, knet_alen(ip->family));
+	memcpy(u->gdst, ip->dst, knet_alen(ip->family));
 	u->gsport = get16(ip->l4);
 	u->gdport = get16(ip->l4 + 2);
 	u->rule = rule;
@@ -115,7 +98,7 @@ void udp_guest_datagram(struct knet *k, const struct frame_ip *ip)
 		struct net_ip dst = { .family = ip->family };
 		struct net_decision d;
 
-		memcpy(dst.b, ip->dst, alen(ip->family));
+		memcpy(dst.b, ip->dst, knet_alen(ip->family));
 		d = net_decide_connect(k->pol, NET_UDP, &dst, get16(ip->l4 + 2), knet_now_ms());
 		if (d.verdict != NET_ALLOW) {
 			struct audit_event e = { .proto = "udp", .verdict = "deny",
