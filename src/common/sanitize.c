@@ -48,18 +48,12 @@ static bool cp_unsafe(uint32_t c)
 	       c == 0xfeff;					     /* BOM / ZWNBSP */
 }
 
-char *text_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
+/* The pieces of src that fit in room bytes of dst; *all: every byte did. */
+static size_t emit(char *dst, size_t room, const uint8_t *p, size_t srclen, bool *all)
 {
 	static const char hex[] = "0123456789abcdef";
-	const uint8_t *p = (const uint8_t *)src;
-	size_t o = 0, i = 0, room;
+	size_t o = 0, i = 0;
 
-	if (dstlen < 4) {
-		if (dstlen)
-			dst[0] = 0;
-		return dst;
-	}
-	room = dstlen - 4; /* "..." and the NUL */
 	while (i < srclen) {
 		char piece[16];
 		size_t plen, n;
@@ -85,15 +79,33 @@ char *text_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
 			}
 			n = k;
 		}
-		/* The last piece may use the room kept for "..." only if it is the end. */
-		if (o + plen > room && !(i + n == srclen && o + plen <= dstlen - 1)) {
-			memcpy(dst + o, "...", 3);
-			o += 3;
+		if (o + plen > room)
 			break;
-		}
 		memcpy(dst + o, piece, plen);
 		o += plen;
 		i += n;
+	}
+	*all = i == srclen;
+	return o;
+}
+
+char *text_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
+	const uint8_t *p = (const uint8_t *)src;
+	size_t o;
+	bool all;
+
+	if (dstlen < 4) {
+		if (dstlen)
+			dst[0] = 0;
+		return dst;
+	}
+	o = emit(dst, dstlen - 1, p, srclen, &all);
+	if (!all) {
+		/* Again, leaving room for "...": cut at a piece boundary. */
+		o = emit(dst, dstlen - 4, p, srclen, &all);
+		memcpy(dst + o, "...", 3);
+		o += 3;
 	}
 	dst[o] = 0;
 	return dst;
