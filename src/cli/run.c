@@ -95,6 +95,8 @@ struct run_state {
 static volatile sig_atomic_t g_signal;
 static int g_sigpipe[2] = { -1, -1 };
 static uint64_t g_deadline; /* --timeout's, absolute; 0: none */
+static char g_step[PATH_MAX + 64]; /* what kiln is doing with the agent, for messages */
+static bool g_reported;		   /* the agent's failure was told already */
 
 static void on_signal(int sig)
 {
@@ -598,6 +600,7 @@ static int guest_oom_kills(struct kiln_agent *a, long long *kills)
 	int ret;
 
 	*kills = -1;
+	snprintf(g_step, sizeof(g_step), "reading /proc/vmstat");
 	ret = kiln_agent_get_buf(a, "/proc/vmstat", buf, VMSTAT_MAX, &len);
 	if (ret)
 		return ret;
@@ -638,10 +641,11 @@ static int do_puts(struct kiln_agent *a, const struct run_opts *o, uint64_t *byt
 		}
 		if (fstat(fd, &st) == 0)
 			po.mode = st.st_mode & 0777;
+		snprintf(g_step, sizeof(g_step), "uploading %s", o->put[i].remote);
 		ret = kiln_agent_put(a, fd, o->put[i].remote, &po, &n);
 		close(fd);
 		if (ret) {
-			if (!stopping())
+			if (!stopping() && !agent_broken(a))
 				fprintf(stderr, "kiln run: cannot upload %s to %s: %s\n", o->put[i].local,
 					o->put[i].remote, agent_why(a, ret));
 			return ret;
@@ -671,6 +675,7 @@ static int do_get(struct kiln_agent *a, const struct run_opts *o, const struct x
 		fprintf(stderr, "kiln run: cannot write %s: %s\n", x->local, strerror(errno));
 		return ret;
 	}
+	snprintf(g_step, sizeof(g_step), "downloading %s", x->remote);
 	ret = kiln_agent_get(a, x->remote, fd, o->get_max, &n);
 	if (ret == 0 && fchmod(fd, 0644) < 0)
 		ret = -errno;
@@ -682,7 +687,8 @@ static int do_get(struct kiln_agent *a, const struct run_opts *o, const struct x
 	} else if (ret == -EFBIG) {
 		fprintf(stderr, "kiln run: cannot download %s: the guest sent more than --get-max %llu bytes; nothing was written\n",
 			x->remote, (unsigned long long)o->get_max);
-	} else if (ret && !stopping()) {
+		g_reported = true;
+	} else if (ret && !stopping() && !agent_broken(a)) {
 		fprintf(stderr, "kiln run: cannot download %s: %s\n", x->remote, agent_why(a, ret));
 	}
 	if (ret)
@@ -806,22 +812,31 @@ static uint64_t step_deadline(void)
 	return g_deadline ? g_deadline : now_ns() + DEFAULT_STEP_TIMEOUT_S * 1000000000ULL;
 }
 
-/* Why an agent step failed, once, after signals and --timeout (the caller
- * handles those). status: 125 for a guest that misbehaved; a step's own
- * error (a missing --get file) was printed by the step. */
-static void report_agent(struct kiln_agent *a, const char *what, const char *cmd)
+/* Why the agent connection broke, once (signals and --timeout are told by
+ * the caller). */
+static void report_agent(struct kiln_agent *a)
 {
 	int err = kiln_agent_status(a);
 
+	if (g_reported)
+		return;
 	if (err == -ETIMEDOUT)
 		fprintf(stderr, "kiln run: the guest agent did not finish %s within %d s; the microVM was destroyed\n",
-			what, DEFAULT_STEP_TIMEOUT_S);
+			g_step, DEFAULT_STEP_TIMEOUT_S);
 	else if (err == -EFBIG)
 		fprintf(stderr, "kiln run: the guest agent sent more than kiln accepts while %s; the microVM was destroyed\n",
-			what);
-	else if (err && !strstr(what, "download"))
-		fprintf(stderr, "kiln run: lost the guest agent while %s%s%s: %s; the microVM was destroyed\n",
-			what, cmd ? " for " : "", cmd ? cmd : "", agent_why(a, err));
+			g_step);
+	else
+		fprintf(stderr, "kiln run: lost the guest agent while %s: %s; the microVM was destroyed\n",
+			g_step, agent_why(a, err));
+}
+
+/* No SIGALRM during the teardown: it would cut short waits and messages. */
+static void disarm_alarm(void)
+{
+	struct itimerval it = { 0 };
+
+	setitimer(ITIMER_REAL, &it, NULL);
 }
 
 int cli_run(int argc, char **argv, const char *self)
@@ -929,6 +944,7 @@ int cli_run(int argc, char **argv, const char *self)
 	spec.gid = o.gid;
 	spec.stdin = true;
 	t_exec = now_ns();
+	snprintf(g_step, sizeof(g_step), "starting %s", o.argv[0]);
 	ret = kiln_agent_exec(a, &spec, &ops, &st, &id);
 	if (ret) {
 		if (agent_broken(a))
@@ -940,7 +956,8 @@ int cli_run(int argc, char **argv, const char *self)
 	/* CMD runs as long as it likes unless --timeout says otherwise. No
 	 * periodic wake-up: stdin room is recomputed after every agent frame. */
 	kiln_sandbox_set_deadline(sb, g_deadline);
-	while (!st.exited && !stopping() && !st.write_error) {
+	snprintf(g_step, sizeof(g_step), "running %s", o.argv[0]);
+	while (!st.exited && !stopping()) {
 		size_t room = stdin_open ? kiln_agent_stdin_room(a, id) : 0;
 		struct pollfd p[4] = {
 			{ .fd = kiln_agent_fd(a), .events = POLLIN },
@@ -993,11 +1010,6 @@ int cli_run(int argc, char **argv, const char *self)
 	} else if ((net_down = kiln_sandbox_net_failed(sb, err, sizeof(err)))) {
 		fprintf(stderr, "kiln run: the network process (kiln-net) died: %s; the microVM was destroyed\n",
 			err);
-		kiln_sandbox_kill(sb);
-		status = EXIT_KILN;
-	} else if (!st.exited && st.write_error) {
-		fprintf(stderr, "kiln run: cannot write %s's output: %s; the microVM was destroyed\n",
-			o.argv[0], strerror(-st.write_error));
 		kiln_sandbox_kill(sb);
 		status = EXIT_KILN;
 	} else if (!st.exited) {
@@ -1057,6 +1069,7 @@ int cli_run(int argc, char **argv, const char *self)
 stop:
 	/* A step was cut short: by a signal, the --timeout, or a guest agent
 	 * that broke its side of the protocol (too slow, too much, malformed). */
+	disarm_alarm();
 	kiln_sandbox_kill(sb);
 	if (g_signal) {
 		fprintf(stderr, "kiln run: interrupted by %s; the microVM was destroyed\n",
@@ -1068,13 +1081,12 @@ stop:
 		limit = "timeout";
 		status = EXIT_TIMEOUT;
 	} else {
-		report_agent(a, !t_exec ? "uploading files" : !st.exited ? "starting the command" :
-			     o.nget ? "reading /proc/vmstat or downloading files" : "reading /proc/vmstat",
-			     NULL);
+		report_agent(a);
 		if (!st.exited || status == 0)
 			status = EXIT_KILN;
 	}
 out:
+	disarm_alarm();
 	t_down = now_ns();
 	kiln_sandbox_shutdown(sb);
 	if (o.nallow)

@@ -147,7 +147,7 @@ expect_match "(f) the fake agent did see the connection" 'hello-hang: not answer
 # --- signals win at every step, without --timeout ----------------------------------
 sig_case() { # NAME SIGNAL WANT [--hang] CMD: signal once the guest is past booting (or in the HELLO)
     local name=$1 sig=$2 want=$3; shift 3
-    krun_bg "$name" "$@"
+    if [ "$1" = --hang ]; then krun_bg "$name" --hang --json "${@:2}"; else krun_bg "$name" --json "$@"; fi
     if [ "$1" = --hang ]; then
         for _ in $(seq 1200); do grep -q 'not answering' "$work/$name.console" 2>/dev/null && break; sleep 0.1; done
     else
@@ -157,7 +157,7 @@ sig_case() { # NAME SIGNAL WANT [--hang] CMD: signal once the guest is past boot
     local t0; t0=$(date +%s%N)
     kill -"$sig" "$(kiln_pid)"
     wait_rc; rc=$?
-    echo "# SIG$sig during '$*': kiln ended $(( ($(date +%s%N) - t0) / 1000000 )) ms after the signal"
+    echo "# SIG$sig during '$*': kiln ended $(( ($(date +%s%N) - t0) / 1000000 )) ms after the signal; of that, tearing the VM down: $(sed -n 's/.*"teardown":\([0-9]*\).*/\1/p' "$work/$name.err") ms"
     expect_eq "SIG$sig during '$*' ends kiln run with $want" "$want" "$rc"
     expect_match "SIG$sig during '$*': one line" 'interrupted by' "$(cat "$work/$name.err")"
 }
