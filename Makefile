@@ -59,7 +59,7 @@ BINS := $(B)/kiln-vmm $(B)/kiln-net $(if $(wildcard src/cli/main.c),$(B)/kiln)
 # its seccomp policy on purpose); never installed or used outside the tests.
 HOOK_BINS := $(B)/hooks/kiln-vmm
 GUEST_BINS := $(B)/guest/kiln-mark $(B)/guest/test-initrd.cpio $(B)/guest/kiln-init \
-              $(B)/guest/kiln-initrd.cpio
+              $(B)/guest/kiln-initrd.cpio $(B)/guest/fake-initrd.cpio
 
 # Objects are never intermediate files: keep them between runs.
 .SECONDARY:
@@ -109,6 +109,18 @@ $(B)/tests/integration/%: tests/integration/%.c $(TEST_LINK)
 $(B)/guest/kiln-mark: tests/guest/kiln-mark.c
 	@mkdir -p $(dir $@)
 	$(CC) $(GUEST_CFLAGS) -o $@ $<
+
+# A hostile guest agent (tests/integration/t-hostile.sh): the real protocol
+# codec, its own initramfs with it as /init.
+$(B)/guest/fake-agent: tests/guest/fake-agent.c src/common/proto.c src/common/proto.h
+	@mkdir -p $(dir $@)
+	$(CC) $(GUEST_CFLAGS) -o $@ tests/guest/fake-agent.c src/common/proto.c
+
+$(B)/guest/fake-initrd.cpio: $(B)/guest/fake-agent
+	@rm -rf $(B)/guest/fake.d && mkdir -p $(B)/guest/fake.d/dev $(B)/guest/fake.d/proc
+	cp $(B)/guest/fake-agent $(B)/guest/fake.d/init
+	cd $(B)/guest/fake.d && find . | cpio -o -H newc --quiet > ../fake-initrd.cpio.tmp
+	mv $(B)/guest/fake-initrd.cpio.tmp $@ && rm -rf $(B)/guest/fake.d
 
 # Always asks scripts/build-kernel: a cache hit costs a hash and a symlink.
 kernel:

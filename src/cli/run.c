@@ -16,9 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "lib/agent.h"
@@ -37,6 +37,14 @@
 #define MAX_MEM_MIB (64ULL << 10)
 #define MAX_DISK_MIB (1ULL << 20)
 #define DEFAULT_BOOT_TIMEOUT_MS 120000
+/* Without --timeout: the steps before CMD (uploads, the EXEC request) and
+ * those after it (vmstat, downloads, shutdown) each get this long in all. */
+#define DEFAULT_STEP_TIMEOUT_S 300
+/* --get: per file. Far above what an agent run hands back (logs, patches,
+ * reports, a build artefact), far below a host disk; --get-max raises it. */
+#define DEFAULT_GET_MAX (1ULL << 30)
+#define MAX_GET_MAX (1ULL << 40)
+#define VMSTAT_MAX 65536 /* /proc/vmstat is about 6 KiB on Linux 6.1 */
 #define MIN_NET_RATE 4096ULL	 /* bytes/s: below a few frames a second nothing works */
 #define MAX_NET_RATE (1ULL << 40)
 
@@ -64,6 +72,7 @@ struct run_opts {
 	unsigned nput;
 	struct xfer get[MAX_XFER];
 	unsigned nget;
+	uint64_t get_max;
 	bool json;
 	unsigned cpu_pct;
 	bool no_cgroup, no_jail, no_seccomp, test_hooks;
@@ -83,8 +92,11 @@ struct run_state {
 	int write_error;
 };
 
-static volatile int g_signal;
+static volatile sig_atomic_t g_signal;
 static int g_sigpipe[2] = { -1, -1 };
+static uint64_t g_deadline; /* --timeout's, absolute; 0: none */
+static char g_step[PATH_MAX + 64]; /* what kiln is doing with the agent, for messages */
+static bool g_reported;		   /* the agent's failure was told already */
 
 static void on_signal(int sig)
 {
@@ -119,12 +131,13 @@ static void print_help(void)
 	     "  --cpus N            vCPUs (1..32, default 1)\n"
 	     "  --mem MiB           guest memory (64..65536, default 512)\n"
 	     "  --disk MiB          writable scratch disk (0: in guest RAM; default 1024)\n"
-	     "  --timeout SEC       destroy the VM at the deadline and exit 124\n"
+	     "  --timeout SEC       the whole run's deadline (boot to teardown): destroy the VM, exit 124\n"
 	     "  -e, --env K=V       environment for CMD (repeatable)\n"
 	     "  -w, --workdir DIR   working directory for CMD (default /root)\n"
 	     "  --user UID[:GID]    run CMD as this numeric user (default root)\n"
 	     "  --put LOCAL:REMOTE  upload a file before CMD runs (repeatable)\n"
 	     "  --get REMOTE:LOCAL  download a file after CMD ends (repeatable)\n"
+	     "  --get-max BYTES     largest --get file (suffix K, M, G, T: x1024; default 1G)\n"
 	     "  --allow RULE        let the VM reach RULE (repeatable, docs/net.md): NAME, *.NAME,\n"
 	     "                      IP or CIDR, then :PORT[,PORT...]; udp: for UDP. Without\n"
 	     "                      --allow the VM has no network device at all\n"
@@ -212,6 +225,32 @@ static int parse_xfer(struct xfer *x, char *arg, bool put)
 	return 0;
 }
 
+/* --get-max: BYTES with an optional K, M, G or T (1024-based), 1..MAX_GET_MAX. */
+static int parse_get_max(const char *s, uint64_t *out)
+{
+	static const char units[] = "kmgt";
+	size_t n = strspn(s, "0123456789");
+	const char *u;
+	unsigned shift = 0;
+	char num[24];
+	uint64_t v;
+
+	if (n == 0 || n >= sizeof(num) || (s[n] && s[n + 1]))
+		return -EINVAL;
+	if (s[n]) {
+		u = strchr(units, s[n] | 0x20);
+		if (!u)
+			return -EINVAL;
+		shift = 10 * (unsigned)(u - units + 1);
+	}
+	memcpy(num, s, n);
+	num[n] = 0;
+	if (parse_u64(num, 1, MAX_GET_MAX >> shift, &v))
+		return -ERANGE;
+	*out = v << shift;
+	return 0;
+}
+
 /* One --allow rule, checked as kiln-net will check it. */
 static int add_allow(struct run_opts *o, const char *rule)
 {
@@ -282,6 +321,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 	enum { O_IMAGE = 256, O_CPUS, O_MEM, O_DISK, O_TIMEOUT, O_USER, O_PUT, O_GET, O_JSON,
 	       O_CONSOLE, O_KERNEL, O_INITRD, O_VMM, O_CPU_QUOTA, O_NO_CGROUP, O_NO_JAIL,
 	       O_NO_SECCOMP, O_TEST_HOOKS, O_ALLOW, O_AUDIT, O_NET_RATE, O_NETBIN };
+	enum { O_GET_MAX = 512 };
 	static const struct option opts[] = {
 		{ "image", required_argument, NULL, O_IMAGE },
 		{ "cpus", required_argument, NULL, O_CPUS },
@@ -293,6 +333,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		{ "user", required_argument, NULL, O_USER },
 		{ "put", required_argument, NULL, O_PUT },
 		{ "get", required_argument, NULL, O_GET },
+		{ "get-max", required_argument, NULL, O_GET_MAX },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "console", required_argument, NULL, O_CONSOLE },
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -319,6 +360,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 	o->cpus = 1;
 	o->mem_mib = 512;
 	o->disk_mib = 1024;
+	o->get_max = DEFAULT_GET_MAX;
 	o->cwd = "/root";
 	o->uid = o->gid = 0;
 	snprintf(o->kernel, sizeof(o->kernel), "%s/guest/vmlinux", dir);
@@ -403,6 +445,11 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 				o->nput++;
 			else
 				o->nget++;
+			break;
+		case O_GET_MAX:
+			if (parse_get_max(optarg, &o->get_max))
+				return usage_error("--get-max must be bytes from 1 to 1T (suffix K, M, G or T: x1024), not '%s'",
+						   optarg);
 			break;
 		case O_JSON:
 			o->json = true;
@@ -497,17 +544,39 @@ static int open_audit(const char *path)
 	return fd;
 }
 
+static bool timed_out(void)
+{
+	return g_deadline && now_ns() >= g_deadline;
+}
+
+/* Signals and --timeout win over everything: a step that fails because of
+ * them says nothing of its own. */
+static bool stopping(void)
+{
+	return g_signal || timed_out();
+}
+
 static int on_output(void *ctx, uint32_t id, int stream, const void *buf, size_t len)
 {
 	struct run_state *st = ctx;
 	int fd = stream == 2 ? STDERR_FILENO : STDOUT_FILENO;
-	int ret;
+	const char *p = buf;
 
 	st->out_bytes[stream == 2 ? 2 : 1] += len;
-	/* Blocking write: a slow reader slows the guest process down (back-pressure). */
-	ret = write_full(fd, buf, len);
-	if (ret && !st->write_error)
-		st->write_error = ret;
+	/* Blocking write: a slow reader slows the guest process down (back-pressure).
+	 * A signal or the --timeout alarm interrupts it (no SA_RESTART). */
+	while (len && !st->write_error) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR && !stopping())
+			continue;
+		if (n < 0) {
+			st->write_error = errno == EINTR ? -EINTR : -errno;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
 	return 0;
 }
 
@@ -520,29 +589,41 @@ static void on_exit_cb(void *ctx, uint32_t id, int code, int signal)
 	st->signal = signal;
 }
 
-/* The guest kernel's OOM kill counter, from /proc/vmstat. -1 if unknown. */
-static long long guest_oom_kills(struct kiln_agent *a)
+/* The guest kernel's OOM kill counter, from /proc/vmstat, read into a small
+ * buffer (more than VMSTAT_MAX bytes is -EFBIG). 0, or -errno. */
+static int guest_oom_kills(struct kiln_agent *a, long long *kills)
 {
-	char buf[16384];
-	long long kills = -1;
-	uint64_t n = 0;
-	ssize_t len;
+	char buf[VMSTAT_MAX + 1];
 	const char *p;
-	int fd = memfd_create("vmstat", MFD_CLOEXEC);
+	size_t len = 0;
+	char *end;
+	int ret;
 
-	if (fd < 0)
-		return -1;
-	if (kiln_agent_get(a, "/proc/vmstat", fd, &n) == 0 && n > 0) {
-		len = pread(fd, buf, sizeof(buf) - 1, 0);
-		if (len > 0) {
-			buf[len] = 0;
-			p = strstr(buf, "\noom_kill ");
-			if (p)
-				kills = strtoll(p + 10, NULL, 10);
-		}
+	*kills = -1;
+	snprintf(g_step, sizeof(g_step), "reading /proc/vmstat");
+	ret = kiln_agent_get_buf(a, "/proc/vmstat", buf, VMSTAT_MAX, &len);
+	if (ret)
+		return ret;
+	buf[len] = 0;
+	p = strstr(buf, "\noom_kill ");
+	if (p) {
+		long long v = strtoll(p + 10, &end, 10);
+
+		if (end != p + 10 && v >= 0 && (*end == '\n' || !*end))
+			*kills = v;
 	}
-	close(fd);
-	return kills;
+	return 0;
+}
+
+/* An agent error that ends the connection (the rest of the steps are moot). */
+static bool agent_broken(const struct kiln_agent *a)
+{
+	return kiln_agent_status(a) != 0;
+}
+
+static const char *agent_why(const struct kiln_agent *a, int err)
+{
+	return kiln_agent_error(a)[0] ? kiln_agent_error(a) : strerror(-err);
 }
 
 static int do_puts(struct kiln_agent *a, const struct run_opts *o, uint64_t *bytes)
@@ -560,11 +641,13 @@ static int do_puts(struct kiln_agent *a, const struct run_opts *o, uint64_t *byt
 		}
 		if (fstat(fd, &st) == 0)
 			po.mode = st.st_mode & 0777;
+		snprintf(g_step, sizeof(g_step), "uploading %s", o->put[i].remote);
 		ret = kiln_agent_put(a, fd, o->put[i].remote, &po, &n);
 		close(fd);
 		if (ret) {
-			fprintf(stderr, "kiln run: cannot upload %s to %s: %s\n", o->put[i].local,
-				o->put[i].remote, kiln_agent_error(a)[0] ? kiln_agent_error(a) : strerror(-ret));
+			if (!stopping() && !agent_broken(a))
+				fprintf(stderr, "kiln run: cannot upload %s to %s: %s\n", o->put[i].local,
+					o->put[i].remote, agent_why(a, ret));
 			return ret;
 		}
 		*bytes += n;
@@ -572,39 +655,58 @@ static int do_puts(struct kiln_agent *a, const struct run_opts *o, uint64_t *byt
 	return 0;
 }
 
+/* One --get: written beside the target, renamed when complete; on any
+ * failure (the guest's error, more than --get-max, the deadline, a signal)
+ * the partial file is removed. */
+static int do_get(struct kiln_agent *a, const struct run_opts *o, const struct xfer *x,
+		  uint64_t *bytes)
+{
+	char tmp[PATH_MAX];
+	uint64_t n = 0;
+	int fd, ret;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.kiln-XXXXXX", x->local) >= (int)sizeof(tmp)) {
+		fprintf(stderr, "kiln run: cannot write %s: %s\n", x->local, strerror(ENAMETOOLONG));
+		return -ENAMETOOLONG;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		fprintf(stderr, "kiln run: cannot write %s: %s\n", x->local, strerror(errno));
+		return ret;
+	}
+	snprintf(g_step, sizeof(g_step), "downloading %s", x->remote);
+	ret = kiln_agent_get(a, x->remote, fd, o->get_max, &n);
+	if (ret == 0 && fchmod(fd, 0644) < 0)
+		ret = -errno;
+	if (close(fd) < 0 && !ret)
+		ret = -errno;
+	if (!ret && rename(tmp, x->local) < 0) {
+		ret = -errno;
+		fprintf(stderr, "kiln run: cannot write %s: %s\n", x->local, strerror(errno));
+	} else if (ret == -EFBIG) {
+		fprintf(stderr, "kiln run: cannot download %s: the guest sent more than --get-max %llu bytes; nothing was written\n",
+			x->remote, (unsigned long long)o->get_max);
+		g_reported = true;
+	} else if (ret && !stopping() && !agent_broken(a)) {
+		fprintf(stderr, "kiln run: cannot download %s: %s\n", x->remote, agent_why(a, ret));
+	}
+	if (ret)
+		unlink(tmp);
+	else
+		*bytes += n;
+	return ret;
+}
+
 static int do_gets(struct kiln_agent *a, const struct run_opts *o, uint64_t *bytes)
 {
 	int failed = 0;
 
-	for (unsigned i = 0; i < o->nget; i++) {
-		char tmp[PATH_MAX];
-		uint64_t n = 0;
-		int fd, ret;
+	for (unsigned i = 0; i < o->nget && !agent_broken(a); i++) {
+		int ret = do_get(a, o, &o->get[i], bytes);
 
-		/* Write beside the target, rename when complete: no half files. */
-		if (snprintf(tmp, sizeof(tmp), "%s.kiln-XXXXXX", o->get[i].local) >= (int)sizeof(tmp)) {
-			failed = -ENAMETOOLONG;
-			continue;
-		}
-		fd = mkostemp(tmp, O_CLOEXEC);
-		if (fd < 0) {
-			fprintf(stderr, "kiln run: cannot write %s: %s\n", o->get[i].local, strerror(errno));
-			failed = -errno;
-			continue;
-		}
-		ret = kiln_agent_get(a, o->get[i].remote, fd, &n);
-		if (ret == 0)
-			fchmod(fd, 0644);
-		close(fd);
-		if (ret || rename(tmp, o->get[i].local) < 0) {
-			fprintf(stderr, "kiln run: cannot download %s: %s\n", o->get[i].remote,
-				ret ? (kiln_agent_error(a)[0] ? kiln_agent_error(a) : strerror(-ret))
-				    : strerror(errno));
-			unlink(tmp);
-			failed = ret ? ret : -EIO;
-			continue;
-		}
-		*bytes += n;
+		if (ret && !failed)
+			failed = ret;
 	}
 	return failed;
 }
@@ -669,6 +771,11 @@ static void net_finish(struct kiln_sandbox *sb, bool reported, int *status,
 		*status = EXIT_KILN;
 }
 
+static void on_alarm(int sig)
+{
+	/* Only to interrupt a blocking write to stdout at the --timeout deadline. */
+}
+
 static int setup_signals(void)
 {
 	struct sigaction sa;
@@ -681,8 +788,55 @@ static int setup_signals(void)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = on_alarm;
+	sigaction(SIGALRM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	return 0;
+}
+
+/* SIGALRM at the deadline (and every 100 ms after it, in case the first one
+ * came between a check and a blocking write). */
+static void arm_alarm(uint64_t deadline)
+{
+	struct itimerval it = { .it_interval = { 0, 100000 } };
+	uint64_t now = now_ns(), left = deadline > now ? deadline - now : 1000;
+
+	it.it_value.tv_sec = (time_t)(left / 1000000000ULL);
+	it.it_value.tv_usec = (suseconds_t)(left % 1000000000ULL / 1000) + 1;
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/* The deadline of a step: --timeout's, or without it DEFAULT_STEP_TIMEOUT_S from now. */
+static uint64_t step_deadline(void)
+{
+	return g_deadline ? g_deadline : now_ns() + DEFAULT_STEP_TIMEOUT_S * 1000000000ULL;
+}
+
+/* Why the agent connection broke, once (signals and --timeout are told by
+ * the caller). */
+static void report_agent(struct kiln_agent *a)
+{
+	int err = kiln_agent_status(a);
+
+	if (g_reported)
+		return;
+	if (err == -ETIMEDOUT)
+		fprintf(stderr, "kiln run: the guest agent did not finish %s within %d s; the microVM was destroyed\n",
+			g_step, DEFAULT_STEP_TIMEOUT_S);
+	else if (err == -EFBIG)
+		fprintf(stderr, "kiln run: the guest agent sent more than kiln accepts while %s; the microVM was destroyed\n",
+			g_step);
+	else
+		fprintf(stderr, "kiln run: lost the guest agent while %s: %s; the microVM was destroyed\n",
+			g_step, agent_why(a, err));
+}
+
+/* No SIGALRM during the teardown: it would cut short waits and messages. */
+static void disarm_alarm(void)
+{
+	struct itimerval it = { 0 };
+
+	setitimer(ITIMER_REAL, &it, NULL);
 }
 
 int cli_run(int argc, char **argv, const char *self)
@@ -697,7 +851,7 @@ int cli_run(int argc, char **argv, const char *self)
 	struct kiln_net_config net;
 	struct kiln_net_stats ns = { 0 };
 	struct kiln_agent *a;
-	uint64_t t_start = now_ns(), t_exec = 0, t_exec_end = 0, t_down = 0, deadline = 0;
+	uint64_t t_start = now_ns(), t_exec = 0, t_exec_end = 0, t_down = 0;
 	uint64_t put_bytes = 0, get_bytes = 0;
 	long long oom_before = -1, oom_after = -1;
 	const char *limit = NULL;
@@ -727,8 +881,10 @@ int cli_run(int argc, char **argv, const char *self)
 			o.nallow ? "the VMM and kiln-net run" : "the VMM runs");
 	if (o.audit && (audit_fd = open_audit(o.audit)) < 0)
 		return EXIT_USAGE;
-	if (o.timeout_s)
-		deadline = t_start + o.timeout_s * 1000000000ULL;
+	if (o.timeout_s) {
+		g_deadline = t_start + o.timeout_s * 1000000000ULL;
+		arm_alarm(g_deadline);
+	}
 
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.vmm = o.vmm;
@@ -742,7 +898,7 @@ int cli_run(int argc, char **argv, const char *self)
 	cfg.boot_timeout_ms = DEFAULT_BOOT_TIMEOUT_MS;
 	if (o.timeout_s && o.timeout_s * 1000 < (uint64_t)cfg.boot_timeout_ms)
 		cfg.boot_timeout_ms = (int)(o.timeout_s * 1000);
-	cfg.abort = &g_signal;
+	cfg.cancel_fd = g_sigpipe[0];
 	cfg.cpu_pct = o.cpu_pct;
 	cfg.no_cgroup = o.no_cgroup;
 	cfg.no_jail = o.no_jail;
@@ -757,11 +913,12 @@ int cli_run(int argc, char **argv, const char *self)
 	if (audit_fd >= 0)
 		close(audit_fd); /* kiln-net has its own */
 	if (ret) {
-		if (ret == -EINTR && g_signal) {
-			fprintf(stderr, "kiln run: interrupted; the microVM was destroyed\n");
+		if (g_signal) {
+			fprintf(stderr, "kiln run: interrupted by %s while booting; the microVM was destroyed\n",
+				strsignal(g_signal));
 			return 128 + g_signal;
 		}
-		if (ret == -ETIMEDOUT && o.timeout_s && now_ns() >= deadline) {
+		if (ret == -ETIMEDOUT && timed_out()) {
 			fprintf(stderr, "kiln run: timed out after %llu s while booting; the microVM was destroyed\n",
 				(unsigned long long)o.timeout_s);
 			return EXIT_TIMEOUT;
@@ -772,9 +929,12 @@ int cli_run(int argc, char **argv, const char *self)
 	kiln_sandbox_times(sb, &times);
 	a = kiln_sandbox_agent(sb);
 
+	/* Before CMD: uploads, the OOM counter, the EXEC request. */
+	kiln_sandbox_set_deadline(sb, step_deadline());
 	if (do_puts(a, &o, &put_bytes))
-		goto out;
-	oom_before = guest_oom_kills(a);
+		goto stop;
+	if (guest_oom_kills(a, &oom_before) && agent_broken(a))
+		goto stop;
 
 	memset(&spec, 0, sizeof(spec));
 	spec.argv = (const char *const *)o.argv;
@@ -784,14 +944,20 @@ int cli_run(int argc, char **argv, const char *self)
 	spec.gid = o.gid;
 	spec.stdin = true;
 	t_exec = now_ns();
+	snprintf(g_step, sizeof(g_step), "starting %s", o.argv[0]);
 	ret = kiln_agent_exec(a, &spec, &ops, &st, &id);
 	if (ret) {
-		fprintf(stderr, "kiln run: cannot run %s: %s\n", o.argv[0],
-			kiln_agent_error(a)[0] ? kiln_agent_error(a) : strerror(-ret));
+		if (agent_broken(a))
+			goto stop;
+		fprintf(stderr, "kiln run: cannot run %s: %s\n", o.argv[0], agent_why(a, ret));
 		status = ret == -ENOENT ? 127 : ret == -EACCES ? 126 : EXIT_KILN;
 		goto out;
 	}
-	while (!st.exited) {
+	/* CMD runs as long as it likes unless --timeout says otherwise. No
+	 * periodic wake-up: stdin room is recomputed after every agent frame. */
+	kiln_sandbox_set_deadline(sb, g_deadline);
+	snprintf(g_step, sizeof(g_step), "running %s", o.argv[0]);
+	while (!st.exited && !stopping()) {
 		size_t room = stdin_open ? kiln_agent_stdin_room(a, id) : 0;
 		struct pollfd p[4] = {
 			{ .fd = kiln_agent_fd(a), .events = POLLIN },
@@ -801,26 +967,18 @@ int cli_run(int argc, char **argv, const char *self)
 		};
 		int wait_ms = -1;
 
-		if (stdin_open && !room)
-			wait_ms = 50; /* credit comes back with agent frames; re-check soon */
-		if (deadline) {
+		if (g_deadline) {
 			uint64_t now = now_ns();
-			int left = now >= deadline ? 0 : (int)((deadline - now) / 1000000ULL) + 1;
 
-			if (wait_ms < 0 || left < wait_ms)
-				wait_ms = left;
+			wait_ms = now >= g_deadline ? 0 : (int)((g_deadline - now) / 1000000ULL) + 1;
 		}
 		if (poll(p, 4, wait_ms) < 0 && errno != EINTR)
 			break;
-		if (g_signal || p[3].revents)
+		if (g_signal || p[3].revents || timed_out())
 			break;
-		if (deadline && now_ns() >= deadline) {
-			limit = "timeout";
-			break;
-		}
 		if (p[0].revents) {
 			ret = kiln_agent_poll(a, 0);
-			if (ret < 0 && ret != -EAGAIN && ret != -ETIMEDOUT) {
+			if (ret < 0 && agent_broken(a)) {
 				conn_err = ret;
 				break;
 			}
@@ -835,6 +993,7 @@ int cli_run(int argc, char **argv, const char *self)
 				if (w == -EPIPE) {
 					stdin_open = false;
 				} else if (w != n) {
+					conn_err = w < 0 ? (int)w : -EIO;
 					break;
 				}
 				st.in_bytes += (uint64_t)n;
@@ -846,16 +1005,8 @@ int cli_run(int argc, char **argv, const char *self)
 	}
 	t_exec_end = now_ns();
 
-	if (g_signal) {
-		fprintf(stderr, "kiln run: interrupted by %s; the microVM was destroyed\n",
-			strsignal(g_signal));
-		kiln_sandbox_kill(sb);
-		status = 128 + g_signal;
-	} else if (limit) {
-		fprintf(stderr, "kiln run: timed out after %llu s; the microVM was destroyed\n",
-			(unsigned long long)o.timeout_s);
-		kiln_sandbox_kill(sb);
-		status = EXIT_TIMEOUT;
+	if (stopping()) {
+		goto stop;
 	} else if ((net_down = kiln_sandbox_net_failed(sb, err, sizeof(err)))) {
 		fprintf(stderr, "kiln run: the network process (kiln-net) died: %s; the microVM was destroyed\n",
 			err);
@@ -871,6 +1022,8 @@ int cli_run(int argc, char **argv, const char *self)
 		 * own, so its own reason (a seccomp kill, say) is what we report. */
 		if (!kiln_sandbox_vmm_wait(sb, 2000, &vst))
 			kiln_sandbox_kill(sb);
+		if (g_signal)
+			goto stop;
 		if (kiln_sandbox_vmm_exited(sb, &vst) && vst == 128 + SIGSYS) {
 			char reason[256];
 
@@ -895,25 +1048,57 @@ int cli_run(int argc, char **argv, const char *self)
 		fprintf(stderr, "kiln run: lost the microVM while %s ran%s\n", o.argv[0], why);
 		status = EXIT_KILN;
 	} else {
+		/* After CMD: everything the guest says from here is bounded in time
+		 * (--timeout, or DEFAULT_STEP_TIMEOUT_S) and in bytes. */
 		status = st.signal ? 128 + st.signal : st.code;
-		oom_after = guest_oom_kills(a);
-		if (oom_before >= 0 && oom_after > oom_before) {
+		kiln_sandbox_set_deadline(sb, step_deadline());
+		if (guest_oom_kills(a, &oom_after) == 0 && oom_before >= 0 && oom_after > oom_before) {
 			limit = "memory";
 			fprintf(stderr, "kiln run: the guest ran out of memory (%llu MiB); its OOM killer stopped %lld process(es)\n",
 				(unsigned long long)o.mem_mib, oom_after - oom_before);
 		}
-		if (do_gets(a, &o, &get_bytes) && status == 0)
+		if (!agent_broken(a) && do_gets(a, &o, &get_bytes) && status == 0)
 			status = EXIT_KILN;
 		if (st.write_error && status == 0)
 			status = EXIT_KILN;
+		if (agent_broken(a))
+			goto stop;
+	}
+	goto out;
+
+stop:
+	/* A step was cut short: by a signal, the --timeout, or a guest agent
+	 * that broke its side of the protocol (too slow, too much, malformed). */
+	disarm_alarm();
+	kiln_sandbox_kill(sb);
+	if (g_signal) {
+		fprintf(stderr, "kiln run: interrupted by %s; the microVM was destroyed\n",
+			strsignal(g_signal));
+		status = 128 + g_signal;
+	} else if (timed_out()) {
+		fprintf(stderr, "kiln run: timed out after %llu s%s; the microVM was destroyed\n",
+			(unsigned long long)o.timeout_s, st.exited ? " (after the command had exited)" : "");
+		limit = "timeout";
+		status = EXIT_TIMEOUT;
+	} else {
+		report_agent(a);
+		if (!st.exited || status == 0)
+			status = EXIT_KILN;
 	}
 out:
+	disarm_alarm();
 	t_down = now_ns();
 	kiln_sandbox_shutdown(sb);
 	if (o.nallow)
 		net_finish(sb, net_down, &status, &ns, &have_ns);
 	kiln_sandbox_destroy(sb);
 	t_down = now_ns() - t_down;
+	/* A signal during the teardown still decides the status. */
+	if (g_signal && status != 128 + g_signal) {
+		fprintf(stderr, "kiln run: interrupted by %s; the microVM was destroyed\n",
+			strsignal(g_signal));
+		status = 128 + g_signal;
+	}
 	if (o.json)
 		print_json(&o, &st, status, limit, &times, t_exec_end > t_exec ? t_exec_end - t_exec : 0,
 			   t_down, now_ns() - t_start, put_bytes, get_bytes,

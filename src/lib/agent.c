@@ -13,6 +13,13 @@
  * While a send would block, the client keeps reading and dispatching: the
  * agent stops reading its socket when its own transmit buffer is full, so a
  * client that only wrote would deadlock against it.
+ *
+ * Every wait goes through ka_wait: one poll on the fd waited for and the
+ * caller's cancel fd, bounded by the absolute deadline (and the optional
+ * no-progress timeout). The deadline and the cancel fd are also checked
+ * after every poll that found work, so a peer that always has one more byte
+ * ready (or trickles one a second) cannot keep a call alive past them. Both
+ * are sticky: a request cut short leaves the stream mid-frame.
  */
 #include "lib/agent.h"
 
@@ -27,6 +34,8 @@
 #include <unistd.h>
 
 #include "proto.h"
+#include "sanitize.h"
+#include "util.h"
 
 #define KA_MAX_EXECS  64
 #define KA_RX_INIT    (64u * 1024)
@@ -52,7 +61,10 @@ struct kreq {
 	int cb_ret; /* first failure of a list callback or a local write */
 	uint64_t value;
 	uint64_t bytes;
-	int out_fd;
+	int out_fd;	  /* FILE_GET into a file, or */
+	uint8_t *out_buf; /* into memory (out_cap bytes) */
+	size_t out_cap;
+	uint64_t max;	  /* FILE_GET: more than this many bytes is -EFBIG */
 	struct kiln_stat *st;
 	int (*list_cb)(void *ctx, const struct kiln_dirent *e);
 	void *list_ctx;
@@ -65,7 +77,9 @@ struct kiln_agent {
 	int fd;
 	int err;	/* sticky: the connection is unusable */
 	int cb_err;	/* first failure of an output callback, for poll/wait */
-	int timeout_ms;
+	int timeout_ms; /* longest wait without progress, -1: none */
+	uint64_t deadline_ns; /* absolute (CLOCK_MONOTONIC), 0: none */
+	int cancel_fd;	/* readable: give up (-ECANCELED), -1: none */
 	int depth;	/* > 0 while dispatching to callbacks */
 	bool hello;
 	uint32_t next_id;
@@ -115,22 +129,73 @@ static int ka_ready(struct kiln_agent *a)
 	return a->err;
 }
 
-/* Everything to a local fd, waiting if it is non-blocking. */
-static int write_fd_full(int fd, const uint8_t *p, size_t n)
+/* Has the deadline passed or the cancel fd fired? 0, or the sticky error. */
+static int ka_check(struct kiln_agent *a)
+{
+	if (a->err)
+		return a->err;
+	if (a->cancel_fd >= 0) {
+		struct pollfd c = { .fd = a->cancel_fd, .events = POLLIN };
+
+		if (poll(&c, 1, 0) > 0)
+			return ka_fail(a, -ECANCELED);
+	}
+	if (a->deadline_ns && now_ns() >= a->deadline_ns)
+		return ka_fail(a, -ETIMEDOUT);
+	return 0;
+}
+
+/*
+ * The one place that blocks: until fd has one of events, the deadline
+ * passes, the cancel fd turns readable, or timeout_ms (-1: none) passed.
+ * Returns fd's revents (> 0), 0 (timeout_ms passed, or a signal: the caller
+ * looks again) or a sticky error. With progress, timeout_ms passing is the
+ * sticky -ETIMEDOUT of kiln_agent_set_timeout.
+ */
+static int ka_wait(struct kiln_agent *a, int fd, short events, int timeout_ms, bool progress)
+{
+	struct pollfd p[2] = { { .fd = fd, .events = events },
+			       { .fd = a->cancel_fd, .events = POLLIN } };
+	int n, r, ms = timeout_ms;
+	bool capped;
+
+	if (a->deadline_ns) {
+		uint64_t now = now_ns(), left;
+
+		if (now >= a->deadline_ns)
+			return ka_fail(a, -ETIMEDOUT);
+		left = (a->deadline_ns - now + 999999) / 1000000;
+		if (ms < 0 || left < (uint64_t)ms)
+			ms = left > INT32_MAX ? INT32_MAX : (int)left;
+	}
+	capped = ms != timeout_ms;
+	n = poll(p, 2, ms);
+	if (n < 0 && errno != EINTR)
+		return ka_fail(a, -errno);
+	r = ka_check(a);
+	if (r)
+		return r;
+	if (n > 0 && p[0].revents)
+		return p[0].revents;
+	if (n == 0 && !capped && timeout_ms >= 0 && progress)
+		return ka_fail(a, -ETIMEDOUT); /* no progress for timeout_ms */
+	return 0; /* interrupted: the caller looks again */
+}
+
+/* Everything to a local fd (a FILE_GET sink), waiting if it is non-blocking. */
+static int write_fd_full(struct kiln_agent *a, int fd, const uint8_t *p, size_t n)
 {
 	while (n) {
 		ssize_t w = write(fd, p, n);
+		int r;
 
 		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-
-				poll(&pfd, 1, -1);
-				continue;
-			}
-			return -errno;
+			if (errno != EINTR && errno != EAGAIN)
+				return -errno;
+			r = errno == EAGAIN ? ka_wait(a, fd, POLLOUT, a->timeout_ms, true) : ka_check(a);
+			if (r < 0)
+				return r;
+			continue;
 		}
 		p += w;
 		n -= (size_t)w;
@@ -155,7 +220,7 @@ static int reply_frame(struct kiln_agent *a, const struct proto_hdr *h, const ui
 	case PROTO_ERROR:
 		if (proto_dec_error(p, h->len, &err))
 			goto out;
-		snprintf(a->errmsg, sizeof(a->errmsg), "%s", err.msg);
+		text_sanitize_str(a->errmsg, sizeof(a->errmsg), err.msg);
 		r->result = -err.err;
 		break;
 	case PROTO_OK:
@@ -210,8 +275,15 @@ static int reply_frame(struct kiln_agent *a, const struct proto_hdr *h, const ui
 	case PROTO_FILE_DATA:
 		if (r->type != PROTO_FILE_GET || (h->flags & PROTO_F_ABORT))
 			goto out;
-		if (!r->cb_ret && h->len)
-			r->cb_ret = write_fd_full(r->out_fd, p, h->len);
+		/* The cap before a byte goes anywhere; beyond it the stream is cut. */
+		if (h->len > r->max - r->bytes) {
+			ret = -EFBIG;
+			goto out;
+		}
+		if (!r->cb_ret && h->len && r->out_buf)
+			memcpy(r->out_buf + r->bytes, p, h->len);
+		else if (!r->cb_ret && h->len)
+			r->cb_ret = write_fd_full(a, r->out_fd, p, h->len);
 		r->bytes += h->len;
 		if (!(h->flags & PROTO_F_EOF))
 			return 0;
@@ -300,7 +372,7 @@ static int dispatch_frame(struct kiln_agent *a, const struct proto_hdr *h, const
 	if (h->id == 0 && h->type == PROTO_ERROR) {
 		/* The agent gave up on this connection. */
 		if (!proto_dec_error(p, h->len, &err))
-			snprintf(a->errmsg, sizeof(a->errmsg), "%s", err.msg);
+			text_sanitize_str(a->errmsg, sizeof(a->errmsg), err.msg);
 		return ka_fail(a, -EPROTO);
 	}
 	if (a->req.active && !a->req.done && h->id == a->req.id)
@@ -369,22 +441,31 @@ static int read_some(struct kiln_agent *a)
 	return dispatch(a);
 }
 
-/* Wait up to timeout_ms for input and dispatch it; 1 on timeout. */
-static int pump(struct kiln_agent *a, int timeout_ms)
+/* Wait up to timeout_ms (-1: only the deadline bounds it) for input and
+ * dispatch it; 1 when timeout_ms passed, or with progress the sticky
+ * -ETIMEDOUT of kiln_agent_set_timeout. */
+static int pump(struct kiln_agent *a, int timeout_ms, bool progress)
 {
-	struct pollfd pfd = { .fd = a->fd, .events = POLLIN };
-	int n;
+	uint64_t until = timeout_ms >= 0 ? now_ns() + (uint64_t)timeout_ms * 1000000ULL : 0;
 
-	if (a->err)
-		return a->err;
-	do
-		n = poll(&pfd, 1, timeout_ms);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return ka_fail(a, -errno);
-	if (n == 0)
-		return 1;
-	return read_some(a);
+	for (;;) {
+		int r, ms = -1;
+
+		if (a->err)
+			return a->err;
+		if (timeout_ms >= 0) {
+			uint64_t now = now_ns();
+
+			ms = now >= until ? 0 : (int)((until - now + 999999) / 1000000);
+		}
+		r = ka_wait(a, a->fd, POLLIN, ms, progress);
+		if (r > 0)
+			return read_some(a);
+		if (r < 0)
+			return r;
+		if (timeout_ms >= 0 && now_ns() >= until)
+			return 1;
+	}
 }
 
 /* ------------------------------------------------------------- sending */
@@ -394,11 +475,10 @@ static int send_frame(struct kiln_agent *a, const void *p1, size_t n1, const voi
 {
 	struct iovec iov[2] = { { (void *)p1, n1 }, { (void *)p2, n2 } };
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = n2 ? 2 : 1 };
+	int r = ka_check(a);
 
-	while (!a->err && (iov[0].iov_len || iov[1].iov_len)) {
-		struct pollfd pfd = { .fd = a->fd, .events = POLLIN | POLLOUT };
+	while (!r && (iov[0].iov_len || iov[1].iov_len)) {
 		ssize_t n = sendmsg(a->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-		int r;
 
 		if (n >= 0) {
 			size_t k = (size_t)n, take = k < iov[0].iov_len ? k : iov[0].iov_len;
@@ -406,29 +486,27 @@ static int send_frame(struct kiln_agent *a, const void *p1, size_t n1, const voi
 			iov[0].iov_base = (uint8_t *)iov[0].iov_base + take;
 			iov[0].iov_len -= take;
 			k -= take;
-			iov[1].iov_base = (uint8_t *)iov[1].iov_base + k;
-			iov[1].iov_len -= k;
+			if (k) { /* never offset a NULL data part (a frame without one) */
+				iov[1].iov_base = (uint8_t *)iov[1].iov_base + k;
+				iov[1].iov_len -= k;
+			}
 			if (!iov[0].iov_len) {
 				msg.msg_iov = &iov[1];
 				msg.msg_iovlen = 1;
 			}
 			continue;
 		}
-		if (errno == EINTR)
+		if (errno == EINTR) {
+			r = ka_check(a);
 			continue;
+		}
 		if (errno != EAGAIN)
 			return ka_fail(a, errno == EPIPE ? -ECONNRESET : -errno);
-		do
-			r = poll(&pfd, 1, a->timeout_ms);
-		while (r < 0 && errno == EINTR);
-		if (r < 0)
-			return ka_fail(a, -errno);
-		if (r == 0)
-			return ka_fail(a, -ETIMEDOUT);
-		if (pfd.revents & POLLIN)
-			read_some(a);
+		r = ka_wait(a, a->fd, POLLIN | POLLOUT, a->timeout_ms, true);
+		if (r > 0)
+			r = (r & POLLIN) ? read_some(a) : a->err;
 	}
-	return a->err;
+	return r ? r : a->err;
 }
 
 static int req_begin(struct kiln_agent *a, uint16_t type, uint32_t *id)
@@ -455,11 +533,8 @@ static int req_wait(struct kiln_agent *a)
 {
 	int ret = 0;
 
-	while (!a->req.done && !ret) {
-		ret = pump(a, a->timeout_ms);
-		if (ret == 1)
-			ret = ka_fail(a, -ETIMEDOUT);
-	}
+	while (!a->req.done && !ret)
+		ret = pump(a, a->timeout_ms, true);
 	a->req.active = false;
 	if (ret)
 		return ret;
@@ -527,6 +602,7 @@ int kiln_agent_create(int fd, struct kiln_agent **out)
 	a->rx_cap = KA_RX_INIT;
 	a->fd = fd;
 	a->timeout_ms = -1;
+	a->cancel_fd = -1;
 	a->max_payload = 4096;
 	*out = a;
 	return 0;
@@ -549,6 +625,21 @@ int kiln_agent_fd(const struct kiln_agent *a)
 void kiln_agent_set_timeout(struct kiln_agent *a, int timeout_ms)
 {
 	a->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+}
+
+void kiln_agent_set_deadline(struct kiln_agent *a, uint64_t deadline_ns)
+{
+	a->deadline_ns = deadline_ns;
+}
+
+void kiln_agent_set_cancel_fd(struct kiln_agent *a, int fd)
+{
+	a->cancel_fd = fd;
+}
+
+int kiln_agent_status(const struct kiln_agent *a)
+{
+	return a->err;
 }
 
 const char *kiln_agent_error(const struct kiln_agent *a)
@@ -722,7 +813,7 @@ int kiln_agent_poll(struct kiln_agent *a, int timeout_ms)
 	if (!ret) {
 		ret = dispatch(a);
 		if (!ret) {
-			ret = pump(a, timeout_ms);
+			ret = pump(a, timeout_ms, false);
 			if (ret == 1)
 				ret = 0;
 		}
@@ -780,12 +871,11 @@ int kiln_agent_put(struct kiln_agent *a, int fd, const char *path,
 	while (!ret) {
 		ssize_t n = read(fd, buf, chunk);
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN) {
-			struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+			int r = errno == EAGAIN ? ka_wait(a, fd, POLLIN, -1, false) : ka_check(a);
 
-			poll(&pfd, 1, -1);
+			if (r < 0)
+				ret = r;
 			continue;
 		}
 		if (n < 0) {
@@ -812,15 +902,16 @@ int kiln_agent_put(struct kiln_agent *a, int fd, const char *path,
 	return local ? local : ret;
 }
 
-int kiln_agent_get(struct kiln_agent *a, const char *path, int fd, uint64_t *bytes)
+/* FILE_GET into the sink set up by the caller in a->req after req_begin. */
+static int get_into(struct kiln_agent *a, const char *path, int fd, uint8_t *mem, size_t cap,
+		    uint64_t max, uint64_t *bytes)
 {
 	struct proto_path m = { .uid = PROTO_ID_KEEP, .gid = PROTO_ID_KEEP };
 	uint8_t buf[KA_PATH_FRAME];
 	uint32_t id;
 	int ret;
 
-	if (bytes)
-		*bytes = 0;
+	*bytes = 0;
 	if (strlen(path) > PROTO_PATH_MAX)
 		return -ENAMETOOLONG;
 	memcpy(m.path, path, strlen(path) + 1);
@@ -828,9 +919,31 @@ int kiln_agent_get(struct kiln_agent *a, const char *path, int fd, uint64_t *byt
 	if (ret)
 		return ret;
 	a->req.out_fd = fd;
+	a->req.out_buf = mem;
+	a->req.out_cap = cap;
+	a->req.max = mem && cap < max ? cap : max;
 	ret = req_run(a, buf, proto_enc_path(buf, sizeof(buf), PROTO_FILE_GET, id, &m));
+	*bytes = a->req.bytes;
+	return ret;
+}
+
+int kiln_agent_get(struct kiln_agent *a, const char *path, int fd, uint64_t max, uint64_t *bytes)
+{
+	uint64_t n;
+	int ret = get_into(a, path, fd, NULL, 0, max, &n);
+
 	if (bytes)
-		*bytes = a->req.bytes;
+		*bytes = n;
+	return ret;
+}
+
+int kiln_agent_get_buf(struct kiln_agent *a, const char *path, void *buf, size_t cap,
+		       size_t *len)
+{
+	uint64_t n;
+	int ret = get_into(a, path, -1, buf, cap, cap, &n);
+
+	*len = (size_t)n;
 	return ret;
 }
 

@@ -26,8 +26,14 @@
  *
  * All functions return 0 (or a count) or a negative errno. Errors the agent
  * reports come back as their errno (-ENOENT, ...) with its message in
- * kiln_agent_error(); a broken connection (-EPROTO, -ECONNRESET, -ETIMEDOUT)
- * is sticky.
+ * kiln_agent_error(); a broken connection (-EPROTO, -ECONNRESET, -ETIMEDOUT,
+ * -ECANCELED, -EFBIG) is sticky.
+ *
+ * Bounds (the agent is untrusted): an absolute deadline and a cancel fd, both
+ * data the caller sets, bound every call, including one whose peer always
+ * has one more byte ready or trickles one a second; the no-progress timeout
+ * is only an extra. Nothing read from the agent grows without a cap: one
+ * frame at a time, FILE_GET at most `max` bytes, error text as below.
  */
 #ifndef KILN_LIB_AGENT_H
 #define KILN_LIB_AGENT_H
@@ -83,9 +89,19 @@ struct kiln_put_opts {
 int kiln_agent_create(int fd, struct kiln_agent **out);
 void kiln_agent_free(struct kiln_agent *a);
 int kiln_agent_fd(const struct kiln_agent *a);
-/* Longest wait without progress in any call; -1 (default): no limit. */
+/* Longest wait without progress in a request; -1 (default): no limit. */
 void kiln_agent_set_timeout(struct kiln_agent *a, int timeout_ms);
-/* The agent's message for the last error it reported, or "". */
+/* Every call gives up at this absolute CLOCK_MONOTONIC time (now_ns()) with
+ * -ETIMEDOUT, sticky; 0 (default): none. May be moved at any time. */
+void kiln_agent_set_deadline(struct kiln_agent *a, uint64_t deadline_ns);
+/* Every call gives up with -ECANCELED (sticky) once fd is readable (a signal
+ * handler's self-pipe, an eventfd): polled together with the connection,
+ * never read. -1 (default): none. */
+void kiln_agent_set_cancel_fd(struct kiln_agent *a, int fd);
+/* 0 while the connection is usable, else its sticky error. */
+int kiln_agent_status(const struct kiln_agent *a);
+/* The agent's message for the last error it reported, or "": guest text made
+ * safe for a terminal (text_sanitize: control bytes escaped, bounded). */
 const char *kiln_agent_error(const struct kiln_agent *a);
 
 /* First call on a connection. caps: PROTO_CAP_* bits (may be NULL). */
@@ -111,8 +127,12 @@ int kiln_agent_wait(struct kiln_agent *a, uint32_t exec_id);
 /* Upload everything readable from fd to path (created or truncated). opts NULL: 0644. */
 int kiln_agent_put(struct kiln_agent *a, int fd, const char *path,
 		   const struct kiln_put_opts *opts, uint64_t *bytes);
-/* Download a regular file into fd. */
-int kiln_agent_get(struct kiln_agent *a, const char *path, int fd, uint64_t *bytes);
+/* Download a regular file into fd; more than max bytes is -EFBIG (sticky:
+ * the rest of the stream is not read; the caller removes what it wrote). */
+int kiln_agent_get(struct kiln_agent *a, const char *path, int fd, uint64_t max, uint64_t *bytes);
+/* The same into buf, at most cap bytes (-EFBIG beyond); *len what came. */
+int kiln_agent_get_buf(struct kiln_agent *a, const char *path, void *buf, size_t cap,
+		       size_t *len);
 int kiln_agent_stat(struct kiln_agent *a, const char *path, bool nofollow, struct kiln_stat *st);
 /* cb returning non-zero stops calling it; that value is returned once the listing ends. */
 int kiln_agent_list(struct kiln_agent *a, const char *path,

@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -20,6 +22,7 @@
 #include "lib/cgroup.h"
 #include "lib/netproc.h"
 #include "lib/vsock_uds.h"
+#include "sanitize.h"
 #include "util.h"
 
 #define AGENT_PORT 52
@@ -30,12 +33,18 @@
 #define NET_GRACE_MS 2000  /* kiln-net ending by itself once the VMM is gone */
 #define NET_REAP_MS 500    /* waiting for an ended kiln-net's exit status */
 #define SHUTDOWN_GRACE_MS 10000
+#define SHUTDOWN_REPLY_MS 5000 /* the agent's answer to SHUTDOWN */
+#define CONNECT_TRY_MS 100     /* one attempt to reach the agent while booting */
+#define CONNECT_PAUSE_MS 20    /* between attempts (the VMM has no "listening" event) */
 #define RUN_PREFIX "run."
 
 struct kiln_sandbox {
 	char dir[PATH_MAX];
 	char sock[108];
 	pid_t vmm;
+	int pidfd;	/* the VMM's, or -1 (then waits look every 5 ms) */
+	int cancel_fd;
+	uint64_t deadline; /* 0: none */
 	bool reaped;
 	int vmm_status;
 	bool killed;
@@ -54,6 +63,41 @@ static void sleep_ms(unsigned ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 
 	nanosleep(&ts, NULL);
+}
+
+static bool cancelled(const struct kiln_sandbox *s)
+{
+	struct pollfd p = { .fd = s->cancel_fd, .events = POLLIN };
+
+	return s->cancel_fd >= 0 && poll(&p, 1, 0) > 0;
+}
+
+/* ms until deadline (0 when past), at most cap. */
+static int ms_left(uint64_t deadline, int cap)
+{
+	uint64_t now = now_ns(), left;
+
+	if (now >= deadline)
+		return 0;
+	left = (deadline - now + 999999) / 1000000;
+	return left < (uint64_t)cap ? (int)left : cap;
+}
+
+/* Until the VMM has exited (reaped here), the deadline, or (cancellable) the
+ * cancel fd: one poll on its pidfd and the cancel fd, no sleeping loop. */
+static bool vmm_wait_until(struct kiln_sandbox *s, uint64_t deadline, bool cancellable)
+{
+	while (!kiln_sandbox_vmm_exited(s, NULL)) {
+		struct pollfd p[2] = { { .fd = s->pidfd, .events = POLLIN },
+				       { .fd = cancellable ? s->cancel_fd : -1, .events = POLLIN } };
+		int ms = ms_left(deadline, s->pidfd >= 0 ? 1000000 : 5);
+
+		if (!ms && now_ns() >= deadline)
+			break;
+		if (poll(p, 2, ms) > 0 && p[1].revents)
+			break;
+	}
+	return kiln_sandbox_vmm_exited(s, NULL);
 }
 
 /* ${TMPDIR:-/tmp}/kiln-<uid>: private to this user. */
@@ -325,6 +369,7 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	/* The VMM holds its own copy now: kiln-net must see the hang-up when it ends. */
 	if (s->net)
 		kiln_netproc_close_vmm_end(s->net);
+	s->pidfd = (int)syscall(SYS_pidfd_open, s->vmm, 0); /* -1 before Linux 5.3 */
 	return 0;
 }
 
@@ -349,7 +394,8 @@ static void log_last_line(const struct kiln_sandbox *s, const char *name, char *
 	tail[n] = 0;
 	while (n > 0 && tail[n - 1] == '\n')
 		tail[--n] = 0;
-	snprintf(buf, len, "%s", strrchr(tail, '\n') ? strrchr(tail, '\n') + 1 : tail);
+	/* Such lines may carry what the guest made them say: made printable. */
+	text_sanitize_str(buf, len, strrchr(tail, '\n') ? strrchr(tail, '\n') + 1 : tail);
 }
 
 static void vmm_last_line(const struct kiln_sandbox *s, char *buf, size_t len)
@@ -396,14 +442,16 @@ bool kiln_sandbox_vmm_exited(struct kiln_sandbox *s, int *status)
 	return s->reaped;
 }
 
-static int wait_agent(struct kiln_sandbox *s, int timeout_ms, const volatile int *abort,
-		      char *err, size_t errlen)
+/* Reach the agent and greet it, all within timeout_ms of the spawn. */
+static int wait_agent(struct kiln_sandbox *s, int timeout_ms, char *err, size_t errlen)
 {
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	uint64_t deadline = s->t0 + (uint64_t)timeout_ms * 1000000ULL;
 	char why[256];
 	int ret, fd = -1, st;
 
 	for (;;) {
+		struct pollfd c = { .fd = s->cancel_fd, .events = POLLIN };
+
 		if (kiln_sandbox_vmm_exited(s, &st)) {
 			vmm_last_line(s, why, sizeof(why));
 			snprintf(err, errlen, "the microVM ended while booting: %s", why);
@@ -414,22 +462,23 @@ static int wait_agent(struct kiln_sandbox *s, int timeout_ms, const volatile int
 				 why);
 			return -ECHILD;
 		}
-		if (abort && *abort) {
+		if (cancelled(s)) {
 			snprintf(err, errlen, "interrupted while booting");
-			return -EINTR;
+			return -ECANCELED;
 		}
-		if (now_ns() > deadline) {
+		if (now_ns() >= deadline) {
 			snprintf(err, errlen, "the guest agent did not answer within %d s", timeout_ms / 1000);
 			return -ETIMEDOUT;
 		}
-		ret = vsock_uds_connect(s->sock, AGENT_PORT, 200, &fd);
+		ret = vsock_uds_connect(s->sock, AGENT_PORT, ms_left(deadline, CONNECT_TRY_MS), &fd);
 		if (ret == 0)
 			break;
 		if (ret != -ECONNREFUSED && ret != -ENOENT && ret != -ETIMEDOUT && ret != -ECONNRESET) {
 			snprintf(err, errlen, "cannot reach the guest agent: %s", strerror(-ret));
 			return ret;
 		}
-		sleep_ms(20);
+		/* A pause that the cancel fd (a signal) cuts short. */
+		poll(&c, s->cancel_fd >= 0 ? 1 : 0, ms_left(deadline, CONNECT_PAUSE_MS));
 	}
 	ret = kiln_agent_create(fd, &s->agent);
 	if (ret) {
@@ -437,13 +486,23 @@ static int wait_agent(struct kiln_sandbox *s, int timeout_ms, const volatile int
 		snprintf(err, errlen, "cannot set up the agent connection: %s", strerror(-ret));
 		return ret;
 	}
-	kiln_agent_set_timeout(s->agent, 30000);
+	kiln_agent_set_cancel_fd(s->agent, s->cancel_fd);
+	kiln_agent_set_deadline(s->agent, deadline); /* a silent or trickling hello too */
 	ret = kiln_agent_hello(s->agent, NULL);
-	if (ret) {
-		snprintf(err, errlen, "the guest agent did not greet us: %s", strerror(-ret));
+	if (ret == -ECANCELED) {
+		snprintf(err, errlen, "interrupted while booting");
 		return ret;
 	}
-	kiln_agent_set_timeout(s->agent, -1);
+	if (ret == -ETIMEDOUT) {
+		snprintf(err, errlen, "the guest agent did not greet us within %d s", timeout_ms / 1000);
+		return ret;
+	}
+	if (ret) {
+		snprintf(err, errlen, "the guest agent did not greet us: %s%s%s", strerror(-ret),
+			 kiln_agent_error(s->agent)[0] ? ": " : "", kiln_agent_error(s->agent));
+		return ret;
+	}
+	kiln_agent_set_deadline(s->agent, s->deadline);
 	return 0;
 }
 
@@ -471,7 +530,8 @@ int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_con
 		snprintf(err, errlen, "out of memory");
 		return ret;
 	}
-	s->scratch_fd = s->image_fd = -1;
+	s->scratch_fd = s->image_fd = s->pidfd = -1;
+	s->cancel_fd = c->cancel_fd;
 	s->t0 = now_ns();
 	s->image_fd = open(c->image, O_RDONLY | O_CLOEXEC);
 	if (s->image_fd < 0) {
@@ -506,7 +566,7 @@ int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_con
 	ret = spawn_vmm(s, c, err, errlen);
 	if (ret)
 		goto out;
-	ret = wait_agent(s, c->boot_timeout_ms, c->abort, err, errlen);
+	ret = wait_agent(s, c->boot_timeout_ms, err, errlen);
 	if (ret)
 		goto out;
 	s->times.boot_ns = now_ns() - s->t0;
@@ -524,6 +584,13 @@ out:
 struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s)
 {
 	return s->agent;
+}
+
+void kiln_sandbox_set_deadline(struct kiln_sandbox *s, uint64_t deadline_ns)
+{
+	s->deadline = deadline_ns;
+	if (s->agent)
+		kiln_agent_set_deadline(s->agent, deadline_ns);
 }
 
 pid_t kiln_sandbox_vmm_pid(const struct kiln_sandbox *s)
@@ -552,10 +619,7 @@ static void reap_group(pid_t pgid)
 
 bool kiln_sandbox_vmm_wait(struct kiln_sandbox *s, int timeout_ms, int *status)
 {
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
-
-	while (!kiln_sandbox_vmm_exited(s, status) && now_ns() < deadline)
-		sleep_ms(5);
+	vmm_wait_until(s, now_ns() + (uint64_t)timeout_ms * 1000000ULL, true);
 	return kiln_sandbox_vmm_exited(s, status);
 }
 
@@ -604,18 +668,15 @@ bool kiln_sandbox_net_failed(struct kiln_sandbox *s, char *buf, size_t len)
 	return true;
 }
 
-static void reap_vmm(struct kiln_sandbox *s)
+/* Wait for the VMM to end by itself until grace_deadline (cut short by the
+ * cancel fd), then SIGKILL and reap it. */
+static void reap_vmm(struct kiln_sandbox *s, uint64_t grace_deadline)
 {
-	uint64_t deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
-
-	while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
-		sleep_ms(5);
-	if (!s->reaped) {
+	if (!vmm_wait_until(s, grace_deadline, true)) {
 		if (kill(-s->vmm, SIGKILL) < 0)
 			kill(s->vmm, SIGKILL);
-		deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
-		while (!kiln_sandbox_vmm_exited(s, NULL) && now_ns() < deadline)
-			sleep_ms(5);
+		/* Not cancellable: a SIGKILLed process is reaped promptly. */
+		vmm_wait_until(s, now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL, false);
 	}
 	/* A VMM that survives SIGKILL is stuck in the host kernel: say so
 	 * rather than hang; it is reparented when we exit. */
@@ -627,17 +688,29 @@ static void reap_vmm(struct kiln_sandbox *s)
 
 void kiln_sandbox_shutdown(struct kiln_sandbox *s)
 {
+	uint64_t grace;
+	bool agreed = false;
+
 	if (!s || s->shut)
 		return;
 	s->shut = true;
-	if (s->agent && !s->killed && !s->reaped) {
-		kiln_agent_set_timeout(s->agent, 5000);
-		kiln_agent_shutdown(s->agent);
+	if (s->agent && !s->killed && !s->reaped && !cancelled(s)) {
+		uint64_t dl = now_ns() + SHUTDOWN_REPLY_MS * 1000000ULL;
+
+		kiln_agent_set_deadline(s->agent, s->deadline && s->deadline < dl ? s->deadline : dl);
+		agreed = kiln_agent_shutdown(s->agent) == 0;
 	}
 	kiln_agent_free(s->agent);
 	s->agent = NULL;
+	/* Only a guest that agreed to go gets time to reset by itself. */
+	grace = now_ns();
+	if (agreed) {
+		grace += SHUTDOWN_GRACE_MS * 1000000ULL;
+		if (s->deadline && s->deadline < grace)
+			grace = s->deadline;
+	}
 	if (s->vmm > 0)
-		reap_vmm(s);
+		reap_vmm(s, grace);
 	/* The VMM's end of the socket pair is closed: kiln-net sees the hang-up. */
 	if (s->net)
 		kiln_netproc_stop(s->net, NET_GRACE_MS);
@@ -664,6 +737,8 @@ void kiln_sandbox_destroy(struct kiln_sandbox *s)
 	/* Kills whatever is left in it (the VMM inside the jail), then removes it. */
 	kiln_cgroup_destroy(s->cg);
 	kiln_netproc_free(s->net);
+	if (s->pidfd >= 0)
+		close(s->pidfd);
 	if (s->scratch_fd >= 0)
 		close(s->scratch_fd);
 	if (s->image_fd >= 0)

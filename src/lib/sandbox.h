@@ -31,9 +31,12 @@ struct kiln_sandbox_config {
 	uint64_t mem_mib;
 	uint64_t disk_mib;   /* writable scratch disk (vdb), 0: the guest uses tmpfs */
 	const char *console; /* file for the guest console, NULL: discarded */
-	int boot_timeout_ms; /* waiting for the agent */
-	/* Checked while booting: non-zero makes create give up with -EINTR. */
-	const volatile int *abort;
+	int boot_timeout_ms; /* spawn to the agent's hello, in all */
+	/* Readable (a signal handler's self-pipe): every wait here and in the
+	 * agent client gives up at once (create: -ECANCELED; shutdown: the VM is
+	 * killed, not waited for). Polled, never read. -1: none (set it: 0 is
+	 * stdin). */
+	int cancel_fd;
 	/* Defence in depth (docs/security.md). Each "no_" is for diagnosis only. */
 	unsigned cpu_pct;    /* cgroup cpu.max in % of one host CPU; 0: cpus * 100 */
 	bool no_cgroup;
@@ -60,6 +63,10 @@ struct kiln_sandbox_times {
 int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
 			size_t errlen);
 struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s);
+/* Absolute CLOCK_MONOTONIC deadline (now_ns()) for every later step: the
+ * agent's calls and kiln_sandbox_shutdown's waits. 0: none (shutdown then
+ * still bounds its own steps). */
+void kiln_sandbox_set_deadline(struct kiln_sandbox *s, uint64_t deadline_ns);
 pid_t kiln_sandbox_vmm_pid(const struct kiln_sandbox *s);
 void kiln_sandbox_times(const struct kiln_sandbox *s, struct kiln_sandbox_times *t);
 /* The VM's cgroup usage; -ENOENT without a cgroup. */
@@ -81,9 +88,11 @@ int kiln_sandbox_net_fd(const struct kiln_sandbox *s);
  * Then why (its last stderr line and how it ended, e.g. "kiln-net: ...
  * (exit 1)") is in buf. Waits up to 0.5 s for the VMM when kiln-net ended. */
 bool kiln_sandbox_net_failed(struct kiln_sandbox *s, char *buf, size_t len);
-/* Orderly end without freeing: guest shutdown (unless killed), reap the VMM
- * (SIGKILL after a grace period), then let kiln-net end (it sees the VMM
- * hang up; SIGKILL after 2 s) and read its counters. Idempotent. */
+/* Orderly end without freeing: guest shutdown (unless killed; at most 5 s
+ * and the deadline), reap the VMM (SIGKILL at once if the agent did not
+ * agree, or after a grace period of 10 s within the deadline, or when the
+ * cancel fd fires), then let kiln-net end (it sees the VMM hang up; SIGKILL
+ * after 2 s) and read its counters. Idempotent. */
 void kiln_sandbox_shutdown(struct kiln_sandbox *s);
 /* After kiln_sandbox_shutdown: kiln-net's counters. 0, -ENOENT without
  * network, -ENODATA when it reported none. */

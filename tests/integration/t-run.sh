@@ -127,6 +127,8 @@ bad "--mem smaller than a guest needs" 'less than the 64 MiB' --image "$TINY" --
 bad "no command" 'no command' --image "$TINY"
 bad "--cpus 0" 'cpus' --image "$TINY" --cpus 0 -- true
 bad "relative --put target" 'must be absolute' --image "$TINY" --put "$work/put.bin:rel" -- true
+bad "--get-max 0" 'get-max must be bytes' --image "$TINY" --get-max 0 -- true
+bad "--get-max beyond 1T" 'get-max must be bytes' --image "$TINY" --get-max 2T -- true
 expect_eq "bad input started no VMM" 0 "$(vmms)"
 
 # --- the default Debian image --------------------------------------------------------------

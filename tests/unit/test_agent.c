@@ -503,7 +503,7 @@ static void test_files(void **state)
 	snprintf(path, sizeof(path), "%s/a/b/blob", base);
 	assert_int_equal(kiln_agent_put(a, in, path, &po, &bytes), 0);
 	assert_true(bytes == total);
-	assert_int_equal(kiln_agent_get(a, path, out, &bytes), 0);
+	assert_int_equal(kiln_agent_get(a, path, out, UINT64_MAX, &bytes), 0);
 	assert_true(bytes == total);
 	assert_int_equal(pread(out, back, total, 0), (ssize_t)total);
 	assert_memory_equal(data, back, total);
@@ -546,9 +546,9 @@ static void test_files(void **state)
 
 	/* Errors. */
 	snprintf(path, sizeof(path), "%s/a", base);
-	assert_int_equal(kiln_agent_get(a, path, out, NULL), -EISDIR);
+	assert_int_equal(kiln_agent_get(a, path, out, UINT64_MAX, NULL), -EISDIR);
 	assert_int_equal(kiln_agent_remove(a, path, false), -ENOTEMPTY);
-	assert_int_equal(kiln_agent_get(a, "relative/path", out, NULL), -EINVAL);
+	assert_int_equal(kiln_agent_get(a, "relative/path", out, UINT64_MAX, NULL), -EINVAL);
 	assert_int_equal(kiln_agent_stat(a, "/nonexistent/kiln", false, &st), -ENOENT);
 	assert_int_equal(kiln_agent_list(a, "/nonexistent/kiln", count_dirent, &n), -ENOENT);
 	snprintf(path, sizeof(path), "%s/no/such/dir/file", base);
@@ -684,7 +684,7 @@ static void test_small_txbuf(void **state)
 	assert_int_equal(lseek(in, 0, SEEK_SET), 0);
 	snprintf(path, sizeof(path), "%s/small-blob", srv.dir);
 	assert_int_equal(kiln_agent_put(a, in, path, NULL, &bytes), 0);
-	assert_int_equal(kiln_agent_get(a, path, out, &bytes), 0);
+	assert_int_equal(kiln_agent_get(a, path, out, UINT64_MAX, &bytes), 0);
 	assert_true(bytes == total);
 	assert_int_equal(pread(out, back, total, 0), (ssize_t)total);
 	assert_memory_equal(data, back, total);
@@ -1179,6 +1179,296 @@ static void test_bootargs(void **state)
 }
 
 /* Last: SHUTDOWN ends the loop (test mode: no reboot) after the reply. */
+/* ------------------------------- a hostile peer on a socketpair (bounds) */
+
+enum peer_mode {
+	PEER_HELLO_HANG,  /* read the HELLO, never answer */
+	PEER_SILENT,	  /* greet, then read everything and answer nothing */
+	PEER_TRICKLE,	  /* greet, then one byte of valid FILE_DATA frames every 20 ms */
+	PEER_FLOOD,	  /* greet, then 64 KiB FILE_DATA frames without end */
+	PEER_EMPTY_FLOOD, /* greet, then empty FILE_DATA frames without end */
+	PEER_NO_READ,	  /* greet, then never read again */
+	PEER_EVIL_ERROR,  /* greet, then answer the next request with an escape-laden ERROR */
+};
+
+struct peer {
+	int fd;
+	enum peer_mode mode;
+	pthread_t th;
+	uint64_t sent;
+};
+
+static int peer_read_frame(int fd, struct proto_hdr *h, uint8_t *buf)
+{
+	size_t got = 0;
+
+	while (got < PROTO_HDR_SIZE) {
+		ssize_t n = read(fd, buf + got, PROTO_HDR_SIZE - got);
+
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	if (proto_hdr_decode(buf, PROTO_FROM_CLIENT, h) || h->len > PROTO_MAX_PAYLOAD)
+		return -1;
+	got = 0;
+	while (got < h->len) {
+		ssize_t n = read(fd, buf + PROTO_HDR_SIZE + got, h->len - got);
+
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static bool peer_send(struct peer *p, const void *buf, size_t n)
+{
+	const uint8_t *b = buf;
+
+	while (n) {
+		ssize_t w = send(p->fd, b, n, MSG_NOSIGNAL);
+
+		if (w <= 0)
+			return false;
+		b += w;
+		n -= (size_t)w;
+		p->sent += (size_t)w;
+	}
+	return true;
+}
+
+static void *peer_thread(void *arg)
+{
+	static const char evil[] = "\x1b]0;title\x07\x1b[2J\r\nforged\x9b\xc2\x9b\x7f end";
+	struct peer *p = arg;
+	uint8_t *buf = malloc(PROTO_MAX_FRAME), *data = calloc(1, 65536);
+	struct proto_hello_ok ok = { .version = PROTO_VERSION,
+				     .caps = PROTO_CAP_EXEC | PROTO_CAP_FILES,
+				     .max_payload = PROTO_MAX_PAYLOAD, .stdin_window = 65536 };
+	struct proto_hdr h;
+	uint8_t out[PROTO_HDR_SIZE + 65536];
+	int n;
+
+	if (!buf || !data || peer_read_frame(p->fd, &h, buf) || h.type != PROTO_HELLO)
+		goto out;
+	if (p->mode == PEER_HELLO_HANG)
+		goto drain;
+	n = proto_enc_hello_ok(out, sizeof(out), h.id, &ok);
+	if (!peer_send(p, out, (size_t)n))
+		goto out;
+	if (p->mode == PEER_NO_READ) {
+		/* Hold the socket unread until the client goes (its end closes). */
+		struct pollfd pf = { .fd = p->fd, .events = POLLRDHUP };
+
+		while (poll(&pf, 1, -1) >= 0 && !(pf.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			;
+		goto out;
+	}
+	if (peer_read_frame(p->fd, &h, buf))
+		goto out;
+	switch (p->mode) {
+	case PEER_TRICKLE:
+		for (;;) {
+			n = proto_enc_data(out, sizeof(out), PROTO_FILE_DATA, 0, h.id, "x", 1);
+			for (int i = 0; i < n; i++) {
+				if (!peer_send(p, out + i, 1))
+					goto out;
+				sleep_ms(20);
+			}
+		}
+	case PEER_FLOOD:
+	case PEER_EMPTY_FLOOD:
+		n = proto_enc_data(out, sizeof(out), PROTO_FILE_DATA, 0, h.id, data,
+				   p->mode == PEER_FLOOD ? 65536 : 0);
+		while (peer_send(p, out, (size_t)n))
+			;
+		goto out;
+	case PEER_EVIL_ERROR:
+		n = proto_enc_error(out, sizeof(out), h.id, EIO, evil);
+		peer_send(p, out, (size_t)n);
+		goto drain;
+	default:
+		goto drain;
+	}
+drain:
+	while (read(p->fd, buf, PROTO_MAX_FRAME) > 0)
+		;
+out:
+	free(buf);
+	free(data);
+	close(p->fd);
+	return NULL;
+}
+
+/* A client greeted by a hostile peer (not for PEER_HELLO_HANG). */
+static struct kiln_agent *peer_client(struct peer *p, enum peer_mode mode)
+{
+	struct kiln_agent *a;
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	memset(p, 0, sizeof(*p));
+	p->fd = sv[1];
+	p->mode = mode;
+	assert_int_equal(pthread_create(&p->th, NULL, peer_thread, p), 0);
+	assert_int_equal(kiln_agent_create(sv[0], &a), 0);
+	if (mode != PEER_HELLO_HANG)
+		assert_int_equal(kiln_agent_hello(a, NULL), 0);
+	return a;
+}
+
+static void peer_done(struct peer *p, struct kiln_agent *a)
+{
+	kiln_agent_free(a); /* the peer sees the end and leaves */
+	assert_int_equal(pthread_join(p->th, NULL), 0);
+}
+
+static uint64_t ms_from_now(int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000ULL;
+}
+
+/* The absolute deadline bounds every wait, whatever the peer does; the
+ * no-progress timeout alone does not (a trickle is progress). Sticky. */
+static void test_deadline(void **state)
+{
+	static const enum peer_mode modes[] = { PEER_HELLO_HANG, PEER_SILENT, PEER_TRICKLE,
+						PEER_EMPTY_FLOOD, PEER_NO_READ };
+	char buf[4096];
+	size_t len;
+
+	for (unsigned i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		struct peer p;
+		struct kiln_agent *a = peer_client(&p, modes[i]);
+		long long t0 = now_ms();
+		int ret;
+
+		/* Only the deadline; where the peer makes "progress" the no-progress
+		 * timeout is set too, to show it does not help. */
+		kiln_agent_set_timeout(a, modes[i] == PEER_TRICKLE || modes[i] == PEER_EMPTY_FLOOD ? 200
+											  : -1);
+		kiln_agent_set_deadline(a, ms_from_now(600));
+		switch (modes[i]) {
+		case PEER_HELLO_HANG:
+			ret = kiln_agent_hello(a, NULL);
+			break;
+		case PEER_NO_READ: {
+			/* An upload the peer never reads: the send side blocks. */
+			int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+
+			ret = kiln_agent_put(a, fd, "/x", NULL, NULL);
+			close(fd);
+			break;
+		}
+		default:
+			ret = kiln_agent_get_buf(a, "/proc/vmstat", buf, sizeof(buf), &len);
+			break;
+		}
+		print_message("# mode %u: %d after %lld ms (peer sent %llu bytes)\n", i, ret,
+			      now_ms() - t0, (unsigned long long)p.sent);
+		assert_int_equal(ret, -ETIMEDOUT);
+		assert_true(now_ms() - t0 < 15000); /* a hang detector, not a timing check */
+		assert_int_equal(kiln_agent_status(a), -ETIMEDOUT);
+		assert_int_equal(kiln_agent_ping(a), -ETIMEDOUT); /* sticky */
+		peer_done(&p, a);
+	}
+}
+
+static void *cancel_later(void *arg)
+{
+	sleep_ms(300);
+	assert_int_equal(write(*(int *)arg, "x", 1), 1);
+	return NULL;
+}
+
+/* The cancel fd ends a call at once, even while the peer always has more. */
+static void test_cancel(void **state)
+{
+	static const enum peer_mode modes[] = { PEER_SILENT, PEER_FLOOD, PEER_EMPTY_FLOOD,
+						PEER_NO_READ };
+
+	for (unsigned i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		struct peer p;
+		struct kiln_agent *a = peer_client(&p, modes[i]);
+		int pfd[2], out = open("/dev/null", O_WRONLY | O_CLOEXEC), ret;
+		pthread_t t;
+
+		assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+		kiln_agent_set_cancel_fd(a, pfd[0]);
+		assert_int_equal(pthread_create(&t, NULL, cancel_later, &pfd[1]), 0);
+		if (modes[i] == PEER_NO_READ) {
+			int z = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+
+			ret = kiln_agent_put(a, z, "/x", NULL, NULL);
+			close(z);
+		} else {
+			ret = kiln_agent_get(a, "/big", out, UINT64_MAX, NULL);
+		}
+		assert_int_equal(ret, -ECANCELED);
+		assert_int_equal(kiln_agent_poll(a, 0), -ECANCELED);
+		pthread_join(t, NULL);
+		peer_done(&p, a);
+		close(out);
+		close(pfd[0]);
+		close(pfd[1]);
+	}
+}
+
+/* FILE_GET stops at its cap, into memory and into a file; nothing beyond it
+ * is written. */
+static void test_get_cap(void **state)
+{
+	char path[] = "/tmp/kiln-cap-XXXXXX";
+	static char mem[100000];
+	struct peer p;
+	struct kiln_agent *a;
+	struct stat st;
+	uint64_t bytes = 0;
+	size_t len = 0;
+	int fd;
+
+	a = peer_client(&p, PEER_FLOOD);
+	assert_int_equal(kiln_agent_get_buf(a, "/proc/vmstat", mem, sizeof(mem), &len), -EFBIG);
+	assert_true(len <= sizeof(mem));
+	assert_int_equal(kiln_agent_status(a), -EFBIG);
+	peer_done(&p, a);
+
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	a = peer_client(&p, PEER_FLOOD);
+	assert_int_equal(kiln_agent_get(a, "/big", fd, 1000000, &bytes), -EFBIG);
+	assert_true(bytes <= 1000000);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_true(st.st_size <= 1000000);
+	peer_done(&p, a);
+	close(fd);
+	unlink(path);
+}
+
+/* An agent's error text reaches the caller without a control byte. */
+static void test_error_text(void **state)
+{
+	struct peer p;
+	struct kiln_agent *a = peer_client(&p, PEER_EVIL_ERROR);
+	struct kiln_stat st;
+	const char *e;
+
+	kiln_agent_set_deadline(a, ms_from_now(10000));
+	assert_int_equal(kiln_agent_stat(a, "/x", false, &st), -EIO);
+	e = kiln_agent_error(a);
+	for (const unsigned char *c = (const unsigned char *)e; *c; c++)
+		assert_true(*c >= 0x20 && *c != 0x7f && *c != 0x9b);
+	assert_non_null(strstr(e, "\\x1b]0;title\\x07"));
+	assert_non_null(strstr(e, "\\xc2\\x9b"));
+	assert_non_null(strstr(e, "end"));
+	assert_int_equal(kiln_agent_status(a), 0); /* a request error, not a broken link */
+	peer_done(&p, a);
+}
+
 static void test_shutdown(void **state)
 {
 	struct kiln_agent *a = client();
@@ -1242,6 +1532,10 @@ int main(void)
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_vsock_uds),
 		cmocka_unit_test(test_vsock_uds_bad),
+		cmocka_unit_test(test_deadline),
+		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_get_cap),
+		cmocka_unit_test(test_error_text),
 		cmocka_unit_test(test_shutdown),
 	};
 
