@@ -34,7 +34,6 @@
 #define SANDBOX_ROOT "/tmp"  /* where the new root is mounted, privately */
 #define SANDBOX_ID   65534u
 #define FWD_NAME     "fwd.sock"
-#define MAX_FILES    1024u
 
 #ifndef SYS_SECCOMP
 #define SYS_SECCOMP 1
@@ -111,7 +110,7 @@ static int jail(struct knet *k, char *why, size_t len)
 	if (ret)
 		return ret;
 	signal(SIGXFSZ, SIG_IGN);
-	if (privs_set_limit(RLIMIT_NOFILE, MAX_FILES) || privs_set_limit(RLIMIT_CORE, 0) ||
+	if (privs_set_limit(RLIMIT_NOFILE, KNET_FILES_MAX) || privs_set_limit(RLIMIT_CORE, 0) ||
 	    privs_set_limit(RLIMIT_MEMLOCK, 0))
 		return fail(why, len, errno, "cannot set resource limits");
 	ret = privs_drop(userns, SANDBOX_ID, SANDBOX_ID, &what);
@@ -128,6 +127,9 @@ static int no_jail(struct knet *k, char *why, size_t len)
 	char dir[] = "/tmp/kiln-net.XXXXXX";
 	int ret;
 
+	/* The poll set is sized by this limit (knet.h). */
+	if (privs_set_limit(RLIMIT_NOFILE, KNET_FILES_MAX))
+		return fail(why, len, errno, "cannot set the file limit");
 	if (!mkdtemp(dir))
 		return fail(why, len, errno, "cannot create a temporary directory");
 	ret = fwd_listener(k, dir);
