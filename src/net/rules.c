@@ -938,18 +938,6 @@ uint64_t net_pin_evictions(const struct net_policy *p)
 	return p->evictions;
 }
 
-/* A live rebinding marker for ip? */
-static bool pin_marked(const struct net_policy *p, const struct net_ip *ip, uint64_t now_ms)
-{
-	for (unsigned i = 0; i < p->pin_cap; i++) {
-		const struct pin *e = &p->pins[i];
-
-		if (pin_live(e, now_ms) && e->rebinding && ip_eq(&e->ip, ip))
-			return true;
-	}
-	return false;
-}
-
 /* Any live entry (pin or marker) for ip? */
 static bool pin_any(const struct net_policy *p, const struct net_ip *ip, uint64_t now_ms)
 {
@@ -1005,8 +993,8 @@ struct net_decision net_decide_connect(const struct net_policy *p, enum net_prot
 	}
 	if (!judged)
 		kind = judge(p, &n, &why);
-	if (kind == NET_ADDR_DENIED)
-		return verdict(NET_DENY, pin_marked(p, &n, now_ms) ? NET_R_REBINDING : why, -1);
+	if (kind == NET_ADDR_DENIED) /* the judgement says why, marker or not */
+		return verdict(NET_DENY, why, -1);
 
 	for (unsigned i = 0; i < p->pin_cap; i++) {
 		const struct pin *e = &p->pins[i];
@@ -1033,10 +1021,10 @@ struct net_decision net_decide_connect(const struct net_policy *p, enum net_prot
 					: NET_INSPECT_NONE;
 		return d;
 	}
-	if (marked)
-		return verdict(NET_DENY, NET_R_REBINDING, -1);
 	if (blocked_private)
 		return verdict(NET_DENY, NET_R_PRIVATE, -1);
+	if (marked)
+		return verdict(NET_DENY, NET_R_REBINDING, -1);
 	if (pinned && proto == NET_TCP)
 		return verdict(NET_DENY, NET_R_PORT, -1);
 	return verdict(NET_DENY, NET_R_NO_RULE, -1);

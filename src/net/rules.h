@@ -19,6 +19,9 @@
 #define NET_PIN_TTL_MIN_S   5
 #define NET_PIN_TTL_MAX_S   3600
 #define NET_RULE_TEXT_MAX   512 /* longest --allow argument accepted */
+/* Upstream DNS questions per second and VM (kiln-net --dns-rate). */
+#define NET_DNS_RATE_DEFAULT 100
+#define NET_DNS_RATE_MAX     1000000
 
 /* An IPv4 or IPv6 address, network byte order; IPv4 uses b[0..3]. */
 struct net_ip {

@@ -1016,7 +1016,7 @@ static void test_private(void **state)
 	assert_string_equal(pin_why(p, "internal.corp", "10.1.1.1"), "host-address");
 	assert_string_equal(pin_why(p, "internal.corp", "127.0.0.1"), "reserved-address");
 	assert_string_equal(pin_why(p, "internal.corp", "169.254.169.254"), "reserved-address");
-	assert_verdict(tcp(p, "169.254.169.254", 8080, 0), NET_DENY, "rebinding"); /* the marker */
+	assert_verdict(tcp(p, "169.254.169.254", 8080, 0), NET_DENY, "reserved-address");
 	net_policy_free(p);
 }
 
@@ -1064,10 +1064,15 @@ static void test_rebinding(void **state)
 	assert_int_equal(pin(p, "evil.example.com", "::ffff:169.254.169.254", 60, 0), 1);
 	assert_int_equal(pin(p, "evil.example.com", "10.0.2.2", 60, 0), 1);
 	assert_int_equal(pin(p, "evil.example.com", "fe80::1", 60, 0), 1);
-	assert_verdict(tcp(p, "127.0.0.1", 443, 1), NET_DENY, "rebinding");
-	assert_verdict(tcp(p, "169.254.169.254", 80, 1), NET_DENY, "rebinding");
-	assert_verdict(tcp(p, "10.0.2.2", 443, 1), NET_DENY, "rebinding");
-	assert_verdict(tcp(p, "fe80::1", 443, 1), NET_DENY, "rebinding");
+	/* Denied addresses say why, marker or not. */
+	assert_verdict(tcp(p, "127.0.0.1", 443, 1), NET_DENY, "reserved-address");
+	assert_verdict(tcp(p, "169.254.169.254", 80, 1), NET_DENY, "reserved-address");
+	assert_verdict(tcp(p, "10.0.2.2", 443, 1), NET_DENY, "host-address");
+	assert_verdict(tcp(p, "fe80::1", 443, 1), NET_DENY, "reserved-address");
+	/* A marker on a non-public address no rule opens names the rebinding. */
+	assert_int_equal(pin(p, "evil.example.com", "10.9.8.7", 60, 0), 1);
+	assert_verdict(tcp(p, "10.9.8.7", 443, 1), NET_DENY, "rebinding");
+	assert_verdict(tcp(p, "10.9.8.7", 443, 60000), NET_DENY, "no-rule");
 	/* An explicit exact rule still works; the marker adds nothing. */
 	assert_verdict(tcp(p, "127.0.0.1", 8080, 1), NET_ALLOW, "rule");
 	/* SNI/Host naming the rebinding name does not help either. */

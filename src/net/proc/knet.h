@@ -118,8 +118,7 @@ void tcp_poll_handle(struct knet *k, const struct pollset *ps);
 void tcp_shutdown(struct knet *k);
 
 /* dns.c */
-#define KNET_DNS_PENDING 64	  /* guest queries queued or asked upstream at once */
-#define KNET_DNS_RATE_DEFAULT 100 /* upstream queries per second (--dns-rate) */
+#define KNET_DNS_PENDING 64 /* guest queries queued or asked upstream at once */
 int dns_init(struct knet *k);
 void dns_guest_query(struct knet *k, const struct frame_ip *ip);
 void dns_poll_fill(struct knet *k, struct pollset *ps);

@@ -29,7 +29,6 @@
 #include "net/proc/knet.h"
 
 #define RATE_MAX   (1ull << 40)
-#define DNS_RATE_MAX 1000000
 #define RECV_BURST 256 /* guest frames handled per loop turn */
 
 static volatile sig_atomic_t stop_signal;
@@ -178,7 +177,7 @@ static void default_resolver(struct knet *k)
 static int parse_args(struct knet *k, struct args *a, int argc, char **argv)
 {
 	char err[NET_RULE_TEXT_MAX + 128];
-	uint64_t rate = 0, dns_rate = KNET_DNS_RATE_DEFAULT;
+	uint64_t rate = 0, dns_rate = NET_DNS_RATE_DEFAULT;
 
 	a->jail = a->filter = true;
 	for (int i = 1; i < argc; i++) {
@@ -208,9 +207,9 @@ static int parse_args(struct knet *k, struct args *a, int argc, char **argv)
 			if (parse_u64(val, 1, RATE_MAX, &rate))
 				return usage("--rate: bytes per second from 1 to 2^40, not '%s'", val);
 		} else if (!strcmp(opt, "--dns-rate")) {
-			if (parse_u64(val, 1, DNS_RATE_MAX, &dns_rate))
+			if (parse_u64(val, 1, NET_DNS_RATE_MAX, &dns_rate))
 				return usage("--dns-rate: queries per second from 1 to %d, not '%s'",
-					     DNS_RATE_MAX, val);
+					     NET_DNS_RATE_MAX, val);
 		} else if (!strcmp(opt, "--resolver")) {
 			a->resolver = val;
 		} else if (!strcmp(opt, "--allow")) {
