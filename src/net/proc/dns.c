@@ -263,7 +263,7 @@ void dns_guest_query(struct knet *k, const struct frame_ip *ip)
 	if (ret) {
 		answer_error(k, ip, &q, DNS_RCODE_SERVFAIL);
 		audit_dns(k, &q, "error", ret == -ENOENT ? "no-resolver"
-			  : ret == -EBUSY ? "dns-busy" : "resolver-unreachable",
+			  : ret == -EBUSY ? "dns-busy" : ret == -EAGAIN ? "no-random-id" : "bad-question",
 			  d.rule, NULL, NULL, NULL);
 	}
 }

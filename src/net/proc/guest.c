@@ -176,6 +176,8 @@ static bool tcp_flags_odd(uint8_t f)
 	return false;
 }
 
+/* One frame from the guest, len bytes (len > FRAME_MAX: too long, only
+ * counted). The frame's bytes may be rewritten. */
 void guest_input(struct knet *k, uint8_t *frame, size_t len)
 {
 	struct frame_ip ip;

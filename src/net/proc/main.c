@@ -449,9 +449,11 @@ static void guest_frames(struct knet *k)
 				k->vmm_gone = true;
 				return;
 			}
-			/* Longer than a frame: the kernel cut it (MSG_TRUNC): dropped. */
-			if (!(msg[i].msg_hdr.msg_flags & MSG_TRUNC) && len <= FRAME_MAX)
-				guest_input(k, frame[i], len);
+			/* Longer than a frame (the kernel cut it: MSG_TRUNC): guest_input
+			 * drops and counts it without reading past FRAME_MAX + 1. */
+			if (msg[i].msg_hdr.msg_flags & MSG_TRUNC || len > FRAME_MAX)
+				len = FRAME_MAX + 1;
+			guest_input(k, frame[i], len);
 		}
 		if (n < RECV_VEC)
 			return;
@@ -499,7 +501,6 @@ static void run(struct knet *k, const sigset_t *unblocked)
 		dns_poll_handle(k, &ps);
 		udp_poll_handle(k, &ps);
 		guest_flush(k);
-		pollset_timeout(&ps, audit_drops_flush(k, false));
 	}
 }
 
