@@ -45,6 +45,20 @@ static int fail(char *why, size_t len, int err, const char *what)
 	return -err;
 }
 
+/* At most KNET_FILES_MAX open files (the poll set is sized by it); a lower
+ * hard limit already there is kept. 0 or -errno. */
+static int limit_files(void)
+{
+	struct rlimit rl;
+
+	if (!privs_set_limit(RLIMIT_NOFILE, KNET_FILES_MAX))
+		return 0;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_max > KNET_FILES_MAX)
+		return -EPERM;
+	rl.rlim_cur = rl.rlim_max;
+	return setrlimit(RLIMIT_NOFILE, &rl) < 0 ? -errno : 0;
+}
+
 /* The Unix listener behind slirp's guestfwd, at dir/fwd.sock. */
 static int fwd_listener(struct knet *k, const char *dir)
 {
@@ -110,7 +124,7 @@ static int jail(struct knet *k, char *why, size_t len)
 	if (ret)
 		return ret;
 	signal(SIGXFSZ, SIG_IGN);
-	if (privs_set_limit(RLIMIT_NOFILE, KNET_FILES_MAX) || privs_set_limit(RLIMIT_CORE, 0) ||
+	if (limit_files() || privs_set_limit(RLIMIT_CORE, 0) ||
 	    privs_set_limit(RLIMIT_MEMLOCK, 0))
 		return fail(why, len, errno, "cannot set resource limits");
 	ret = privs_drop(userns, SANDBOX_ID, SANDBOX_ID, &what);
@@ -128,8 +142,8 @@ static int no_jail(struct knet *k, char *why, size_t len)
 	int ret;
 
 	/* The poll set is sized by this limit (knet.h). */
-	if (privs_set_limit(RLIMIT_NOFILE, KNET_FILES_MAX))
-		return fail(why, len, errno, "cannot set the file limit");
+	if (limit_files())
+		return fail(why, len, EPERM, "cannot set the file limit");
 	if (!mkdtemp(dir))
 		return fail(why, len, errno, "cannot create a temporary directory");
 	ret = fwd_listener(k, dir);
