@@ -47,4 +47,6 @@ r doc_cidr c http://192.0.2.10/
 # ICMP echo on a raw socket (root in the guest): checksum of 08 00 .. 00 = f7ff.
 r ping python3 -c 'import socket; s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP); s.settimeout(3); s.sendto(b"\x08\x00\xf7\xff\x00\x00\x00\x00",("192.0.2.10",0)); print(s.recv(64))'
 # Issue 11: answers, forgeries, host addresses, dropped frames (one Python).
+r uptime_before_probe cut -d' ' -f1 /proc/uptime
 python3 /tmp/guest_probe.py main
+r uptime_end cut -d' ' -f1 /proc/uptime

@@ -262,19 +262,27 @@ def wait_flag():
 
 
 def main_cases():
+    t = [time.monotonic()]
     for name, qn, qt in ANSWERS:
         dns_case(name, qn, qt)
+    t.append(time.monotonic())
     for how in ("id", "port", "q", "type"):
         dns_case(f"forge_{how}", f"{how}.forge.test", 1, timeout=8)
     dns_case("forge_only", "only.forge.test", 1, timeout=10)
+    t.append(time.monotonic())
     for name, host, port, fam in CONNECTS:
         connect(name, host, port, fam)
+    t.append(time.monotonic())
     report("flag", 0 if wait_flag() else 1, "")
     dns_case("a_host_added", "11-9-7-7.ip.test", 1)
     dns_case("a_host_added6", "2a00x65xx7777.ip.test", 28)
     connect("c_host_added", "11.9.7.7", 8089)
     connect("c_host_added6", "2a00:65::7777", 8089, socket.AF_INET6)
+    t.append(time.monotonic())
     drop_cases(int(os.environ.get("FLOOD", "10000")))
+    t.append(time.monotonic())
+    report("phases", 0, " ".join(f"{n}={b - a:.1f}s" for n, a, b in
+                                 zip(("answers", "forgeries", "connects", "added", "frames"), t, t[1:])))
 
 
 # --- rate ----------------------------------------------------------------------------
