@@ -90,6 +90,9 @@ static int ask(struct knet *k, const struct net_ip *ip, uint32_t seq)
 	req.dst_attr.rta_type = RTA_DST;
 	req.dst_attr.rta_len = (unsigned short)RTA_LENGTH(alen);
 	memcpy(req.dst, ip->b, alen);
+	/* Late replies to lookups that timed out, and overrun notices, go first. */
+	for (int i = 0; i < 64 && recv(k->host_fd, buf, sizeof(buf), MSG_DONTWAIT) != -1; i++)
+		;
 	if (sendto(k->host_fd, &req, req.nh.nlmsg_len, 0, (struct sockaddr *)&kernel,
 		   sizeof(kernel)) != (ssize_t)req.nh.nlmsg_len)
 		return errno ? -errno : -EIO;
