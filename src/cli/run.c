@@ -79,7 +79,7 @@ struct run_opts {
 	const char *allow[NET_RULES_MAX];
 	unsigned nallow;
 	const char *audit;
-	uint64_t net_rate;
+	uint64_t net_rate, dns_rate;
 	char **argv;
 };
 
@@ -139,10 +139,12 @@ static void print_help(void)
 	     "  --get REMOTE:LOCAL  download a file after CMD ends (repeatable)\n"
 	     "  --get-max BYTES     largest --get file (suffix K, M, G, T: x1024; default 1G)\n"
 	     "  --allow RULE        let the VM reach RULE (repeatable, docs/net.md): NAME, *.NAME,\n"
-	     "                      IP or CIDR, then :PORT[,PORT...]; udp: for UDP. Without\n"
-	     "                      --allow the VM has no network device at all\n"
+	     "                      IP or CIDR, then :PORT[,PORT...]; udp: for UDP; ;private\n"
+	     "                      to let a name reach non-public addresses. Without --allow\n"
+	     "                      the VM has no network device at all\n"
 	     "  --audit FILE        append a JSON line per DNS answer and connection attempt\n"
 	     "  --net-rate BYTES    bandwidth per direction in bytes/s (suffix K, M, G: x1024)\n"
+	     "  --dns-rate N        DNS questions the VM may send upstream per second (default 100)\n"
 	     "  --json              print a JSON result as the last line on stderr\n"
 	     "  --console FILE      write the guest console to FILE (debugging)\n"
 	     "  --cpu-quota PCT     host CPU for the VM in % of one CPU (default: 100 per vCPU)\n"
@@ -308,9 +310,9 @@ static int parse_rate(const char *s, uint64_t *out)
 /* Network options make sense only together with --allow. */
 static int check_net_opts(const struct run_opts *o)
 {
-	if (!o->nallow && (o->audit || o->net_rate))
+	if (!o->nallow && (o->audit || o->net_rate || o->dns_rate))
 		return usage_error("%s needs --allow (without --allow the VM has no network)",
-				   o->audit ? "--audit" : "--net-rate");
+				   o->audit ? "--audit" : o->net_rate ? "--net-rate" : "--dns-rate");
 	if (o->nallow && access(o->netbin, X_OK) < 0)
 		return usage_error("kiln-net %s is missing (make)", o->netbin);
 	return 0;
@@ -320,7 +322,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 {
 	enum { O_IMAGE = 256, O_CPUS, O_MEM, O_DISK, O_TIMEOUT, O_USER, O_PUT, O_GET, O_JSON,
 	       O_CONSOLE, O_KERNEL, O_INITRD, O_VMM, O_CPU_QUOTA, O_NO_CGROUP, O_NO_JAIL,
-	       O_NO_SECCOMP, O_TEST_HOOKS, O_ALLOW, O_AUDIT, O_NET_RATE, O_NETBIN };
+	       O_NO_SECCOMP, O_TEST_HOOKS, O_ALLOW, O_AUDIT, O_NET_RATE, O_DNS_RATE, O_NETBIN };
 	enum { O_GET_MAX = 512 };
 	static const struct option opts[] = {
 		{ "image", required_argument, NULL, O_IMAGE },
@@ -347,6 +349,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		{ "allow", required_argument, NULL, O_ALLOW },
 		{ "audit", required_argument, NULL, O_AUDIT },
 		{ "net-rate", required_argument, NULL, O_NET_RATE },
+		{ "dns-rate", required_argument, NULL, O_DNS_RATE },
 		{ "kiln-net", required_argument, NULL, O_NETBIN },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -495,6 +498,11 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 			if (parse_rate(optarg, &o->net_rate))
 				return usage_error("--net-rate must be bytes per second from 4K to 1024G (suffix K, M or G: x1024), not '%s'",
 						   optarg);
+			break;
+		case O_DNS_RATE:
+			if (parse_u64(optarg, 1, NET_DNS_RATE_MAX, &o->dns_rate))
+				return usage_error("--dns-rate must be questions per second from 1 to %d, not '%s'",
+						   NET_DNS_RATE_MAX, optarg);
 			break;
 		case O_NETBIN:
 			snprintf(o->netbin, sizeof(o->netbin), "%s", optarg);
@@ -906,7 +914,8 @@ int cli_run(int argc, char **argv, const char *self)
 	cfg.test_hooks = o.test_hooks;
 	if (o.nallow) {
 		net = (struct kiln_net_config){ .bin = o.netbin, .rules = o.allow, .nrules = o.nallow,
-						.audit_fd = audit_fd, .rate = o.net_rate };
+						.audit_fd = audit_fd, .rate = o.net_rate,
+						.dns_rate = o.dns_rate };
 		cfg.net = &net;
 	}
 	ret = kiln_sandbox_create(&sb, &cfg, err, sizeof(err));

@@ -43,7 +43,7 @@ struct kiln_netproc {
 	bool have_stats;
 	struct kiln_net_stats stats;
 	const char **argv;
-	char fd_arg[16], status_arg[16], audit_arg[16], rate_arg[32];
+	char fd_arg[16], status_arg[16], audit_arg[16], rate_arg[32], dns_rate_arg[32];
 };
 
 static void sleep_ms(unsigned ms)
@@ -82,6 +82,8 @@ static int build_argv(struct kiln_netproc *np, const struct kiln_net_config *c,
 	snprintf(np->status_arg, sizeof(np->status_arg), "%d", FD_STATUS);
 	snprintf(np->audit_arg, sizeof(np->audit_arg), "%d", FD_AUDIT);
 	snprintf(np->rate_arg, sizeof(np->rate_arg), "%llu", (unsigned long long)c->rate);
+	snprintf(np->dns_rate_arg, sizeof(np->dns_rate_arg), "%llu",
+		 (unsigned long long)c->dns_rate);
 	a[n++] = c->bin;
 	a[n++] = "--fd";
 	a[n++] = np->fd_arg;
@@ -98,6 +100,10 @@ static int build_argv(struct kiln_netproc *np, const struct kiln_net_config *c,
 	if (c->rate) {
 		a[n++] = "--rate";
 		a[n++] = np->rate_arg;
+	}
+	if (c->dns_rate) {
+		a[n++] = "--dns-rate";
+		a[n++] = np->dns_rate_arg;
 	}
 	if (o->no_jail)
 		a[n++] = "--no-jail";

@@ -7,7 +7,8 @@
  * one JSON line of counters on a status pipe. Command line contract:
  *
  *   kiln-net --fd N --allow RULE [--allow RULE ...] [--audit-fd N]
- *            [--status-fd N] [--rate BYTES] [--no-jail] [--no-seccomp]
+ *            [--status-fd N] [--rate BYTES] [--dns-rate N] [--no-jail]
+ *            [--no-seccomp]
  *
  * Exit status 0 normally, 2 on bad arguments, 1 on failure; one line on
  * stderr when it fails.
@@ -30,6 +31,7 @@ struct kiln_net_config {
 	unsigned nrules;	  /* at least 1 */
 	int audit_fd;		  /* audit file (JSON lines, O_APPEND), or -1 */
 	uint64_t rate;		  /* bytes per second each way, 0: unlimited */
+	uint64_t dns_rate;	  /* upstream DNS questions per second, 0: kiln-net's default */
 };
 
 /* kiln-net's counters from its status line. */

@@ -55,3 +55,15 @@ int bucket_wait_ms(struct bucket *b, uint64_t now_ns)
 	ms = (b->burst < 2048 ? b->burst : 2048) * 1000 / b->rate + 1;
 	return ms > 1000 ? 1000 : (int)ms;
 }
+
+int bucket_wait_for_ms(struct bucket *b, uint64_t n, uint64_t now_ns)
+{
+	uint64_t have = bucket_avail(b, now_ns), ms;
+
+	if (!b->rate || have >= n)
+		return 0;
+	if (n > b->burst)
+		n = b->burst;
+	ms = (n - (have < n ? have : n)) * 1000 / b->rate + 1;
+	return ms > 1000 ? 1000 : (int)ms;
+}

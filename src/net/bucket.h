@@ -19,5 +19,8 @@ uint64_t bucket_avail(struct bucket *b, uint64_t now_ns);
 void bucket_take(struct bucket *b, uint64_t n);
 /* 0 when tokens are there; else milliseconds until a useful amount is. */
 int bucket_wait_ms(struct bucket *b, uint64_t now_ns);
+/* 0 when n tokens are there; else milliseconds until they are (at most
+ * 1000; n above the burst waits for a full bucket). */
+int bucket_wait_for_ms(struct bucket *b, uint64_t n, uint64_t now_ns);
 
 #endif

@@ -23,6 +23,8 @@ static uint16_t fold(uint32_t s)
 /* Checks the transport header fits; trims UDP to its own length. */
 static enum frame_kind l4_check(struct frame_ip *ip)
 {
+	if (ip->proto == (ip->family == AF_INET ? IPPROTO_ICMP6_ : IPPROTO_ICMP_))
+		return FRAME_PROTO; /* the other family's ICMP */
 	switch (ip->proto) {
 	case IPPROTO_TCP_: {
 		size_t hl;
@@ -47,7 +49,21 @@ static enum frame_kind l4_check(struct frame_ip *ip)
 	case IPPROTO_ICMP6_:
 		return ip->l4len < 4 ? FRAME_BAD : FRAME_IP;
 	default:
-		return FRAME_EXTHDR;
+		return FRAME_PROTO;
+	}
+}
+
+/* IPv6 next headers that are extension headers (RFC 8200 4, IANA's list):
+ * hop-by-hop, routing, destination options, ESP, AH, no next header,
+ * mobility, HIP, shim6, experimental. The fragment header is apart. */
+static bool ip6_exthdr(uint8_t nh)
+{
+	switch (nh) {
+	case 0: case 43: case 50: case 51: case 59: case 60: case 135: case 139: case 140:
+	case 253: case 254:
+		return true;
+	default:
+		return false;
 	}
 }
 
@@ -62,18 +78,16 @@ static enum frame_kind parse4(uint8_t *p, size_t rem, struct frame_ip *ip)
 	if (ihl < IP4_HDR || tot < ihl || tot > rem)
 		return FRAME_BAD;
 	if (fold(sum16(p, ihl, 0)) != 0)
-		return FRAME_BAD;
-	if (get16(p + 6) & 0x3fff) /* MF or a fragment offset */
-		return FRAME_FRAGMENT;
+		return FRAME_BAD_CSUM;
 	memset(ip, 0, sizeof(*ip));
 	ip->family = AF_INET;
 	ip->proto = p[9];
 	memcpy(ip->src, p + 12, 4);
 	memcpy(ip->dst, p + 16, 4);
+	if (get16(p + 6) & 0x3fff) /* MF or a fragment offset */
+		return FRAME_FRAGMENT;
 	ip->l4 = p + ihl;
 	ip->l4len = tot - ihl;
-	if (ip->proto == IPPROTO_ICMP6_)
-		return FRAME_EXTHDR;
 	return l4_check(ip);
 }
 
@@ -91,10 +105,12 @@ static enum frame_kind parse6(uint8_t *p, size_t rem, struct frame_ip *ip)
 	ip->proto = p[6];
 	memcpy(ip->src, p + 8, 16);
 	memcpy(ip->dst, p + 24, 16);
+	if (ip->proto == 44)
+		return FRAME_FRAGMENT;
+	if (ip6_exthdr(ip->proto))
+		return FRAME_EXTHDR;
 	ip->l4 = p + IP6_HDR;
 	ip->l4len = pl;
-	if (ip->proto == IPPROTO_ICMP_)
-		return FRAME_EXTHDR;
 	return l4_check(ip);
 }
 
@@ -138,6 +154,23 @@ static void l4_checksum(int family, const uint8_t *src, const uint8_t *dst, uint
 	if (proto == IPPROTO_UDP_ && c == 0)
 		c = 0xffff;
 	put16(l4 + off, c);
+}
+
+bool frame_l4_csum_ok(const struct frame_ip *ip)
+{
+	size_t alen = ip->family == AF_INET ? 4 : 16;
+	uint32_t s = 0;
+
+	if (ip->proto == IPPROTO_UDP_ && ip->family == AF_INET && get16(ip->l4 + 6) == 0)
+		return true;
+	if (ip->proto != IPPROTO_ICMP_) { /* ICMPv4 has no pseudo header */
+		s = sum16(ip->src, alen, s);
+		s = sum16(ip->dst, alen, s);
+		s += ip->proto;
+		s += (uint32_t)ip->l4len;
+	}
+	s = sum16(ip->l4, ip->l4len, s);
+	return fold(s) == 0;
 }
 
 size_t frame_wrap(uint8_t *out, size_t cap, const uint8_t dmac[6], const uint8_t smac[6],

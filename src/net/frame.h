@@ -7,6 +7,7 @@
 #ifndef KILN_NET_FRAME_H
 #define KILN_NET_FRAME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,13 +47,22 @@ enum frame_kind {
 	FRAME_ARP,	  /* ARP (left to the caller) */
 	FRAME_OTHER,	  /* another ethertype: drop */
 	FRAME_BAD,	  /* malformed, truncated or inconsistent lengths: drop */
-	FRAME_FRAGMENT,	  /* an IPv4 fragment: drop (never reassembled) */
-	FRAME_EXTHDR,	  /* IPv6 with an extension header or unknown next header: drop */
+	FRAME_FRAGMENT,	  /* an IPv4 fragment or an IPv6 fragment header: drop (never reassembled) */
+	FRAME_EXTHDR,	  /* IPv6 with an extension header (hop-by-hop, routing, ...): drop */
+	FRAME_PROTO,	  /* another IP protocol (GRE, SCTP, ESP over IPv4, ICMP in IPv6, ...) */
+	FRAME_BAD_CSUM,	  /* an IPv4 header checksum that does not add up */
 };
+#define FRAME_KIND_MAX FRAME_BAD_CSUM
 
 /* Classify and parse frame[0..len). For FRAME_IP, the transport header has
- * been checked to fit: TCP's data offset, UDP's length. */
+ * been checked to fit: TCP's data offset, UDP's length. For FRAME_FRAGMENT,
+ * FRAME_EXTHDR and FRAME_PROTO, ip->family, proto, src and dst are filled
+ * (l4 is not). */
 enum frame_kind frame_parse(uint8_t *frame, size_t len, struct frame_ip *ip);
+
+/* Does the transport checksum of a FRAME_IP packet add up? (UDP over IPv4
+ * may leave it 0: no checksum; over IPv6 it is mandatory.) */
+bool frame_l4_csum_ok(const struct frame_ip *ip);
 
 static inline uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline uint32_t get32(const uint8_t *p)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "guestnet.h"
 #include "util.h"
 
 struct pin {
@@ -26,11 +27,12 @@ struct pin {
 struct net_policy {
 	struct net_rule rules[NET_RULES_MAX];
 	unsigned nrules;
-	struct net_ip host[NET_HOST_ADDRS_MAX];
-	unsigned nhost;
+	net_host_check_fn host_check; /* NULL: every check fails */
+	void *host_ctx;
 	struct pin *pins;
 	unsigned pin_cap;
 	uint64_t pin_seq;
+	uint64_t evictions;
 };
 
 /* ---- names ---- */
@@ -237,37 +239,235 @@ static bool in_net(const struct net_ip *ip, const char *net, unsigned prefix)
 	return prefix_eq(ip->b, n.b, prefix);
 }
 
-/* The always-denied ranges (docs/net.md). ip is normalised. */
-static bool ip_reserved(const struct net_ip *ip)
-{
-	static const struct {
-		const char *net;
-		unsigned prefix;
-	} list[] = {
-		{ "0.0.0.0", 8 },	    { "127.0.0.0", 8 },	   { "169.254.0.0", 16 },
-		{ "224.0.0.0", 4 },	    { "255.255.255.255", 32 }, { "::", 128 },
-		{ "::1", 128 },		    { "fe80::", 10 },	   { "ff00::", 8 },
-		{ "fd00:ec2::254", 128 },
-	};
+struct block {
+	const char *net;
+	unsigned prefix;
+};
 
-	for (size_t i = 0; i < ARRAY_SIZE(list); i++)
+static bool in_list(const struct net_ip *ip, const struct block *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
 		if (in_net(ip, list[i].net, list[i].prefix))
 			return true;
-	/* NAT64 (64:ff9b::/96) in front of a reserved IPv4 address. */
-	if (in_net(ip, "64:ff9b::", 96)) {
-		struct net_ip v4 = { .family = AF_INET };
-
-		memcpy(v4.b, ip->b + 12, 4);
-		return ip_reserved(&v4);
-	}
 	return false;
 }
 
-static bool ip_is_host(const struct net_policy *p, const struct net_ip *ip)
+/* Always denied, whatever a name answers (docs/net.md): only an IP rule
+ * naming the address exactly opens one. */
+static const struct block reserved_list[] = {
+	{ "0.0.0.0", 8 },	  /* "this network" */
+	{ "127.0.0.0", 8 },	  /* loopback */
+	{ "169.254.0.0", 16 },	  /* link-local, cloud metadata 169.254.169.254 */
+	{ "224.0.0.0", 4 },	  /* multicast */
+	{ "255.255.255.255", 32 }, /* limited broadcast */
+	{ "168.63.129.16", 32 },  /* Azure's host endpoint (wireserver) */
+	{ "::", 128 },		  /* unspecified */
+	{ "::1", 128 },		  /* loopback */
+	{ "fe80::", 10 },	  /* link-local */
+	{ "ff00::", 8 },	  /* multicast */
+	{ "fd00:ec2::254", 128 }, /* AWS metadata over IPv6 */
+};
+
+/* The guest's own virtual network (gateway, DNS, guestfwd, the guest):
+ * answered by kiln-net, never a destination out there. */
+static const struct block guest_list[] = {
+	{ GUESTNET_NET4, GUESTNET_PREFIX4 },
+	{ "fd00::", GUESTNET_PREFIX6 },
+};
+
+/* Non-public: not reachable through a name unless its rule says ;private,
+ * and through a CIDR rule only if the rule lies inside one of these blocks
+ * (or says ;private). */
+static const struct block private_list[] = {
+	{ "10.0.0.0", 8 },	  /* RFC 1918 */
+	{ "172.16.0.0", 12 },	  /* RFC 1918 */
+	{ "192.168.0.0", 16 },	  /* RFC 1918 */
+	{ "100.64.0.0", 10 },	  /* shared address space (CGNAT) */
+	{ "192.0.0.0", 24 },	  /* IETF protocol assignments (DS-Lite, NAT64 discovery) */
+	{ "192.0.2.0", 24 },	  /* documentation TEST-NET-1 */
+	{ "198.51.100.0", 24 },	  /* documentation TEST-NET-2 */
+	{ "203.0.113.0", 24 },	  /* documentation TEST-NET-3 */
+	{ "198.18.0.0", 15 },	  /* benchmarking */
+	{ "192.88.99.0", 24 },	  /* 6to4 relay anycast (deprecated) */
+	{ "240.0.0.0", 4 },	  /* reserved (255.255.255.255 is above) */
+	{ "fc00::", 7 },	  /* unique local (ULA) */
+	{ "fec0::", 10 },	  /* site-local (deprecated) */
+	{ "2001:db8::", 32 },	  /* documentation */
+	{ "3fff::", 20 },	  /* documentation (RFC 9637) */
+	{ "100::", 64 },	  /* discard-only */
+	{ "2001:2::", 48 },	  /* benchmarking */
+	{ "2001:10::", 28 },	  /* ORCHID (deprecated) */
+	{ "2001:20::", 28 },	  /* ORCHIDv2 */
+	{ "5f00::", 16 },	  /* SRv6 SIDs */
+	{ "64:ff9b:1::", 48 },	  /* local-use NAT64 (RFC 8215) */
+};
+
+#define EMBED_MAX 4
+
+static void v4_at(struct net_ip *out, const uint8_t *b0, const uint8_t *b1, const uint8_t *b2,
+		  const uint8_t *b3, uint8_t xor)
 {
-	for (unsigned i = 0; i < p->nhost; i++)
-		if (ip_eq(&p->host[i], ip))
+	memset(out, 0, sizeof(*out));
+	out->family = AF_INET;
+	out->b[0] = (uint8_t)(*b0 ^ xor);
+	out->b[1] = (uint8_t)(*b1 ^ xor);
+	out->b[2] = (uint8_t)(*b2 ^ xor);
+	out->b[3] = (uint8_t)(*b3 ^ xor);
+}
+
+/*
+ * The IPv4 addresses an IPv6 address carries for a translator or tunnel to
+ * use. ip is normalised (IPv4-mapped is IPv4 already). At most EMBED_MAX.
+ */
+static unsigned embedded_v4(const struct net_ip *ip, struct net_ip *out)
+{
+	static const uint8_t zero[12];
+	const uint8_t *b = ip->b;
+	unsigned n = 0;
+
+	if (ip->family != AF_INET6)
+		return 0;
+	if (in_net(ip, "64:ff9b::", 96)) { /* NAT64, well-known prefix */
+		v4_at(&out[n++], b + 12, b + 13, b + 14, b + 15, 0);
+	} else if (in_net(ip, "64:ff9b:1::", 48)) {
+		/* Local-use NAT64 (RFC 8215): the prefix length is the operator's,
+		 * so every RFC 6052 layout that fits a /48 and leaves its u-octet
+		 * (byte 8) and suffix zero is judged. */
+		v4_at(&out[n++], b + 12, b + 13, b + 14, b + 15, 0); /* /96 */
+		if (b[8] == 0 && !memcmp(b + 13, zero, 3))
+			v4_at(&out[n++], b + 9, b + 10, b + 11, b + 12, 0); /* /64 */
+		if (b[8] == 0 && !memcmp(b + 12, zero, 4))
+			v4_at(&out[n++], b + 7, b + 9, b + 10, b + 11, 0); /* /56 */
+		if (b[8] == 0 && !memcmp(b + 11, zero, 5))
+			v4_at(&out[n++], b + 6, b + 7, b + 9, b + 10, 0); /* /48 */
+	} else if (!memcmp(b, zero, 12)) { /* IPv4-compatible ::a.b.c.d */
+		v4_at(&out[n++], b + 12, b + 13, b + 14, b + 15, 0);
+	} else if (in_net(ip, "::ffff:0:0:0", 96)) { /* IPv4-translated (RFC 2765) */
+		v4_at(&out[n++], b + 12, b + 13, b + 14, b + 15, 0);
+	} else if (in_net(ip, "2002::", 16)) { /* 6to4 */
+		v4_at(&out[n++], b + 2, b + 3, b + 4, b + 5, 0);
+	} else if (in_net(ip, "2001::", 32)) { /* Teredo: server, then obfuscated client */
+		v4_at(&out[n++], b + 4, b + 5, b + 6, b + 7, 0);
+		v4_at(&out[n++], b + 12, b + 13, b + 14, b + 15, 0xff);
+	}
+	/* ISATAP interface identifiers (::0:5efe:a.b.c.d, ::200:5efe:a.b.c.d). */
+	if (n < EMBED_MAX && (b[8] & 0xfd) == 0 && b[9] == 0 && b[10] == 0x5e && b[11] == 0xfe)
+		v4_at(&out[n++], b + 12, b + 13, b + 14, b + 15, 0);
+	return n;
+}
+
+/* The fixed lists alone (no host check), for one address, embedded ones aside. */
+static enum net_addr_kind list_kind(const struct net_ip *ip, enum net_reason *why)
+{
+	if (in_list(ip, reserved_list, ARRAY_SIZE(reserved_list))) {
+		*why = NET_R_RESERVED;
+		return NET_ADDR_DENIED;
+	}
+	if (in_list(ip, guest_list, ARRAY_SIZE(guest_list))) {
+		*why = NET_R_HOST_ADDR;
+		return NET_ADDR_DENIED;
+	}
+	if (in_list(ip, private_list, ARRAY_SIZE(private_list))) {
+		*why = NET_R_PRIVATE;
+		return NET_ADDR_PRIVATE;
+	}
+	return NET_ADDR_PUBLIC;
+}
+
+/* Keep the worse of (*kind, *why) and (k, w). */
+static void worse(enum net_addr_kind *kind, enum net_reason *why, enum net_addr_kind k,
+		  enum net_reason w)
+{
+	if (k > *kind) {
+		*kind = k;
+		*why = w;
+	}
+}
+
+/* The fixed lists for ip and what it embeds. ip is normalised. */
+static enum net_addr_kind static_kind(const struct net_ip *ip, enum net_reason *why)
+{
+	struct net_ip emb[EMBED_MAX];
+	enum net_addr_kind kind = list_kind(ip, why);
+	unsigned n = embedded_v4(ip, emb);
+
+	for (unsigned i = 0; i < n && kind != NET_ADDR_DENIED; i++) {
+		enum net_reason w = NET_R_RULE;
+		enum net_addr_kind k = list_kind(&emb[i], &w);
+
+		worse(&kind, why, k, w);
+	}
+	return kind;
+}
+
+/* Asks the host check; embedded addresses without a route are fine (a
+ * translator's IPv4 side need not be routable from here). */
+static enum net_addr_kind host_kind(const struct net_policy *p, const struct net_ip *ip,
+				    bool embedded, enum net_reason *why)
+{
+	int r = p->host_check ? p->host_check(p->host_ctx, ip) : -ENOSYS;
+
+	if (r == 0)
+		return NET_ADDR_PUBLIC;
+	if (r == 1) {
+		*why = NET_R_HOST_ADDR;
+		return NET_ADDR_DENIED;
+	}
+	if (r == -ENETUNREACH || r == -EHOSTUNREACH) {
+		*why = NET_R_NO_ROUTE;
+		return embedded ? NET_ADDR_PUBLIC : NET_ADDR_DENIED;
+	}
+	*why = NET_R_HOST_CHECK;
+	return NET_ADDR_DENIED;
+}
+
+/* net_ip_judge for a normalised address. */
+static enum net_addr_kind judge(const struct net_policy *p, const struct net_ip *ip,
+				enum net_reason *why)
+{
+	struct net_ip emb[EMBED_MAX];
+	enum net_reason w = NET_R_RULE;
+	enum net_addr_kind kind, k;
+	unsigned n;
+
+	*why = NET_R_RULE;
+	kind = static_kind(ip, why);
+	if (kind == NET_ADDR_DENIED)
+		return kind;
+	k = host_kind(p, ip, false, &w);
+	worse(&kind, why, k, w);
+	n = embedded_v4(ip, emb);
+	for (unsigned i = 0; i < n && kind != NET_ADDR_DENIED; i++) {
+		w = NET_R_RULE;
+		k = host_kind(p, &emb[i], true, &w);
+		worse(&kind, why, k, w);
+	}
+	return kind;
+}
+
+enum net_addr_kind net_ip_judge(const struct net_policy *p, const struct net_ip *ip,
+				enum net_reason *why)
+{
+	enum net_reason dummy;
+	struct net_ip n;
+
+	if (!why)
+		why = &dummy;
+	if (!p || !ip_norm(ip, &n)) {
+		*why = NET_R_BAD_ARG;
+		return NET_ADDR_DENIED;
+	}
+	return judge(p, &n, why);
+}
+
+/* Does the whole CIDR net/prefix lie inside one non-public block? */
+static bool cidr_in_private(const struct net_ip *net, unsigned prefix)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(private_list); i++) {
+		if (prefix >= private_list[i].prefix &&
+		    in_net(net, private_list[i].net, private_list[i].prefix))
 			return true;
+	}
 	return false;
 }
 
@@ -490,9 +690,21 @@ static int rule_parse(const char *text, char *buf, struct net_rule *out, char *e
 	return 0;
 }
 
+/* What follows ';': only "private". */
+static int parse_options(const char *text, const char *opts, struct net_rule *r, char *err,
+			 size_t errlen)
+{
+	if (strcmp(opts, "private"))
+		return fail(err, errlen, text, "unknown option '%.20s' after ';' (the only one is "
+			    "'private')", opts);
+	r->private_opt = true;
+	return 0;
+}
+
 int net_rule_parse(const char *text, struct net_rule *out, char *err, size_t errlen)
 {
 	char buf[NET_RULE_TEXT_MAX + 1];
+	char *semi;
 	size_t n;
 	int ret;
 
@@ -507,7 +719,17 @@ int net_rule_parse(const char *text, struct net_rule *out, char *err, size_t err
 	if (n > NET_RULE_TEXT_MAX)
 		return fail(err, errlen, text, "longer than %d characters", NET_RULE_TEXT_MAX);
 	memcpy(buf, text, n + 1);
-	ret = rule_parse(text, buf, out, err, errlen);
+	semi = strchr(buf, ';');
+	if (semi)
+		*semi = '\0';
+	ret = semi ? parse_options(text, semi + 1, out, err, errlen) : 0;
+	if (!ret && buf[0] == '\0')
+		ret = fail(err, errlen, text, "empty rule before ';'");
+	if (!ret)
+		ret = rule_parse(text, buf, out, err, errlen);
+	if (!ret)
+		out->private = out->private_opt ||
+			       (out->kind == NET_RULE_CIDR && cidr_in_private(&out->ip, out->prefix));
 	if (ret)
 		memset(out, 0, sizeof(*out)); /* nothing half-parsed */
 	return ret;
@@ -557,6 +779,12 @@ int net_policy_add_rule(struct net_policy *p, const char *text, char *err, size_
 	return ret;
 }
 
+void net_policy_set_host_check(struct net_policy *p, net_host_check_fn fn, void *ctx)
+{
+	p->host_check = fn;
+	p->host_ctx = ctx;
+}
+
 unsigned net_policy_nrules(const struct net_policy *p)
 {
 	return p->nrules;
@@ -565,20 +793,6 @@ unsigned net_policy_nrules(const struct net_policy *p)
 const struct net_rule *net_policy_rule(const struct net_policy *p, unsigned idx)
 {
 	return idx < p->nrules ? &p->rules[idx] : NULL;
-}
-
-int net_policy_add_host_addr(struct net_policy *p, const struct net_ip *ip)
-{
-	struct net_ip n;
-
-	if (!ip_norm(ip, &n))
-		return -EINVAL;
-	if (ip_is_host(p, &n))
-		return 0;
-	if (p->nhost == NET_HOST_ADDRS_MAX)
-		return -ENOSPC;
-	p->host[p->nhost++] = n;
-	return 0;
 }
 
 const char *net_reason_str(enum net_reason r)
@@ -598,6 +812,9 @@ const char *net_reason_str(enum net_reason r)
 	case NET_R_NOT_PINNED: return "not-pinned";
 	case NET_R_HOST_PORT: return "host-port";
 	case NET_R_BAD_ARG: return "bad-argument";
+	case NET_R_PRIVATE: return "private-address";
+	case NET_R_HOST_CHECK: return "host-check-failed";
+	case NET_R_NO_ROUTE: return "no-route";
 	}
 	return "?";
 }
@@ -609,12 +826,17 @@ static struct net_decision verdict(enum net_verdict v, enum net_reason r, int ru
 	return d;
 }
 
-/* First name rule matching name; with port != 0, also allowing port. -1 if none. */
-static int find_name_rule(const struct net_policy *p, const char *name, uint16_t port)
+/* First name rule matching name; with port != 0, also allowing port; with
+ * priv, also opening non-public addresses. -1 if none. */
+static int find_name_rule(const struct net_policy *p, const char *name, uint16_t port, bool priv)
 {
-	for (unsigned i = 0; i < p->nrules; i++)
-		if (rule_matches_name(&p->rules[i], name) && (!port || rule_has_port(&p->rules[i], port)))
+	for (unsigned i = 0; i < p->nrules; i++) {
+		const struct net_rule *r = &p->rules[i];
+
+		if (rule_matches_name(r, name) && (!port || rule_has_port(r, port)) &&
+		    (!priv || r->private))
 			return (int)i;
+	}
 	return -1;
 }
 
@@ -629,7 +851,7 @@ struct net_decision net_decide_dns(const struct net_policy *p, const char *name,
 		return verdict(NET_DENY, NET_R_BAD_NAME, -1);
 	if (qclass != 1)
 		return verdict(NET_DENY, NET_R_DNS_CLASS, -1);
-	r = find_name_rule(p, norm, 0);
+	r = find_name_rule(p, norm, 0, false);
 	if (r < 0)
 		return verdict(NET_DENY, NET_R_NO_RULE, -1);
 	if (qtype != 1 && qtype != 28)
@@ -645,20 +867,29 @@ static bool pin_live(const struct pin *e, uint64_t now_ms)
 }
 
 int net_pin_add(struct net_policy *p, const char *name, const struct net_ip *ip, uint32_t ttl,
-		uint64_t now_ms)
+		uint64_t now_ms, enum net_reason *why)
 {
 	char norm[NET_NAME_MAX + 1];
-	const char *why;
+	const char *bad;
+	enum net_reason dummy;
+	enum net_addr_kind kind;
 	struct net_ip n;
 	struct pin *slot = NULL;
 	uint64_t ms;
 	bool rebinding;
 
-	if (!name || name_normalise(name, norm, &why) || !ip_norm(ip, &n))
+	if (!why)
+		why = &dummy;
+	*why = NET_R_RULE;
+	if (!name || name_normalise(name, norm, &bad) || !ip_norm(ip, &n))
 		return -EINVAL;
-	if (find_name_rule(p, norm, 0) < 0)
+	if (find_name_rule(p, norm, 0, false) < 0)
 		return -EPERM;
-	rebinding = ip_reserved(&n) || ip_is_host(p, &n);
+	kind = judge(p, &n, why);
+	rebinding = kind == NET_ADDR_DENIED ||
+		    (kind == NET_ADDR_PRIVATE && find_name_rule(p, norm, 0, true) < 0);
+	if (!rebinding)
+		*why = NET_R_PIN;
 	if (ttl < NET_PIN_TTL_MIN_S)
 		ttl = NET_PIN_TTL_MIN_S;
 	if (ttl > NET_PIN_TTL_MAX_S)
@@ -681,6 +912,7 @@ int net_pin_add(struct net_policy *p, const char *name, const struct net_ip *ip,
 		for (unsigned i = 1; i < p->pin_cap; i++)
 			if (p->pins[i].seq < slot->seq)
 				slot = &p->pins[i];
+		p->evictions++;
 	}
 
 	memcpy(slot->name, norm, sizeof(norm));
@@ -701,31 +933,68 @@ unsigned net_pin_count(const struct net_policy *p, uint64_t now_ms)
 	return n;
 }
 
+uint64_t net_pin_evictions(const struct net_policy *p)
+{
+	return p->evictions;
+}
+
+/* Any live entry (pin or marker) for ip? */
+static bool pin_any(const struct net_policy *p, const struct net_ip *ip, uint64_t now_ms)
+{
+	for (unsigned i = 0; i < p->pin_cap; i++)
+		if (pin_live(&p->pins[i], now_ms) && ip_eq(&p->pins[i].ip, ip))
+			return true;
+	return false;
+}
+
 /* ---- connections ---- */
 
 struct net_decision net_decide_connect(const struct net_policy *p, enum net_proto proto,
 				       const struct net_ip *dst, uint16_t port, uint64_t now_ms)
 {
+	enum net_addr_kind kind = NET_ADDR_PUBLIC;
+	enum net_reason why = NET_R_RULE;
 	struct net_ip n;
-	bool reserved, host, pinned = false, marked = false;
+	bool judged = false, pinned = false, marked = false, blocked_private = false;
 	struct net_decision d;
 
 	if (!ip_norm(dst, &n) || port == 0 || (proto != NET_TCP && proto != NET_UDP))
 		return verdict(NET_DENY, NET_R_BAD_ARG, -1);
-	reserved = ip_reserved(&n);
-	host = ip_is_host(p, &n);
 
-	/* IP/CIDR rules; for a denied address only one naming it exactly. */
+	/* IP/CIDR rules in order. One naming dst exactly needs no judgement; any
+	 * other only opens what net_ip_judge permits (asked once, when needed). */
 	for (unsigned i = 0; i < p->nrules; i++) {
 		const struct net_rule *r = &p->rules[i];
 
 		if (r->kind != NET_RULE_CIDR || r->proto != proto || r->ip.family != n.family ||
 		    !rule_has_port(r, port))
 			continue;
-		if ((reserved || host) ? (r->prefix == ip_bits(&n) && ip_eq(&r->ip, &n))
-				       : prefix_eq(r->ip.b, n.b, r->prefix))
+		if (r->prefix == ip_bits(&n) && ip_eq(&r->ip, &n))
 			return verdict(NET_ALLOW, NET_R_RULE, (int)i);
+		if (!prefix_eq(r->ip.b, n.b, r->prefix))
+			continue;
+		if (!judged) {
+			kind = judge(p, &n, &why);
+			judged = true;
+		}
+		if (kind == NET_ADDR_DENIED)
+			continue;
+		if (kind == NET_ADDR_PRIVATE && !r->private) {
+			blocked_private = true;
+			continue;
+		}
+		return verdict(NET_ALLOW, NET_R_RULE, (int)i);
 	}
+	if (!judged && !(proto == NET_TCP && pin_any(p, &n, now_ms))) {
+		/* Nothing could allow it: the fixed lists name the reason, no
+		 * need to ask the host. */
+		kind = static_kind(&n, &why);
+		return verdict(NET_DENY, kind == NET_ADDR_DENIED ? why : NET_R_NO_RULE, -1);
+	}
+	if (!judged)
+		kind = judge(p, &n, &why);
+	if (kind == NET_ADDR_DENIED) /* the judgement says why, marker or not */
+		return verdict(NET_DENY, why, -1);
 
 	for (unsigned i = 0; i < p->pin_cap; i++) {
 		const struct pin *e = &p->pins[i];
@@ -738,23 +1007,24 @@ struct net_decision net_decide_connect(const struct net_policy *p, enum net_prot
 			continue;
 		}
 		pinned = true;
-		if (proto != NET_TCP || reserved || host)
+		if (proto != NET_TCP)
 			continue;
-		r = find_name_rule(p, e->name, port);
-		if (r < 0)
+		r = find_name_rule(p, e->name, port, kind == NET_ADDR_PRIVATE);
+		if (r < 0) {
+			if (kind == NET_ADDR_PRIVATE && find_name_rule(p, e->name, port, false) >= 0)
+				blocked_private = true;
 			continue;
+		}
 		d = verdict(NET_ALLOW, NET_R_PIN, r);
 		d.inspect = port == 443 ? NET_INSPECT_TLS_SNI
 			  : port == 80	? NET_INSPECT_HTTP_HOST
 					: NET_INSPECT_NONE;
 		return d;
 	}
+	if (blocked_private)
+		return verdict(NET_DENY, NET_R_PRIVATE, -1);
 	if (marked)
 		return verdict(NET_DENY, NET_R_REBINDING, -1);
-	if (reserved)
-		return verdict(NET_DENY, NET_R_RESERVED, -1);
-	if (host)
-		return verdict(NET_DENY, NET_R_HOST_ADDR, -1);
 	if (pinned && proto == NET_TCP)
 		return verdict(NET_DENY, NET_R_PORT, -1);
 	return verdict(NET_DENY, NET_R_NO_RULE, -1);
@@ -769,21 +1039,26 @@ struct net_decision net_check_sni(const struct net_policy *p, const struct net_i
 				  uint16_t port, const char *sni, uint64_t now_ms)
 {
 	char norm[NET_NAME_MAX + 1];
-	const char *why;
+	const char *bad;
+	enum net_reason why;
+	enum net_addr_kind kind;
 	struct net_ip n;
 	int r;
 
 	if (!ip_norm(dst, &n) || port == 0)
 		return verdict(NET_DENY, NET_R_BAD_ARG, -1);
-	if (!sni || name_normalise(sni, norm, &why))
+	if (!sni || name_normalise(sni, norm, &bad))
 		return verdict(NET_DENY, NET_R_BAD_NAME, -1);
-	if (find_name_rule(p, norm, 0) < 0)
+	if (find_name_rule(p, norm, 0, false) < 0)
 		return verdict(NET_DENY, NET_R_NO_RULE, -1);
-	r = find_name_rule(p, norm, port);
-	if (r < 0)
+	if (find_name_rule(p, norm, port, false) < 0)
 		return verdict(NET_DENY, NET_R_PORT, -1);
-	if (ip_reserved(&n) || ip_is_host(p, &n))
+	kind = judge(p, &n, &why);
+	if (kind == NET_ADDR_DENIED)
 		return verdict(NET_DENY, NET_R_NOT_PINNED, -1);
+	r = find_name_rule(p, norm, port, kind == NET_ADDR_PRIVATE);
+	if (r < 0)
+		return verdict(NET_DENY, NET_R_PRIVATE, -1);
 	for (unsigned i = 0; i < p->pin_cap; i++) {
 		const struct pin *e = &p->pins[i];
 

@@ -7,9 +7,14 @@
 #
 # Every run is in a fresh network namespace (unshare -n), so nothing leaves
 # the machine: first the plain configuration (--allow 203.0.113.7:80,
-# resolver 127.0.0.1:1, nothing reachable), then with servers and a fake
-# resolver inside the namespace (whole TCP connections, Host/SNI checks, DNS
-# pinning, UDP relay), once as is and once without seccomp and with --rate.
+# resolver 127.0.0.1:1, nothing reachable), where every kind of dropped frame
+# must leave an audit line and a flood of 100k a bounded number; then with
+# servers (in a namespace of their own behind a veth) and a fake resolver
+# (whole TCP connections, Host/SNI checks, DNS pinning, UDP relay; 300
+# addresses given to kiln-net's namespace while it runs, host, private and
+# translated answers withheld, forged resolver replies ignored, random
+# query IDs and ports, the DNS query cap), once as is and once without
+# seccomp and with --rate.
 # Needs root (kiln-net's jail, unshare) and python3; no KVM.
 #
 #   KNET=path          kiln-net to test (default build/kiln-net)
@@ -68,9 +73,9 @@ fuzz() {
 
 servers=0
 [ ${#netns[@]} -gt 0 ] && [ $have_ip = 1 ] && servers=1
-fuzz plain "$KNET" --seed "$SEED"
+fuzz plain "$KNET" --seed "$SEED" --drop-flood 100000
 if [ $servers = 1 ]; then
-    fuzz servers "$KNET" --seed $((SEED + 1)) --netns
+    fuzz servers "$KNET" --seed $((SEED + 1)) --netns --dns-rate 100
     fuzz servers-no-seccomp-rate "$KNET" --seed $((SEED + 2)) --netns --no-seccomp --rate 20000
 else
     echo "# skipped the runs with servers: they need unshare -n and ip"

@@ -438,13 +438,13 @@ static void test_parse_ipv4_header_errors(void **state)
 			g = f;
 			g.b[14 + byte] ^= (uint8_t)(1 << bit);
 			k = parse_exact(g.b, g.n, &ip, &c);
-			assert_int_equal(k, FRAME_BAD);
+			assert_true(k == FRAME_BAD || k == FRAME_BAD_CSUM);
 			free(c);
 		}
 	/* A wrong checksum only. */
 	g = f;
 	w16(g.b + 24, r16(g.b + 24) ^ 0x0101);
-	assert_int_equal(parse_exact(g.b, g.n, &ip, &c), FRAME_BAD);
+	assert_int_equal(parse_exact(g.b, g.n, &ip, &c), FRAME_BAD_CSUM);
 	free(c);
 
 	/* Version 6 inside ethertype IPv4; IHL below 5; total length lies. */
@@ -518,10 +518,10 @@ static void test_parse_fragments(void **state)
 	ip4(&f, IPPROTO_UDP_, l4, n, 0, 0x8000);
 	assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_IP);
 	free(c);
-	/* A fragment with a broken header checksum is simply bad. */
+	/* A fragment with a broken header checksum is a bad checksum first. */
 	ip4(&f, IPPROTO_UDP_, l4, n, 0, 0x2000);
 	f.b[24] ^= 0x80;
-	assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_BAD);
+	assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_BAD_CSUM);
 	free(c);
 	/* A later fragment may carry anything, even an impossible UDP header. */
 	memset(l4, 0xff, sizeof(l4));
@@ -535,9 +535,11 @@ static void test_parse_next_headers(void **state)
 	struct pkt f;
 	uint8_t l4[64], *c;
 	struct frame_ip ip;
-	/* hop-by-hop, routing, fragment, ESP, AH, no next header, destination
-	 * options, mobility, HIP, shim6, and ICMP (v4) inside IPv6, GRE, SCTP. */
-	static const uint8_t ext[] = { 0, 43, 44, 50, 51, 59, 60, 135, 139, 140, 1, 47, 132 };
+	/* hop-by-hop, routing, ESP, AH, no next header, destination options,
+	 * mobility, HIP, shim6, experimental. */
+	static const uint8_t ext[] = { 0, 43, 50, 51, 59, 60, 135, 139, 140, 253, 254 };
+	/* ICMP (v4) inside IPv6, GRE, SCTP, UDP-Lite, IPv4/IPv6 in IPv6, OSPF. */
+	static const uint8_t other6[] = { 1, 47, 132, 136, 4, 41, 89, 255 };
 
 	(void)state;
 	memset(l4, 0, sizeof(l4));
@@ -545,17 +547,28 @@ static void test_parse_next_headers(void **state)
 	for (size_t i = 0; i < N_ELEMS(ext); i++) {
 		ip6(&f, ext[i], l4, 48);
 		assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_EXTHDR);
+		assert_int_equal(ip.proto, ext[i]);
+		assert_int_equal(ip.family, AF_INET6);
 		free(c);
 	}
-	/* IPv4 carrying ICMPv6, or an unknown protocol: dropped too (frame.c
-	 * says FRAME_EXTHDR; FRAME_OTHER would do as well). */
-	static const uint8_t odd4[] = { IPPROTO_ICMP6_, 47, 132, 0, 255 };
+	for (size_t i = 0; i < N_ELEMS(other6); i++) {
+		ip6(&f, other6[i], l4, 48);
+		assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_PROTO);
+		assert_int_equal(ip.proto, other6[i]);
+		free(c);
+	}
+	/* The IPv6 fragment header is a fragment. */
+	ip6(&f, 44, l4, 48);
+	assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_FRAGMENT);
+	free(c);
+	/* IPv4 carrying ICMPv6, or another protocol: FRAME_PROTO, with the
+	 * addresses and the protocol for the audit line. */
+	static const uint8_t odd4[] = { IPPROTO_ICMP6_, 47, 132, 50, 0, 255 };
 	for (size_t i = 0; i < N_ELEMS(odd4); i++) {
-		enum frame_kind k;
-
 		ip4(&f, odd4[i], l4, 24, 0, 0);
-		k = parse_exact(f.b, f.n, &ip, &c);
-		assert_true(k == FRAME_EXTHDR || k == FRAME_OTHER);
+		assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_PROTO);
+		assert_int_equal(ip.proto, odd4[i]);
+		assert_memory_equal(ip.dst, A4_FAR, 4);
 		free(c);
 	}
 
@@ -760,7 +773,7 @@ static void test_parse_mutations(void **state)
 {
 	struct pkt f[16];
 	size_t end[16], nf = sample_frames(f, end, N_ELEMS(f));
-	unsigned seen[FRAME_EXTHDR + 1] = { 0 };
+	unsigned seen[FRAME_KIND_MAX + 1] = { 0 };
 
 	(void)state;
 	rng_state = 0x6b696c6e;
@@ -804,7 +817,7 @@ static void test_parse_mutations(void **state)
 				g.n = rnd() % (g.n + 1);
 		}
 		k = parse_exact(g.b, g.n, &ip, &c);
-		assert_true(k <= FRAME_EXTHDR);
+		assert_true(k <= FRAME_KIND_MAX);
 		seen[k]++;
 		if (k == FRAME_IP)
 			check_ip_result(c, g.n, &ip);
@@ -814,7 +827,67 @@ static void test_parse_mutations(void **state)
 	assert_true(seen[FRAME_IP] > 1000);
 	assert_true(seen[FRAME_BAD] > 1000);
 	assert_true(seen[FRAME_FRAGMENT] > 10);
-	assert_true(seen[FRAME_EXTHDR] > 10);
+	assert_true(seen[FRAME_EXTHDR] + seen[FRAME_PROTO] > 10);
+	assert_true(seen[FRAME_BAD_CSUM] > 1000);
+}
+
+/* frame_l4_csum_ok against this file's own checksum: every transport. */
+static void test_l4_checksums(void **state)
+{
+	static const uint8_t protos[] = { IPPROTO_TCP_, IPPROTO_UDP_, IPPROTO_ICMP_, IPPROTO_ICMP6_ };
+	uint8_t l4[600], *c;
+	struct frame_ip ip;
+	struct pkt f;
+
+	(void)state;
+	for (size_t i = 0; i < N_ELEMS(protos); i++) {
+		for (size_t len = 8; len < 520; len += 37) {
+			uint8_t proto = protos[i];
+			int family = proto == IPPROTO_ICMP6_ ? AF_INET6 : proto == IPPROTO_ICMP_ ? AF_INET
+				   : (len & 1) ? AF_INET6 : AF_INET;
+			size_t n = proto == IPPROTO_TCP_ ? tcp_seg(l4, 1000, 80, 1, 0, TCP_SYN, 0, NULL, 0)
+							 : len;
+			struct csum cs = { 0 };
+
+			if (proto == IPPROTO_TCP_) {
+				memset(l4 + n, 0x5a, len);
+				n += len;
+			} else if (proto == IPPROTO_UDP_) {
+				udp_dgram(l4, 1000, 53, NULL, 0);
+				memset(l4 + 8, 0xa5, n - 8);
+				w16(l4 + 4, (unsigned)n);
+			} else {
+				memset(l4, 0x33, n);
+				l4[0] = 8;
+			}
+			w16(l4 + csum_off(proto), 0);
+			if (proto != IPPROTO_ICMP_)
+				cs_pseudo(&cs, family, family == AF_INET ? A4_GUEST : A6_GUEST,
+					  family == AF_INET ? A4_FAR : A6_FAR, proto, n);
+			cs_add(&cs, l4, n);
+			w16(l4 + csum_off(proto), cs_final(&cs) ? cs_final(&cs) : 0xffff);
+			if (family == AF_INET)
+				ip4(&f, proto, l4, n, 0, 0);
+			else
+				ip6(&f, proto, l4, n);
+			assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_IP);
+			assert_true(frame_l4_csum_ok(&ip));
+			/* One flipped bit anywhere in the transport part is caught. */
+			c[f.n - 1 - (len % n)] ^= 0x10;
+			assert_false(frame_l4_csum_ok(&ip));
+			free(c);
+		}
+	}
+	/* UDP over IPv4 may say "no checksum"; over IPv6 it may not. */
+	udp_dgram(l4, 1000, 53, "abcd", 4);
+	ip4(&f, IPPROTO_UDP_, l4, 12, 0, 0);
+	assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_IP);
+	assert_true(frame_l4_csum_ok(&ip));
+	free(c);
+	ip6(&f, IPPROTO_UDP_, l4, 12);
+	assert_int_equal(parse_exact(f.b, f.n, &ip, &c), FRAME_IP);
+	assert_false(frame_l4_csum_ok(&ip));
+	free(c);
 }
 
 /* ---- frame_build ---- */
@@ -1325,6 +1398,35 @@ static void test_bucket_unlimited(void **state)
 	assert_true(bucket_avail(&b, 0) == UINT64_MAX); /* the clock going back: still unlimited */
 }
 
+static void test_bucket_wait_for(void **state)
+{
+	struct bucket b;
+
+	(void)state;
+	bucket_init(&b, 0, 0);
+	assert_int_equal(bucket_wait_for_ms(&b, 1ull << 40, 0), 0); /* unlimited */
+	bucket_init(&b, 4096, 0); /* burst 4096 */
+	assert_int_equal(bucket_wait_for_ms(&b, 4096, 0), 0);
+	bucket_take(&b, 4096);
+	/* 300 bytes at 4096/s: 73.2 ms, rounded up. */
+	assert_int_equal(bucket_wait_for_ms(&b, 300, 0), 74);
+	assert_true(bucket_avail(&b, 73 * MS) < 300);
+	assert_true(bucket_avail(&b, 74 * MS) >= 300);
+	/* More than the burst waits for a full bucket, at most a second. */
+	{
+		int w = bucket_wait_for_ms(&b, 1 << 20, 74 * MS);
+
+		assert_true(w > 900 && w <= 1000);
+		assert_true(bucket_avail(&b, 74 * MS + (uint64_t)w * MS) == 4096);
+	}
+	/* A query-count bucket: one token a second. */
+	bucket_init(&b, 1, 0);
+	b.burst = b.tokens = 1;
+	bucket_take(&b, 1);
+	assert_int_equal(bucket_wait_for_ms(&b, 1, 0), 1000);
+	assert_int_equal(bucket_wait_for_ms(&b, 1, SEC), 0);
+}
+
 static void test_bucket_init_burst(void **state)
 {
 	struct bucket b;
@@ -1514,6 +1616,7 @@ int main(void)
 		cmocka_unit_test(test_parse_udp_length_lies),
 		cmocka_unit_test(test_parse_every_truncation),
 		cmocka_unit_test(test_parse_mutations),
+		cmocka_unit_test(test_l4_checksums),
 		cmocka_unit_test(test_build_round_trip),
 		cmocka_unit_test(test_build_udp_zero_checksum),
 		cmocka_unit_test(test_build_in_place),
@@ -1524,6 +1627,7 @@ int main(void)
 		cmocka_unit_test(test_clamp_mss_good),
 		cmocka_unit_test(test_clamp_mss_malformed),
 		cmocka_unit_test(test_bucket_unlimited),
+		cmocka_unit_test(test_bucket_wait_for),
 		cmocka_unit_test(test_bucket_init_burst),
 		cmocka_unit_test(test_bucket_refill),
 		cmocka_unit_test(test_bucket_take),

@@ -67,11 +67,60 @@ static void parse_bad(const char *text, const char *want)
 	assert_int_equal(r.name[0], 0);
 }
 
+/* ---- a fake host check: the host's addresses are a list the test sets ---- */
+
+#define FAKE_HOST_MAX 1024
+
+static struct {
+	struct net_ip addr[FAKE_HOST_MAX];
+	unsigned n;
+	int fail;	 /* nonzero: every check returns this */
+	unsigned calls;
+	struct net_ip unroutable; /* family 0: none */
+} fake;
+
+static bool same_ip(const struct net_ip *a, const struct net_ip *b)
+{
+	return a->family == b->family && !memcmp(a->b, b->b, a->family == AF_INET ? 4 : 16);
+}
+
+static int fake_host_check(void *ctx, const struct net_ip *a)
+{
+	assert_ptr_equal(ctx, &fake);
+	/* The policy asks about normalised addresses only. */
+	assert_true(a->family == AF_INET || a->family == AF_INET6);
+	if (a->family == AF_INET6)
+		assert_false(!memcmp(a->b, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12));
+	fake.calls++;
+	if (fake.fail)
+		return fake.fail;
+	if (same_ip(a, &fake.unroutable))
+		return -ENETUNREACH;
+	for (unsigned i = 0; i < fake.n; i++)
+		if (same_ip(a, &fake.addr[i]))
+			return 1;
+	return 0;
+}
+
+static void fake_reset(void)
+{
+	memset(&fake, 0, sizeof(fake));
+}
+
+static void fake_add(const char *s)
+{
+	assert_true(fake.n < FAKE_HOST_MAX);
+	assert_int_equal(net_ip_parse(s, &fake.addr[fake.n]), 0);
+	fake.n++;
+}
+
 static struct net_policy *policy(const char *const *rules, unsigned n, unsigned pins)
 {
 	struct net_policy *p = net_policy_new(pins);
 
 	assert_non_null(p);
+	fake_reset();
+	net_policy_set_host_check(p, fake_host_check, &fake);
 	for (unsigned i = 0; i < n; i++)
 		if (net_policy_add_rule(p, rules[i], err, sizeof(err)))
 			fail_msg("rule '%s': %s", rules[i], err);
@@ -98,7 +147,20 @@ static int pin(struct net_policy *p, const char *name, const char *addr, uint32_
 {
 	struct net_ip a = ip(addr);
 
-	return net_pin_add(p, name, &a, ttl, now);
+	return net_pin_add(p, name, &a, ttl, now, NULL);
+}
+
+/* pin(), and the reason when withheld. */
+static const char *pin_why(struct net_policy *p, const char *name, const char *addr)
+{
+	struct net_ip a = ip(addr);
+	enum net_reason why;
+	int r = net_pin_add(p, name, &a, 60, 0, &why);
+
+	if (r == 0)
+		return "pinned";
+	assert_int_equal(r, 1);
+	return net_reason_str(why);
 }
 
 #define assert_verdict(d, v, r)                                   \
@@ -512,18 +574,18 @@ static void test_pin_ttl_clamp(void **state)
 	struct net_policy *p = policy(rules, 2, 0);
 	const uint64_t t0 = 5000000;
 
-	assert_int_equal(pin(p, "a.example.com", "198.51.100.1", 0, t0), 0);
-	assert_verdict(tcp(p, "198.51.100.1", 443, t0 + 4999), NET_ALLOW, "pinned");
-	assert_verdict(tcp(p, "198.51.100.1", 443, t0 + 5000), NET_DENY, "no-rule");
-	assert_int_equal(pin(p, "b.example.com", "198.51.100.2", 0xffffffffu, t0), 0);
-	assert_verdict(tcp(p, "198.51.100.2", 443, t0 + 3600 * 1000 - 1), NET_ALLOW, "pinned");
-	assert_verdict(tcp(p, "198.51.100.2", 443, t0 + 3600 * 1000), NET_DENY, "no-rule");
+	assert_int_equal(pin(p, "a.example.com", "93.184.216.1", 0, t0), 0);
+	assert_verdict(tcp(p, "93.184.216.1", 443, t0 + 4999), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "93.184.216.1", 443, t0 + 5000), NET_DENY, "no-rule");
+	assert_int_equal(pin(p, "b.example.com", "93.184.216.2", 0xffffffffu, t0), 0);
+	assert_verdict(tcp(p, "93.184.216.2", 443, t0 + 3600 * 1000 - 1), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "93.184.216.2", 443, t0 + 3600 * 1000), NET_DENY, "no-rule");
 	/* A clock near its end does not wrap. */
-	assert_int_equal(pin(p, "a.example.com", "198.51.100.3", 60, UINT64_MAX - 10), 0);
-	assert_verdict(tcp(p, "198.51.100.3", 443, UINT64_MAX - 1), NET_ALLOW, "pinned");
+	assert_int_equal(pin(p, "a.example.com", "93.184.216.3", 60, UINT64_MAX - 10), 0);
+	assert_verdict(tcp(p, "93.184.216.3", 443, UINT64_MAX - 1), NET_ALLOW, "pinned");
 	/* Re-pinning refreshes the expiry. */
-	assert_int_equal(pin(p, "a.example.com", "198.51.100.1", 10, t0 + 100000), 0);
-	assert_verdict(tcp(p, "198.51.100.1", 443, t0 + 109999), NET_ALLOW, "pinned");
+	assert_int_equal(pin(p, "a.example.com", "93.184.216.1", 10, t0 + 100000), 0);
+	assert_verdict(tcp(p, "93.184.216.1", 443, t0 + 109999), NET_ALLOW, "pinned");
 	assert_int_equal(net_pin_count(p, t0 + 100000), 3); /* .1, .2 and the far one */
 	net_policy_free(p);
 }
@@ -536,32 +598,32 @@ static void test_pin_eviction(void **state)
 
 	for (int i = 0; i < 4; i++) {
 		snprintf(name, sizeof(name), "h%d.example.com", i);
-		snprintf(addr, sizeof(addr), "198.51.100.%d", i + 1);
+		snprintf(addr, sizeof(addr), "93.184.216.%d", i + 1);
 		assert_int_equal(pin(p, name, addr, 600, 0), 0);
 	}
 	assert_int_equal(net_pin_count(p, 0), 4);
 	/* Refresh h0: h1 is now the oldest and goes first. */
-	assert_int_equal(pin(p, "h0.example.com", "198.51.100.1", 600, 1), 0);
-	assert_int_equal(pin(p, "h4.example.com", "198.51.100.5", 600, 2), 0);
+	assert_int_equal(pin(p, "h0.example.com", "93.184.216.1", 600, 1), 0);
+	assert_int_equal(pin(p, "h4.example.com", "93.184.216.5", 600, 2), 0);
 	assert_int_equal(net_pin_count(p, 2), 4);
-	assert_verdict(tcp(p, "198.51.100.1", 443, 3), NET_ALLOW, "pinned");
-	assert_verdict(tcp(p, "198.51.100.2", 443, 3), NET_DENY, "no-rule");
-	assert_verdict(tcp(p, "198.51.100.5", 443, 3), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "93.184.216.1", 443, 3), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "93.184.216.2", 443, 3), NET_DENY, "no-rule");
+	assert_verdict(tcp(p, "93.184.216.5", 443, 3), NET_ALLOW, "pinned");
 	/* h9 evicts h2; once h9 has expired, h10 takes its place, not a live one. */
-	assert_int_equal(pin(p, "h9.example.com", "198.51.100.9", 5, 3), 0);
-	assert_verdict(tcp(p, "198.51.100.3", 443, 4), NET_DENY, "no-rule");
-	assert_int_equal(pin(p, "h10.example.com", "198.51.100.10", 600, 10000), 0);
-	assert_verdict(tcp(p, "198.51.100.1", 443, 10001), NET_ALLOW, "pinned");
-	assert_verdict(tcp(p, "198.51.100.4", 443, 10001), NET_ALLOW, "pinned");
-	assert_verdict(tcp(p, "198.51.100.5", 443, 10001), NET_ALLOW, "pinned");
-	assert_verdict(tcp(p, "198.51.100.10", 443, 10001), NET_ALLOW, "pinned");
-	assert_verdict(tcp(p, "198.51.100.9", 443, 10001), NET_DENY, "no-rule");
+	assert_int_equal(pin(p, "h9.example.com", "93.184.216.9", 5, 3), 0);
+	assert_verdict(tcp(p, "93.184.216.3", 443, 4), NET_DENY, "no-rule");
+	assert_int_equal(pin(p, "h10.example.com", "93.184.216.10", 600, 10000), 0);
+	assert_verdict(tcp(p, "93.184.216.1", 443, 10001), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "93.184.216.4", 443, 10001), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "93.184.216.5", 443, 10001), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "93.184.216.10", 443, 10001), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "93.184.216.9", 443, 10001), NET_DENY, "no-rule");
 	/* Many names on one address (a CDN) and one name on many addresses. */
 	net_policy_free(p);
 	p = policy(rules, 1, 0);
 	for (int i = 0; i < 300; i++) {
 		snprintf(name, sizeof(name), "h%d.example.com", i);
-		assert_int_equal(pin(p, name, "198.51.100.7", 600, 0), 0);
+		assert_int_equal(pin(p, name, "93.184.216.7", 600, 0), 0);
 	}
 	assert_int_equal(net_pin_count(p, 0), 300);
 	net_policy_free(p);
@@ -574,21 +636,21 @@ static void test_pin_ports_from_rules(void **state)
 	struct net_policy *p = policy(rules, 4, 0);
 	struct net_decision d;
 
-	assert_int_equal(pin(p, "git.example.com", "198.51.100.1", 60, 0), 0);
-	d = tcp(p, "198.51.100.1", 22, 0);
+	assert_int_equal(pin(p, "git.example.com", "93.184.216.1", 60, 0), 0);
+	d = tcp(p, "93.184.216.1", 22, 0);
 	assert_verdict(d, NET_ALLOW, "pinned");
 	assert_int_equal(d.rule, 0);
 	assert_int_equal(d.inspect, NET_INSPECT_NONE); /* nothing to look at on other ports */
-	d = tcp(p, "198.51.100.1", 443, 0);
+	d = tcp(p, "93.184.216.1", 443, 0);
 	assert_int_equal(d.rule, 1);
 	assert_int_equal(d.inspect, NET_INSPECT_TLS_SNI);
-	d = tcp(p, "198.51.100.1", 8443, 0);
+	d = tcp(p, "93.184.216.1", 8443, 0);
 	assert_verdict(d, NET_ALLOW, "pinned");
 	assert_int_equal(d.rule, 2);
-	assert_verdict(tcp(p, "198.51.100.1", 80, 0), NET_DENY, "port-not-allowed");
-	assert_int_equal(pin(p, "plain.example.com", "198.51.100.2", 60, 0), 0);
-	assert_verdict(tcp(p, "198.51.100.2", 443, 0), NET_DENY, "port-not-allowed");
-	d = tcp(p, "198.51.100.2", 80, 0);
+	assert_verdict(tcp(p, "93.184.216.1", 80, 0), NET_DENY, "port-not-allowed");
+	assert_int_equal(pin(p, "plain.example.com", "93.184.216.2", 60, 0), 0);
+	assert_verdict(tcp(p, "93.184.216.2", 443, 0), NET_DENY, "port-not-allowed");
+	d = tcp(p, "93.184.216.2", 80, 0);
 	assert_int_equal(d.inspect, NET_INSPECT_HTTP_HOST);
 	net_policy_free(p);
 }
@@ -670,8 +732,9 @@ static void test_bad_args(void **state)
 	assert_verdict(tcp(p, "1.1.1.1", 0, 0), NET_DENY, "bad-argument");
 	assert_verdict(net_decide_connect(p, (enum net_proto)7, &a, 80, 0), NET_DENY,
 		       "bad-argument");
-	assert_int_equal(net_policy_add_host_addr(p, &a), -EINVAL);
-	assert_int_equal(net_pin_add(p, "x.com", &a, 60, 0), -EINVAL);
+	assert_int_equal(net_pin_add(p, "x.com", &a, 60, 0, NULL), -EINVAL);
+	assert_int_equal(net_ip_judge(p, &a, NULL), NET_ADDR_DENIED);
+	assert_int_equal(net_ip_judge(p, NULL, NULL), NET_ADDR_DENIED);
 	net_policy_free(p);
 }
 
@@ -703,11 +766,16 @@ static void test_reserved_denied(void **state)
 	assert_verdict(tcp(p, "128.0.0.1", 80, 0), NET_ALLOW, "rule");
 	assert_verdict(tcp(p, "1.0.0.0", 80, 0), NET_ALLOW, "rule");
 	assert_verdict(tcp(p, "223.255.255.255", 80, 0), NET_ALLOW, "rule");
-	assert_verdict(tcp(p, "255.255.255.254", 80, 0), NET_ALLOW, "rule");
-	assert_verdict(tcp(p, "::2", 80, 0), NET_ALLOW, "rule");
-	assert_verdict(tcp(p, "fec0::1", 80, 0), NET_ALLOW, "rule");
-	assert_verdict(tcp(p, "fd00:ec2::253", 80, 0), NET_ALLOW, "rule");
+	assert_verdict(tcp(p, "2001:4860::2", 80, 0), NET_ALLOW, "rule");
+	/* 240/4 (255.255.255.255 aside) is non-public, not always denied. */
+	assert_verdict(tcp(p, "255.255.255.254", 80, 0), NET_DENY, "private-address");
 	assert_verdict(tcp(p, "64:ff9b::808:808", 80, 0), NET_ALLOW, "rule");
+	/* ::2 is IPv4-compatible 0.0.0.2: as reserved as 0.0.0.2 itself. */
+	assert_verdict(tcp(p, "::2", 80, 0), NET_DENY, "reserved-address");
+	/* Non-public ones: a CIDR rule as wide as 0.0.0.0/0 does not open them. */
+	assert_verdict(tcp(p, "fec0::1", 80, 0), NET_DENY, "private-address");
+	assert_verdict(tcp(p, "fd00:ec2::253", 80, 0), NET_DENY, "private-address");
+	assert_verdict(tcp(p, "10.1.2.3", 80, 0), NET_DENY, "private-address");
 	net_policy_free(p);
 }
 
@@ -736,51 +804,275 @@ static void test_reserved_exact_rule(void **state)
 
 static void test_host_addresses(void **state)
 {
-	const char *rules[] = { "0.0.0.0/0", "::/0", "192.168.1.10:8000" };
-	struct net_policy *p = policy(rules, 3, 0);
-	struct net_ip a = ip("192.168.1.10"), b = ip("2001:db8::10");
-	char s[32];
-	int i;
+	const char *rules[] = { "0.0.0.0/0", "::/0", "93.184.216.10:8000", "*.example.com;private",
+				"10.0.0.0/8", "udp:0.0.0.0/0" };
+	struct net_policy *p = policy(rules, 6, 0);
+	char s[64];
 
-	assert_verdict(tcp(p, "192.168.1.10", 22, 0), NET_ALLOW, "rule");
-	assert_int_equal(net_policy_add_host_addr(p, &a), 0);
-	assert_int_equal(net_policy_add_host_addr(p, &a), 0); /* twice is once */
-	assert_int_equal(net_policy_add_host_addr(p, &b), 0);
-	assert_verdict(tcp(p, "192.168.1.10", 22, 0), NET_DENY, "host-address");
-	assert_verdict(tcp(p, "::ffff:192.168.1.10", 22, 0), NET_DENY, "host-address");
-	assert_verdict(tcp(p, "2001:db8::10", 443, 0), NET_DENY, "host-address");
-	assert_verdict(udp(p, "192.168.1.10", 53), NET_DENY, "host-address");
-	assert_verdict(tcp(p, "192.168.1.11", 22, 0), NET_ALLOW, "rule");
+	(void)state;
+	assert_verdict(tcp(p, "93.184.216.10", 22, 0), NET_ALLOW, "rule");
+	/* The host takes on an address: from then on it is denied, everywhere. */
+	fake_add("93.184.216.10");
+	fake_add("2001:4860::10");
+	fake_add("10.1.1.1");
+	assert_verdict(tcp(p, "93.184.216.10", 22, 0), NET_DENY, "host-address");
+	assert_verdict(tcp(p, "::ffff:93.184.216.10", 22, 0), NET_DENY, "host-address");
+	assert_verdict(tcp(p, "2001:4860::10", 443, 0), NET_DENY, "host-address");
+	assert_verdict(udp(p, "93.184.216.10", 53), NET_DENY, "host-address");
+	assert_verdict(tcp(p, "10.1.1.1", 22, 0), NET_DENY, "host-address");
+	assert_verdict(tcp(p, "10.1.1.2", 22, 0), NET_ALLOW, "rule");
+	assert_verdict(tcp(p, "93.184.216.11", 22, 0), NET_ALLOW, "rule");
 	/* Named exactly: allowed on that port only. */
-	assert_int_equal(tcp(p, "192.168.1.10", 8000, 0).rule, 2);
-	for (i = 0; i < NET_HOST_ADDRS_MAX; i++) {
-		struct net_ip c;
-
-		snprintf(s, sizeof(s), "10.0.%d.%d", i / 250, i % 250 + 1);
-		c = ip(s);
-		if (net_policy_add_host_addr(p, &c))
-			break;
+	assert_int_equal(tcp(p, "93.184.216.10", 8000, 0).rule, 2);
+	/* No table to fill: a thousand addresses, all of them denied. */
+	for (int i = 0; fake.n < FAKE_HOST_MAX; i++) {
+		snprintf(s, sizeof(s), i % 2 ? "2001:4860:1::%x" : "100.%d.%d.1", i / 200 + 1,
+			 i % 200);
+		if (i % 2)
+			snprintf(s, sizeof(s), "2001:4860:1::%x", i);
+		fake_add(s);
 	}
-	assert_int_equal(i, NET_HOST_ADDRS_MAX - 2);
+	for (unsigned i = 0; i < fake.n; i++) {
+		struct net_decision d = net_decide_connect(p, NET_TCP, &fake.addr[i], 443, 0);
+
+		net_ip_str(&fake.addr[i], s, sizeof(s));
+		if (d.verdict != NET_DENY || d.reason != NET_R_HOST_ADDR)
+			fail_msg("%s: %s", s, net_reason_str(d.reason));
+	}
+	/* The guest's own virtual network is the host's, whatever the kernel says. */
+	assert_verdict(tcp(p, "10.0.2.2", 22, 0), NET_DENY, "host-address");
+	assert_verdict(tcp(p, "10.0.2.100", 1, 0), NET_DENY, "host-address");
+	assert_verdict(tcp(p, "fd00::3", 53, 0), NET_DENY, "host-address");
+	/* DNS answers naming them are withheld. */
+	assert_string_equal(pin_why(p, "a.example.com", "93.184.216.10"), "host-address");
+	assert_string_equal(pin_why(p, "a.example.com", "2001:4860::10"), "host-address");
+	assert_string_equal(pin_why(p, "a.example.com", "10.1.1.1"), "host-address");
+	assert_string_equal(pin_why(p, "a.example.com", "2001:4860:1::1"), "host-address");
+	assert_string_equal(pin_why(p, "a.example.com", "10.0.2.2"), "host-address");
 	net_policy_free(p);
+}
+
+/* The host check failing, or no route: fail closed. */
+static void test_host_check_fails(void **state)
+{
+	const char *rules[] = { "0.0.0.0/0", "::/0", "*.example.com", "93.184.216.9" };
+	struct net_policy *p = policy(rules, 4, 0);
+	struct net_ip a = ip("93.184.216.34");
+
+	(void)state;
+	fake.fail = -ETIMEDOUT;
+	assert_verdict(tcp(p, "93.184.216.34", 443, 0), NET_DENY, "host-check-failed");
+	/* No rule could allow it: the host is not even asked. */
+	fake.calls = 0;
+	assert_verdict(udp(p, "93.184.216.34", 443), NET_DENY, "no-rule");
+	assert_int_equal(fake.calls, 0);
+	assert_int_equal(net_ip_judge(p, &a, NULL), NET_ADDR_DENIED);
+	/* An exact rule needs no check. */
+	assert_verdict(tcp(p, "93.184.216.9", 443, 0), NET_ALLOW, "rule");
+	fake.fail = -ENETUNREACH;
+	assert_verdict(tcp(p, "93.184.216.34", 443, 0), NET_DENY, "no-route");
+	assert_string_equal(pin_why(p, "a.example.com", "2001:4860::1"), "no-route");
+	fake.fail = -EIO;
+	assert_string_equal(pin_why(p, "a.example.com", "93.184.216.35"), "host-check-failed");
+	fake.fail = 0;
+	/* A translator's IPv4 side without a route here is fine... */
+	fake.unroutable = ip("8.8.8.8");
+	assert_verdict(tcp(p, "64:ff9b::808:808", 443, 0), NET_ALLOW, "rule");
+	/* ...but not a destination itself. */
+	assert_verdict(tcp(p, "8.8.8.8", 443, 0), NET_DENY, "no-route");
+	net_policy_free(p);
+	/* No host check at all: nothing that needs one is allowed. */
+	p = net_policy_new(0);
+	assert_int_equal(net_policy_add_rule(p, "0.0.0.0/0", err, sizeof(err)), 0);
+	assert_verdict(tcp(p, "93.184.216.34", 443, 0), NET_DENY, "host-check-failed");
+	net_policy_free(p);
+}
+
+/* Every translated IPv6 form is judged by the IPv4 address it carries. */
+static void test_translated_forms(void **state)
+{
+	const char *rules[] = { "::/0", "*.example.com", "udp:::/0" };
+	static const struct {
+		const char *addr, *reason;
+	} cases[] = {
+		/* NAT64 well-known prefix */
+		{ "64:ff9b::7f00:1", "reserved-address" },
+		{ "64:ff9b::a9fe:a9fe", "reserved-address" },
+		{ "64:ff9b::a00:1", "private-address" },
+		{ "64:ff9b::c0a8:101", "private-address" },
+		{ "64:ff9b::6440:1", "private-address" },
+		{ "64:ff9b::5db8:d80a", "host-address" },
+		/* NAT64 local-use 64:ff9b:1::/48, at the /96 and /48 positions */
+		{ "64:ff9b:1::7f00:1", "reserved-address" },
+		{ "64:ff9b:1:a00:1:100::", "reserved-address" }, /* /48: 10.0.1.1, /56: 0.1.1.0 */
+		{ "64:ff9b:1:0:a9:fea9:fe00:0", "reserved-address" }, /* /64: 169.254.169.254 */
+		{ "64:ff9b:1::808:808", "private-address" },	  /* local-use: non-public itself */
+		{ "64:ff9b:1::5db8:d80a", "host-address" },
+		/* IPv4-translated, IPv4-compatible */
+		{ "::ffff:0:7f00:1", "reserved-address" },
+		{ "::ffff:0:a00:1", "private-address" },
+		{ "::7f00:1", "reserved-address" },
+		{ "::a9fe:a9fe", "reserved-address" },
+		{ "::5db8:d80a", "host-address" },
+		/* 6to4 */
+		{ "2002:7f00:1::1", "reserved-address" },
+		{ "2002:a00:1::1", "private-address" },
+		{ "2002:5db8:d80a::1", "host-address" },
+		/* Teredo: server, and the client (obfuscated: inverted) */
+		{ "2001:0:7f00:1::1", "reserved-address" },
+		{ "2001:0:808:808:0:0:80ff:fffe", "reserved-address" },	/* client 127.0.0.1 */
+		{ "2001:0:808:808:0:0:f5ff:fffe", "private-address" },	/* client 10.0.0.1 */
+		{ "2001:0:808:808:0:0:a247:27f5", "host-address" },	/* client 93.184.216.10 */
+		/* ISATAP interface identifiers */
+		{ "2001:4860:1:2:0:5efe:7f00:1", "reserved-address" },
+		{ "2001:4860:1:2:200:5efe:a00:1", "private-address" },
+		/* The IPv6 address itself a host address */
+		{ "2001:4860::10", "host-address" },
+	};
+	struct net_policy *p = policy(rules, 3, 0);
+
+	(void)state;
+	fake_add("93.184.216.10");
+	fake_add("2001:4860::10");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct net_decision d = tcp(p, cases[i].addr, 443, 0);
+		const char *w = pin_why(p, "x.example.com", cases[i].addr);
+
+		if (d.verdict != NET_DENY || strcmp(net_reason_str(d.reason), cases[i].reason))
+			fail_msg("connect %s: %s, want %s", cases[i].addr, net_reason_str(d.reason),
+				 cases[i].reason);
+		if (strcmp(w, cases[i].reason))
+			fail_msg("DNS answer %s: %s, want %s", cases[i].addr, w, cases[i].reason);
+		assert_int_equal(udp(p, cases[i].addr, 53).verdict, NET_DENY);
+	}
+	/* The same forms around public addresses are public. */
+	assert_verdict(tcp(p, "64:ff9b::808:808", 443, 0), NET_ALLOW, "rule");
+	assert_verdict(tcp(p, "2002:808:808::1", 443, 0), NET_ALLOW, "rule");
+	assert_verdict(tcp(p, "2001:0:808:808:0:0:f7f7:f7f7", 443, 0), NET_ALLOW, "rule");
+	assert_string_equal(pin_why(p, "x.example.com", "64:ff9b::808:808"), "pinned");
+	net_policy_free(p);
+}
+
+/* Non-public addresses: withheld from names, closed to wide CIDR rules,
+ * open to ;private and to CIDR rules inside a non-public block. */
+static void test_private(void **state)
+{
+	const char *rules[] = { "*.example.com", "internal.corp:443;private", "0.0.0.0/0:80",
+				"10.0.0.0/8:22", "[fd00:1::/32]:22", "0.0.0.0/0:8080;private",
+				"*.mixed.test:443", "*.mixed.test:8443;private", "[::/0]:8080;private", "[::/0]:80" };
+	static const char *const priv[] = {
+		"10.1.2.3",	  "172.16.0.1",	  "172.31.255.255", "192.168.1.1",  "100.64.0.1",
+		"100.127.255.254", "192.0.0.1",	  "192.0.2.1",	    "198.51.100.1", "203.0.113.1",
+		"198.18.0.1",	  "198.19.255.1", "240.0.0.1",	    "255.255.255.254", "192.88.99.1",
+		"fd12::1",	  "fc00::1",	  "fec0::1",	    "2001:db8::1",  "3fff::1",
+		"100::1",	  "2001:2::1",	  "2001:10::1",	    "2001:20::1",   "5f00::1",
+	};
+	static const char *const pub[] = { "172.15.255.255", "172.32.0.0", "100.63.255.255",
+					   "100.128.0.0",    "192.0.1.1",  "198.17.255.255",
+					   "198.20.0.0",     "11.0.0.1",   "2001:4860::1", "fe00::1" };
+	struct net_policy *p = policy(rules, 10, 0);
+	struct net_decision d;
+	struct net_ip a;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(priv) / sizeof(priv[0]); i++) {
+		a = ip(priv[i]);
+		if (net_ip_judge(p, &a, NULL) != NET_ADDR_PRIVATE)
+			fail_msg("%s is not judged private", priv[i]);
+		d = tcp(p, priv[i], 80, 0);
+		if (d.verdict != NET_DENY || d.reason != NET_R_PRIVATE)
+			fail_msg("%s:80 %s", priv[i], net_reason_str(d.reason));
+		d = tcp(p, priv[i], 8080, 0);
+		if (d.verdict != NET_ALLOW)
+			fail_msg("%s:8080 %s", priv[i], net_reason_str(d.reason));
+		if (strcmp(pin_why(p, "a.example.com", priv[i]), "private-address"))
+			fail_msg("%s is pinned for a.example.com", priv[i]);
+		assert_string_equal(pin_why(p, "internal.corp", priv[i]), "pinned");
+	}
+	for (size_t i = 0; i < sizeof(pub) / sizeof(pub[0]); i++) {
+		a = ip(pub[i]);
+		if (net_ip_judge(p, &a, NULL) != NET_ADDR_PUBLIC)
+			fail_msg("%s is not judged public", pub[i]);
+	}
+	/* CIDR rules inside one non-public block open it. */
+	assert_verdict(tcp(p, "10.9.9.9", 22, 0), NET_ALLOW, "rule");
+	assert_verdict(tcp(p, "fd00:1:2::3", 22, 0), NET_ALLOW, "rule");
+	assert_verdict(tcp(p, "fd00:2::3", 22, 0), NET_DENY, "no-rule");
+	/* A private pin opens its address to the ;private rule's ports only. */
+	assert_int_equal(pin(p, "internal.corp", "10.20.30.40", 60, 0), 0);
+	assert_verdict(tcp(p, "10.20.30.40", 443, 1), NET_ALLOW, "pinned");
+	assert_int_equal(pin(p, "a.mixed.test", "10.20.30.41", 60, 0), 0);
+	assert_verdict(tcp(p, "10.20.30.41", 8443, 1), NET_ALLOW, "pinned");
+	assert_verdict(tcp(p, "10.20.30.41", 443, 1), NET_DENY, "private-address");
+	{
+		struct net_ip b = ip("10.20.30.41");
+
+		assert_verdict(net_check_sni(p, &b, 8443, "a.mixed.test", 1), NET_ALLOW, "pinned");
+		assert_verdict(net_check_sni(p, &b, 443, "a.mixed.test", 1), NET_DENY,
+			       "private-address");
+	}
+	/* ;private never opens reserved or host addresses. */
+	fake_add("10.1.1.1");
+	assert_string_equal(pin_why(p, "internal.corp", "10.1.1.1"), "host-address");
+	assert_string_equal(pin_why(p, "internal.corp", "127.0.0.1"), "reserved-address");
+	assert_string_equal(pin_why(p, "internal.corp", "169.254.169.254"), "reserved-address");
+	assert_verdict(tcp(p, "169.254.169.254", 8080, 0), NET_DENY, "reserved-address");
+	net_policy_free(p);
+}
+
+static void test_parse_private(void **state)
+{
+	struct net_rule r;
+
+	(void)state;
+	r = parse_ok("internal.corp;private");
+	assert_true(r.private_opt);
+	assert_true(r.private);
+	assert_string_equal(r.name, "internal.corp");
+	r = parse_ok("*.corp:8443;private");
+	assert_true(r.private && r.wildcard);
+	assert_int_equal(r.ports[0], 8443);
+	r = parse_ok("internal.corp");
+	assert_false(r.private);
+	r = parse_ok("0.0.0.0/0;private");
+	assert_true(r.private);
+	r = parse_ok("0.0.0.0/0");
+	assert_false(r.private);
+	r = parse_ok("10.0.0.0/8");
+	assert_true(r.private);
+	assert_false(r.private_opt);
+	r = parse_ok("10.0.0.0/7");
+	assert_false(r.private);
+	r = parse_ok("[fd00::/8]:22");
+	assert_true(r.private);
+	r = parse_ok("udp:192.168.1.53:53");
+	assert_true(r.private);
+	parse_bad("internal.corp;privat", "unknown option");
+	parse_bad("internal.corp;private;private", "unknown option");
+	parse_bad("internal.corp;", "unknown option");
+	parse_bad(";private", "empty rule");
+	parse_bad("internal.corp:443;private,x", "unknown option");
 }
 
 static void test_rebinding(void **state)
 {
 	const char *rules[] = { "*.example.com", "127.0.0.1:8080" };
 	struct net_policy *p = policy(rules, 2, 0);
-	struct net_ip h = ip("10.0.2.2");
 
-	assert_int_equal(net_policy_add_host_addr(p, &h), 0);
 	assert_int_equal(pin(p, "evil.example.com", "127.0.0.1", 60, 0), 1);
 	assert_int_equal(pin(p, "evil.example.com", "169.254.169.254", 60, 0), 1);
 	assert_int_equal(pin(p, "evil.example.com", "::ffff:169.254.169.254", 60, 0), 1);
 	assert_int_equal(pin(p, "evil.example.com", "10.0.2.2", 60, 0), 1);
 	assert_int_equal(pin(p, "evil.example.com", "fe80::1", 60, 0), 1);
-	assert_verdict(tcp(p, "127.0.0.1", 443, 1), NET_DENY, "rebinding");
-	assert_verdict(tcp(p, "169.254.169.254", 80, 1), NET_DENY, "rebinding");
-	assert_verdict(tcp(p, "10.0.2.2", 443, 1), NET_DENY, "rebinding");
-	assert_verdict(tcp(p, "fe80::1", 443, 1), NET_DENY, "rebinding");
+	/* Denied addresses say why, marker or not. */
+	assert_verdict(tcp(p, "127.0.0.1", 443, 1), NET_DENY, "reserved-address");
+	assert_verdict(tcp(p, "169.254.169.254", 80, 1), NET_DENY, "reserved-address");
+	assert_verdict(tcp(p, "10.0.2.2", 443, 1), NET_DENY, "host-address");
+	assert_verdict(tcp(p, "fe80::1", 443, 1), NET_DENY, "reserved-address");
+	/* A marker on a non-public address no rule opens names the rebinding. */
+	assert_int_equal(pin(p, "evil.example.com", "10.9.8.7", 60, 0), 1);
+	assert_verdict(tcp(p, "10.9.8.7", 443, 1), NET_DENY, "rebinding");
+	assert_verdict(tcp(p, "10.9.8.7", 443, 60000), NET_DENY, "no-rule");
 	/* An explicit exact rule still works; the marker adds nothing. */
 	assert_verdict(tcp(p, "127.0.0.1", 8080, 1), NET_ALLOW, "rule");
 	/* SNI/Host naming the rebinding name does not help either. */
@@ -804,12 +1096,12 @@ static void test_check_sni(void **state)
 {
 	const char *rules[] = { "*.example.com:443", "web.example.org:80", "cdn.other.net:443" };
 	struct net_policy *p = policy(rules, 3, 0);
-	struct net_ip a = ip("198.51.100.1"), b = ip("198.51.100.2");
+	struct net_ip a = ip("93.184.216.1"), b = ip("93.184.216.2");
 	struct net_decision d;
 
-	assert_int_equal(pin(p, "a.example.com", "198.51.100.1", 60, 0), 0);
-	assert_int_equal(pin(p, "cdn.other.net", "198.51.100.1", 60, 0), 0);
-	assert_int_equal(pin(p, "web.example.org", "198.51.100.1", 60, 0), 0);
+	assert_int_equal(pin(p, "a.example.com", "93.184.216.1", 60, 0), 0);
+	assert_int_equal(pin(p, "cdn.other.net", "93.184.216.1", 60, 0), 0);
+	assert_int_equal(pin(p, "web.example.org", "93.184.216.1", 60, 0), 0);
 	d = net_check_sni(p, &a, 443, "a.example.com", 1);
 	assert_verdict(d, NET_ALLOW, "pinned");
 	assert_int_equal(d.rule, 0);
@@ -833,9 +1125,9 @@ static void test_check_http_host(void **state)
 {
 	const char *rules[] = { "web.example.org:80,8080" };
 	struct net_policy *p = policy(rules, 1, 0);
-	struct net_ip a = ip("198.51.100.1");
+	struct net_ip a = ip("93.184.216.1");
 
-	assert_int_equal(pin(p, "web.example.org", "198.51.100.1", 60, 0), 0);
+	assert_int_equal(pin(p, "web.example.org", "93.184.216.1", 60, 0), 0);
 	assert_verdict(net_check_http_host(p, &a, 80, "web.example.org", 0, 1), NET_ALLOW,
 		       "pinned");
 	assert_verdict(net_check_http_host(p, &a, 80, "web.example.org", 80, 1), NET_ALLOW,
@@ -851,7 +1143,7 @@ static void test_check_http_host(void **state)
 
 static void test_reason_strings(void **state)
 {
-	for (int r = NET_R_RULE; r <= NET_R_BAD_ARG; r++)
+	for (int r = NET_R_RULE; r <= NET_R_NO_ROUTE; r++)
 		assert_string_not_equal(net_reason_str((enum net_reason)r), "?");
 	assert_string_equal(net_reason_str(NET_R_REBINDING), "rebinding");
 	assert_string_equal(net_reason_str((enum net_reason)99), "?");
@@ -885,6 +1177,10 @@ int main(void)
 		cmocka_unit_test(test_reserved_denied),
 		cmocka_unit_test(test_reserved_exact_rule),
 		cmocka_unit_test(test_host_addresses),
+		cmocka_unit_test(test_host_check_fails),
+		cmocka_unit_test(test_translated_forms),
+		cmocka_unit_test(test_private),
+		cmocka_unit_test(test_parse_private),
 		cmocka_unit_test(test_rebinding),
 		cmocka_unit_test(test_check_sni),
 		cmocka_unit_test(test_check_http_host),

@@ -1,10 +1,12 @@
 /*
  * kiln-net's side of the VMM socket: every frame the guest sends is checked
- * here first (source addresses, ethertype, fragments, extension headers) and
- * handed to the module for its protocol; ARP goes to slirp, IPv6 neighbour
- * discovery for the gateway and DNS addresses is answered here. Frames for
- * the guest are queued when the socket is full, and dropped past the queue
- * (TCP retransmits).
+ * here first (source MAC and IP, ethertype, lengths, checksums, fragments,
+ * extension headers, protocols, TCP flags) and handed to the module for its
+ * protocol; ARP goes to slirp, IPv6 neighbour discovery for the gateway and
+ * DNS addresses is answered here. Every frame dropped here is counted in the
+ * audit log (audit_drop: one line per kind per second). Frames for the guest
+ * are queued when the socket is full, and dropped past the queue (TCP
+ * retransmits), counted the same way.
  */
 #include <errno.h>
 #include <slirp/libslirp.h>
@@ -40,8 +42,10 @@ bool guest_send(struct knet *k, const uint8_t *frame, size_t len)
 		return false;
 	if (q->count >= SEND_BATCH && q->count % SEND_BATCH == 0)
 		guest_flush(k);
-	if (q->count == KNET_OUTQ_FRAMES)
-		return false; /* dropped: TCP retransmits */
+	if (q->count == KNET_OUTQ_FRAMES) {
+		audit_drop(k, DROP_GUEST_QUEUE, NULL); /* TCP retransmits */
+		return false;
+	}
 	slot = (q->head + q->count) % KNET_OUTQ_FRAMES;
 	memcpy(q->frame[slot], frame, len);
 	q->len[slot] = (uint16_t)len;
@@ -94,6 +98,17 @@ bool guest_send_ip(struct knet *k, int family, const uint8_t *src, const uint8_t
 	return n ? guest_send(k, out, n) : false;
 }
 
+static void drop(struct knet *k, enum knet_drop kind, const struct frame_ip *ip, int detail)
+{
+	struct audit_drop_info info = { .detail = detail };
+
+	if (ip) {
+		info.family = ip->family;
+		info.dst = ip->dst;
+	}
+	audit_drop(k, kind, &info);
+}
+
 /* ARP from the guest: only about its own address, then slirp answers
  * for the gateway and the DNS address. */
 static void arp_input(struct knet *k, uint8_t *frame, size_t len)
@@ -101,13 +116,15 @@ static void arp_input(struct knet *k, uint8_t *frame, size_t len)
 	const uint8_t *a = frame + ETH_HDR;
 
 	if (len < ETH_HDR + ARP_LEN || get16(a) != 1 || get16(a + 2) != ETHERTYPE_IP4 || a[4] != 6 ||
-	    a[5] != 4 || memcmp(a + 14, k->guest4, 4))
+	    a[5] != 4 || memcmp(a + 8, k->guest_mac, 6) || memcmp(a + 14, k->guest4, 4)) {
+		drop(k, DROP_ARP, NULL, -1);
 		return;
+	}
 	slirp_input(k->slirp, frame, (int)len);
 }
 
 /* A Neighbor Solicitation for the gateway or the DNS address: advertise the
- * gateway's MAC. Everything else of ICMPv6 is dropped. */
+ * gateway's MAC. Everything else of ICMPv6 is dropped (and counted). */
 static void icmp6_input(struct knet *k, const struct frame_ip *ip)
 {
 	static const uint8_t all_nodes[16] = { 0xff, 2, [15] = 1 };
@@ -116,22 +133,20 @@ static void icmp6_input(struct knet *k, const struct frame_ip *ip)
 	uint8_t na[32];
 
 	if (ip->l4[0] != ND_SOLICIT) {
-		struct audit_event e = { .proto = "icmp", .verdict = "deny", .reason = "icmp",
-					 .rule = -1, .family = AF_INET6, .dst = ip->dst };
-
-		if (ip->l4[0] < 128) /* errors */
-			return;
-		if (ip->l4[0] == 128) /* only echo requests are attempts worth a line */
-			audit_event(k, &e);
+		drop(k, DROP_ICMP, ip, -1);
 		return;
 	}
 	/* From the guest's address, its link-local one, or unspecified (DAD). */
 	if (memcmp(ip->src, k->guest6, 16) && memcmp(ip->src, unspecified, 16) &&
-	    !(ip->src[0] == 0xfe && (ip->src[1] & 0xc0) == 0x80))
+	    !(ip->src[0] == 0xfe && (ip->src[1] & 0xc0) == 0x80)) {
+		drop(k, DROP_SPOOFED_SOURCE, ip, -1);
 		return;
+	}
 	if (ip->l4len < 24 || ip->l4[1] != 0 ||
-	    (memcmp(target, k->gw6, 16) && memcmp(target, k->dns6, 16)))
+	    (memcmp(target, k->gw6, 16) && memcmp(target, k->dns6, 16))) {
+		drop(k, DROP_ICMP, ip, -1);
 		return;
+	}
 	memset(na, 0, sizeof(na));
 	na[0] = ND_ADVERT;
 	na[4] = 0xe0; /* router, solicited, override */
@@ -150,20 +165,61 @@ static bool is_dns(const struct knet *k, const struct frame_ip *ip)
 	return ip->family == AF_INET ? !memcmp(ip->dst, k->dns4, 4) : !memcmp(ip->dst, k->dns6, 16);
 }
 
+/* Flag combinations no TCP sends: SYN with FIN or RST, and anything without
+ * ACK other than a bare SYN or a RST (FIN, null and Xmas scans). */
+static bool tcp_flags_odd(uint8_t f)
+{
+	if ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST)))
+		return true;
+	if (!(f & TCP_ACK) && !(f & (TCP_SYN | TCP_RST)))
+		return true;
+	return false;
+}
+
+/* One frame from the guest, len bytes (len > FRAME_MAX: too long, only
+ * counted). The frame's bytes may be rewritten. */
 void guest_input(struct knet *k, uint8_t *frame, size_t len)
 {
 	struct frame_ip ip;
+	enum frame_kind kind;
 
-	/* Only the NIC's own MAC: kiln-net answers nothing else. */
-	if (len < ETH_HDR || memcmp(frame + 6, k->guest_mac, 6))
+	if (len < ETH_HDR || len > FRAME_MAX) {
+		drop(k, DROP_MALFORMED, NULL, -1);
 		return;
-	switch (frame_parse(frame, len, &ip)) {
+	}
+	/* Only the NIC's own MAC: kiln-net answers nothing else. */
+	if (memcmp(frame + 6, k->guest_mac, 6)) {
+		drop(k, DROP_SPOOFED_MAC, NULL, -1);
+		return;
+	}
+	kind = frame_parse(frame, len, &ip);
+	switch (kind) {
 	case FRAME_IP:
 		break;
 	case FRAME_ARP:
 		arp_input(k, frame, len);
 		return;
+	case FRAME_OTHER:
+		drop(k, DROP_ETHERTYPE, NULL, get16(frame + 12));
+		return;
+	case FRAME_FRAGMENT:
+		drop(k, DROP_FRAGMENT, &ip, ip.proto);
+		return;
+	case FRAME_EXTHDR:
+		drop(k, DROP_EXTHDR, &ip, ip.proto);
+		return;
+	case FRAME_PROTO:
+		drop(k, DROP_PROTO, &ip, ip.proto);
+		return;
+	case FRAME_BAD_CSUM:
+		drop(k, DROP_BAD_CSUM, NULL, -1);
+		return;
 	default:
+		drop(k, DROP_MALFORMED, NULL, -1);
+		return;
+	}
+	if (!frame_l4_csum_ok(&ip)) {
+		drop(k, DROP_BAD_CSUM, &ip, ip.proto);
 		return;
 	}
 	if (ip.family == AF_INET6 && ip.proto == IPPROTO_ICMP6_) {
@@ -171,10 +227,16 @@ void guest_input(struct knet *k, uint8_t *frame, size_t len)
 		return;
 	}
 	/* The guest's own configured address only: no spoofing into the NAT. */
-	if (ip.family == AF_INET ? memcmp(ip.src, k->guest4, 4) : memcmp(ip.src, k->guest6, 16))
+	if (ip.family == AF_INET ? memcmp(ip.src, k->guest4, 4) : memcmp(ip.src, k->guest6, 16)) {
+		drop(k, DROP_SPOOFED_SOURCE, &ip, -1);
 		return;
+	}
 	switch (ip.proto) {
 	case IPPROTO_TCP_:
+		if (tcp_flags_odd(ip.l4[13])) {
+			drop(k, DROP_TCP_FLAGS, &ip, ip.l4[13]);
+			return;
+		}
 		tcp_guest_segment(k, &ip);
 		break;
 	case IPPROTO_UDP_:
@@ -183,12 +245,8 @@ void guest_input(struct knet *k, uint8_t *frame, size_t len)
 		else
 			udp_guest_datagram(k, &ip);
 		break;
-	case IPPROTO_ICMP_:
-		if (ip.l4[0] == 8) { /* echo request */
-			struct audit_event e = { .proto = "icmp", .verdict = "deny", .reason = "icmp",
-						 .rule = -1, .family = AF_INET, .dst = ip.dst };
-			audit_event(k, &e);
-		}
+	default: /* ICMP: never forwarded */
+		drop(k, DROP_ICMP, &ip, -1);
 		break;
 	}
 }

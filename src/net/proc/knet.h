@@ -6,6 +6,7 @@
  *   dns.c      the guest's resolver: policy, forwarding, pinning
  *   udp.c      UDP relay for udp: rules
  *   audit.c    the audit log and the counters
+ *   host.c     "is this address the host's?", asked of the kernel (rtnetlink)
  *   sandbox.c  kiln-net's own jail and seccomp filter
  * One process serves one VM, single-threaded.
  */
@@ -25,7 +26,10 @@
 
 struct Slirp;
 
-#define KNET_POLL_MAX	 1024
+/* Every fd is polled at most once per turn and kiln-net may hold at most
+ * KNET_FILES_MAX (its RLIMIT_NOFILE), so the poll set cannot fill up. */
+#define KNET_FILES_MAX	 1024
+#define KNET_POLL_MAX	 KNET_FILES_MAX
 #define KNET_OUTQ_FRAMES 2048 /* frames held for the VMM socket (about 3 MiB) */
 
 /* The internal IPv4 tuple every guest TCP connection is rewritten to:
@@ -64,7 +68,9 @@ struct knet {
 	int status_fd;		/* -1: no status line */
 	struct sockaddr_storage resolver; /* the host's DNS server */
 	socklen_t resolver_len;	/* 0: none known, queries get SERVFAIL */
+	int host_fd;		/* NETLINK_ROUTE, for host_check */
 	struct bucket up, down;	/* --rate: guest->world, world->guest */
+	struct bucket dnsq;	/* --dns-rate: upstream DNS queries per second */
 	struct outq outq;	/* frames for the guest the socket did not take yet */
 	struct knet_counts count;
 	const char *rule_text[NET_RULES_MAX]; /* as given, for the audit log */
@@ -81,6 +87,11 @@ static inline size_t knet_alen(int family) { return family == AF_INET ? 4 : 16; 
 /* addr:port (network-order bytes) as a socket address; its length. */
 socklen_t knet_sockaddr(int family, const uint8_t *addr, uint16_t port,
 			struct sockaddr_storage *ss);
+
+/* host.c: open the rtnetlink socket (before the jail); the policy's host
+ * check (rules.h: net_host_check_fn), ctx is the struct knet. */
+int host_init(struct knet *k);
+int host_check(void *ctx, const struct net_ip *ip);
 
 /* guest.c */
 int guest_init(struct knet *k);
@@ -107,10 +118,13 @@ void tcp_poll_handle(struct knet *k, const struct pollset *ps);
 void tcp_shutdown(struct knet *k);
 
 /* dns.c */
+#define KNET_DNS_PENDING 64 /* guest queries queued or asked upstream at once */
 int dns_init(struct knet *k);
 void dns_guest_query(struct knet *k, const struct frame_ip *ip);
 void dns_poll_fill(struct knet *k, struct pollset *ps);
 void dns_poll_handle(struct knet *k, const struct pollset *ps);
+/* Fail every question still open (audit lines). */
+void dns_shutdown(struct knet *k);
 
 /* udp.c */
 void udp_guest_datagram(struct knet *k, const struct frame_ip *ip);
@@ -131,10 +145,45 @@ struct audit_event {
 	const char *qtype;	/* DNS only */
 	const char *answers;	/* DNS only: space-separated addresses given to the guest */
 	const char *dropped;	/* DNS only: addresses withheld (rebinding) */
+	const char *dropped_reasons; /* DNS only: why, one token per withheld address */
 	uint64_t bytes_up, bytes_down;
 	uint64_t duration_ms;
 };
 void audit_event(struct knet *k, const struct audit_event *e);
+/* Things dropped without a decision of their own, counted per kind and
+ * written as one line per kind per second with the count. */
+enum knet_drop {
+	DROP_SPOOFED_MAC,    /* a frame not from the guest NIC's MAC */
+	DROP_SPOOFED_SOURCE, /* an IP source that is not the guest's address */
+	DROP_FRAGMENT,	     /* IPv4 fragments, IPv6 fragment headers */
+	DROP_EXTHDR,	     /* IPv6 extension headers */
+	DROP_PROTO,	     /* IP protocols other than TCP, UDP, ICMP */
+	DROP_ETHERTYPE,	     /* ethertypes other than IPv4, IPv6, ARP */
+	DROP_MALFORMED,	     /* bad lengths, truncated or oversized frames */
+	DROP_BAD_CSUM,	     /* IPv4 header or transport checksums */
+	DROP_TCP_FLAGS,	     /* impossible TCP flag combinations */
+	DROP_TCP_STRAY,	     /* TCP segments for no connection (answered with RST) */
+	DROP_ARP,	     /* ARP not about the guest's own address */
+	DROP_ICMP,	     /* ICMP and ICMPv6 (neighbour discovery for the gateway aside) */
+	DROP_UDP_RATE,	     /* UDP datagrams from the guest over --net-rate */
+	DROP_UDP_DOWN,	     /* UDP datagrams for the guest over --net-rate */
+	DROP_UDP_TOO_BIG,    /* UDP datagrams for the guest larger than its MTU */
+	DROP_GUEST_QUEUE,    /* frames for the guest: the queue to the VMM was full */
+	DROP_PIN_EVICTED,    /* a live DNS pin evicted to make room */
+	DROP_DNS_MISMATCH,   /* a resolver reply whose ID or question is not ours */
+	KNET_DROP_KINDS
+};
+struct audit_drop_info {
+	int family;	     /* 0 if no address */
+	const uint8_t *dst;
+	uint16_t port;
+	int detail;	     /* IP protocol (DROP_PROTO, DROP_EXTHDR) or ethertype; -1 */
+	const char *name;
+};
+void audit_drop(struct knet *k, enum knet_drop kind, const struct audit_drop_info *info);
+/* Write the counts once their second is over (force: now). Returns the
+ * milliseconds until the next flush is due, or -1 if nothing is counted. */
+int audit_drops_flush(struct knet *k, bool force);
 void audit_status(struct knet *k);
 
 /* sandbox.c: enter the jail and create the guestfwd listener (or, without

@@ -5,7 +5,8 @@
  * every attempt. The VMM itself never has network access.
  *
  *   kiln-net --fd N [--allow RULE]... [--audit-fd N] [--status-fd N]
- *            [--rate BYTES] [--resolver ADDR[:PORT]] [--no-jail] [--no-seccomp]
+ *            [--rate BYTES] [--dns-rate N] [--resolver ADDR[:PORT]]
+ *            [--no-jail] [--no-seccomp]
  *
  * Exits 0 once the VMM hangs up (or on SIGTERM/SIGINT/SIGHUP), after closing
  * every connection and writing the status line; 2 on bad arguments, 1 when
@@ -176,7 +177,7 @@ static void default_resolver(struct knet *k)
 static int parse_args(struct knet *k, struct args *a, int argc, char **argv)
 {
 	char err[NET_RULE_TEXT_MAX + 128];
-	uint64_t rate = 0;
+	uint64_t rate = 0, dns_rate = NET_DNS_RATE_DEFAULT;
 
 	a->jail = a->filter = true;
 	for (int i = 1; i < argc; i++) {
@@ -205,6 +206,10 @@ static int parse_args(struct knet *k, struct args *a, int argc, char **argv)
 		} else if (!strcmp(opt, "--rate")) {
 			if (parse_u64(val, 1, RATE_MAX, &rate))
 				return usage("--rate: bytes per second from 1 to 2^40, not '%s'", val);
+		} else if (!strcmp(opt, "--dns-rate")) {
+			if (parse_u64(val, 1, NET_DNS_RATE_MAX, &dns_rate))
+				return usage("--dns-rate: queries per second from 1 to %d, not '%s'",
+					     NET_DNS_RATE_MAX, val);
 		} else if (!strcmp(opt, "--resolver")) {
 			a->resolver = val;
 		} else if (!strcmp(opt, "--allow")) {
@@ -223,6 +228,9 @@ static int parse_args(struct knet *k, struct args *a, int argc, char **argv)
 		return usage("--resolver: not ADDR, IPv4:PORT or [IPv6]:PORT: '%s'", a->resolver);
 	bucket_init(&k->up, rate, now_ns());
 	bucket_init(&k->down, rate, now_ns());
+	/* Queries, not bytes: bursts of up to one second's worth. */
+	bucket_init(&k->dnsq, dns_rate, now_ns());
+	k->dnsq.burst = k->dnsq.tokens = dns_rate;
 	return 0;
 }
 
@@ -232,40 +240,6 @@ static void ip_bytes(int family, const char *text, uint8_t *out)
 {
 	if (inet_pton(family, text, out) != 1)
 		abort(); /* our own constants */
-}
-
-static int add_host(struct knet *k, int family, const void *bytes)
-{
-	struct net_ip ip = { .family = family };
-
-	memcpy(ip.b, bytes, family == AF_INET ? 4 : 16);
-	return net_policy_add_host_addr(k->pol, &ip);
-}
-
-/* The gateway's addresses and every address of this host are denied unless
- * a rule names them exactly. */
-static int host_addresses(struct knet *k)
-{
-	struct ifaddrs *list, *i;
-	int ret = 0;
-
-	add_host(k, AF_INET, k->gw4);
-	add_host(k, AF_INET, k->dns4);
-	add_host(k, AF_INET, k->fwd4);
-	add_host(k, AF_INET6, k->gw6);
-	add_host(k, AF_INET6, k->dns6);
-	if (getifaddrs(&list) < 0)
-		return -errno;
-	for (i = list; i && !ret; i = i->ifa_next) {
-		if (!i->ifa_addr)
-			continue;
-		if (i->ifa_addr->sa_family == AF_INET)
-			ret = add_host(k, AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr);
-		else if (i->ifa_addr->sa_family == AF_INET6)
-			ret = add_host(k, AF_INET6, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr);
-	}
-	freeifaddrs(list);
-	return ret == -ENOSPC ? 0 : ret; /* past NET_HOST_ADDRS_MAX: loopback/link-local stay denied */
 }
 
 static void addresses(struct knet *k)
@@ -475,9 +449,11 @@ static void guest_frames(struct knet *k)
 				k->vmm_gone = true;
 				return;
 			}
-			/* Longer than a frame: the kernel cut it (MSG_TRUNC): dropped. */
-			if (!(msg[i].msg_hdr.msg_flags & MSG_TRUNC) && len <= FRAME_MAX)
-				guest_input(k, frame[i], len);
+			/* Longer than a frame (the kernel cut it: MSG_TRUNC): guest_input
+			 * drops and counts it without reading past FRAME_MAX + 1. */
+			if (msg[i].msg_hdr.msg_flags & MSG_TRUNC || len > FRAME_MAX)
+				len = FRAME_MAX + 1;
+			guest_input(k, frame[i], len);
 		}
 		if (n < RECV_VEC)
 			return;
@@ -494,7 +470,7 @@ static void run(struct knet *k, const sigset_t *unblocked)
 		int vmm, fwd, r;
 
 		ps.n = 0;
-		ps.timeout_ms = -1;
+		ps.timeout_ms = audit_drops_flush(k, false);
 		vmm = pollset_add(&ps, k->vmm_fd, (short)(POLLIN | (k->outq.count ? POLLOUT : 0)));
 		fwd = pollset_add(&ps, k->fwd_listen, POLLIN);
 		tcp_poll_fill(k, &ps);
@@ -548,11 +524,14 @@ static int setup(struct knet *k, const struct args *a, sigset_t *unblocked)
 	signal(SIGPIPE, SIG_IGN);
 	if (!a->resolver)
 		default_resolver(k);
-	ret = host_addresses(k);
+	/* The host check asks the kernel: its socket is opened before the jail
+	 * and the filter (which allow no new netlink socket). */
+	ret = host_init(k);
 	if (ret) {
-		fprintf(stderr, "kiln-net: cannot list the host's addresses: %s\n", strerror(-ret));
+		fprintf(stderr, "kiln-net: cannot open the routing socket: %s\n", strerror(-ret));
 		return 1;
 	}
+	net_policy_set_host_check(k->pol, host_check, k);
 	tzset(); /* glibc reads the time zone once, here, not inside the jail */
 	ret = slirp_start(k) ? -ENOMEM : 0;
 	if (ret)
@@ -576,7 +555,8 @@ static int setup(struct knet *k, const struct args *a, sigset_t *unblocked)
 
 int main(int argc, char **argv)
 {
-	struct knet k = { .vmm_fd = -1, .fwd_listen = -1, .audit_fd = -1, .status_fd = -1 };
+	struct knet k = { .vmm_fd = -1, .fwd_listen = -1, .audit_fd = -1, .status_fd = -1,
+			  .host_fd = -1 };
 	struct args a = { 0 };
 	sigset_t unblocked;
 	int ret;
@@ -594,6 +574,7 @@ int main(int argc, char **argv)
 		run(&k, &unblocked);
 		tcp_shutdown(&k);
 		udp_shutdown(&k);
+		dns_shutdown(&k);
 		guest_flush(&k);
 		audit_status(&k);
 	}

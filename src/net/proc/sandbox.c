@@ -34,7 +34,6 @@
 #define SANDBOX_ROOT "/tmp"  /* where the new root is mounted, privately */
 #define SANDBOX_ID   65534u
 #define FWD_NAME     "fwd.sock"
-#define MAX_FILES    1024u
 
 #ifndef SYS_SECCOMP
 #define SYS_SECCOMP 1
@@ -44,6 +43,20 @@ static int fail(char *why, size_t len, int err, const char *what)
 {
 	snprintf(why, len, "%s: %s", what, strerror(err));
 	return -err;
+}
+
+/* At most KNET_FILES_MAX open files (the poll set is sized by it); a lower
+ * hard limit already there is kept. 0 or -errno. */
+static int limit_files(void)
+{
+	struct rlimit rl;
+
+	if (!privs_set_limit(RLIMIT_NOFILE, KNET_FILES_MAX))
+		return 0;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_max > KNET_FILES_MAX)
+		return -EPERM;
+	rl.rlim_cur = rl.rlim_max;
+	return setrlimit(RLIMIT_NOFILE, &rl) < 0 ? -errno : 0;
 }
 
 /* The Unix listener behind slirp's guestfwd, at dir/fwd.sock. */
@@ -111,7 +124,7 @@ static int jail(struct knet *k, char *why, size_t len)
 	if (ret)
 		return ret;
 	signal(SIGXFSZ, SIG_IGN);
-	if (privs_set_limit(RLIMIT_NOFILE, MAX_FILES) || privs_set_limit(RLIMIT_CORE, 0) ||
+	if (limit_files() || privs_set_limit(RLIMIT_CORE, 0) ||
 	    privs_set_limit(RLIMIT_MEMLOCK, 0))
 		return fail(why, len, errno, "cannot set resource limits");
 	ret = privs_drop(userns, SANDBOX_ID, SANDBOX_ID, &what);
@@ -128,6 +141,9 @@ static int no_jail(struct knet *k, char *why, size_t len)
 	char dir[] = "/tmp/kiln-net.XXXXXX";
 	int ret;
 
+	/* The poll set is sized by this limit (knet.h). */
+	if (limit_files())
+		return fail(why, len, EPERM, "cannot set the file limit");
 	if (!mkdtemp(dir))
 		return fail(why, len, errno, "cannot create a temporary directory");
 	ret = fwd_listener(k, dir);

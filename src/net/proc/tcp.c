@@ -249,10 +249,13 @@ static void new_connection(struct knet *k, const struct frame_ip *ip)
 	struct flow *x;
 	int err;
 
-	if (seg[13] & TCP_RST)
-		return;
-	if ((seg[13] & (TCP_SYN | TCP_ACK | TCP_FIN)) != TCP_SYN) {
-		reset_segment(k, ip);
+	if ((seg[13] & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST)) != TCP_SYN) {
+		struct audit_drop_info info = { .family = ip->family, .dst = ip->dst,
+						.port = get16(seg + 2), .detail = -1 };
+
+		audit_drop(k, DROP_TCP_STRAY, &info);
+		if (!(seg[13] & TCP_RST))
+			reset_segment(k, ip);
 		return;
 	}
 	memcpy(dst.b, ip->dst, knet_alen(ip->family));
@@ -379,8 +382,19 @@ static void restore_and_send(struct knet *k, struct flow *x, const struct frame_
 
 /* ---- the socket side ---- */
 
+/* Was the flow allowed by an IP rule naming its destination exactly? */
+static bool exact_rule(const struct knet *k, const struct flow *x)
+{
+	const struct net_rule *r = x->dec.rule >= 0 ? net_policy_rule(k->pol, (unsigned)x->dec.rule)
+						    : NULL;
+
+	return r && r->kind == NET_RULE_CIDR && r->prefix == (x->family == AF_INET ? 32u : 128u);
+}
+
 static void connect_done(struct knet *k, struct flow *x)
 {
+	struct net_ip dst = { .family = x->family };
+	enum net_reason why;
 	int err = 0;
 	socklen_t l = sizeof(err);
 
@@ -388,6 +402,14 @@ static void connect_done(struct knet *k, struct flow *x)
 		err = errno;
 	if (err) {
 		flow_audit(k, x, "error", connect_error(err));
+		flow_abort(k, x);
+		return;
+	}
+	/* Judged again now that it is connected, before the guest can send a
+	 * byte: an address the host took on since the SYN is still its own. */
+	memcpy(dst.b, x->gdst, knet_alen(x->family));
+	if (!exact_rule(k, x) && net_ip_judge(k->pol, &dst, &why) == NET_ADDR_DENIED) {
+		flow_audit(k, x, "deny", net_reason_str(why));
 		flow_abort(k, x);
 		return;
 	}
@@ -436,7 +458,8 @@ static void sniff_step(struct knet *k, struct flow *x)
 	}
 	x->dec.reason = d.reason;
 	x->dec.rule = d.rule;
-	x->up += x->u2r_len; /* the held bytes go out first */
+	/* The held bytes go out first, through the bucket like all others. */
+	x->u2r_off = 0;
 	x->st = FL_OPEN;
 }
 
@@ -457,28 +480,53 @@ static ssize_t pump_read(struct knet *k, int fd, uint8_t *buf, struct bucket *b)
 	return r;
 }
 
-/* Write what is buffered; -errno on a broken socket. */
-static int pump_write(int fd, const uint8_t *buf, size_t *off, size_t *len)
+/* Write what is buffered, at most what bucket b allows (NULL: no limit);
+ * the bytes written are taken from it. Bytes written, or -errno on a broken
+ * socket. */
+static ssize_t pump_write(int fd, const uint8_t *buf, size_t *off, size_t *len, struct bucket *b)
 {
-	ssize_t w = send(fd, buf + *off, *len - *off, MSG_DONTWAIT | MSG_NOSIGNAL);
+	size_t want = *len - *off;
+	ssize_t w;
 
+	if (b) {
+		uint64_t avail = bucket_avail(b, now_ns());
+
+		if (avail < want)
+			want = (size_t)avail;
+		if (!want)
+			return 0;
+	}
+	w = send(fd, buf + *off, want, MSG_DONTWAIT | MSG_NOSIGNAL);
 	if (w < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+	if (b)
+		bucket_take(b, (uint64_t)w);
 	*off += (size_t)w;
 	if (*off == *len)
 		*off = *len = 0;
-	return 0;
+	return w;
+}
+
+/* Read from the guest's stream: not limited here; what it sends out is
+ * limited where it leaves (pump_write with the up bucket). */
+static ssize_t pump_read_guest(int fd, uint8_t *buf)
+{
+	ssize_t r = read(fd, buf, FLOW_BUF);
+
+	if (r < 0)
+		return errno == EINTR || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	return r;
 }
 
 static void splice_step(struct knet *k, struct flow *x, short ru, short rr)
 {
-	ssize_t r;
+	ssize_t r, w;
 
 	if ((ru & (POLLIN | POLLHUP | POLLERR)) && !x->u2r_len && !x->ueof) {
-		r = pump_read(k, x->ufd, x->u2r, &k->up);
+		r = pump_read_guest(x->ufd, x->u2r);
 		if (r > 0) {
 			x->u2r_len = (size_t)r;
-			x->up += (uint64_t)r;
+			x->u2r_off = 0;
 		} else if (r == 0 || r != -EAGAIN) {
 			x->ueof = true;
 		}
@@ -496,12 +544,16 @@ static void splice_step(struct knet *k, struct flow *x, short ru, short rr)
 			return;
 		}
 	}
-	if (x->u2r_len && pump_write(x->rfd, x->u2r, &x->u2r_off, &x->u2r_len) < 0) {
-		flow_audit(k, x, "allow", "server-reset");
-		flow_abort(k, x);
-		return;
+	if (x->u2r_len) {
+		w = pump_write(x->rfd, x->u2r, &x->u2r_off, &x->u2r_len, &k->up);
+		if (w < 0) {
+			flow_audit(k, x, "allow", "server-reset");
+			flow_abort(k, x);
+			return;
+		}
+		x->up += (uint64_t)w;
 	}
-	if (x->r2u_len && pump_write(x->ufd, x->r2u, &x->r2u_off, &x->r2u_len) < 0) {
+	if (x->r2u_len && pump_write(x->ufd, x->r2u, &x->r2u_off, &x->r2u_len, NULL) < 0) {
 		flow_audit(k, x, "allow", "guest-reset");
 		flow_abort(k, x);
 		return;
@@ -553,20 +605,20 @@ void tcp_poll_fill(struct knet *k, struct pollset *ps)
 			eu = POLLIN;
 			break;
 		case FL_OPEN:
-			if (!x->u2r_len && !x->ueof) {
-				if (bucket_avail(&k->up, now_ns()))
-					eu |= POLLIN;
-				else
-					pollset_timeout(ps, bucket_wait_ms(&k->up, now_ns()));
-			}
+			if (!x->u2r_len && !x->ueof)
+				eu |= POLLIN;
 			if (!x->r2u_len && !x->reof && !guest_congested(k)) {
 				if (bucket_avail(&k->down, now_ns()))
 					er |= POLLIN;
 				else
 					pollset_timeout(ps, bucket_wait_ms(&k->down, now_ns()));
 			}
-			if (x->u2r_len)
-				er |= POLLOUT;
+			if (x->u2r_len) {
+				if (bucket_avail(&k->up, now_ns()))
+					er |= POLLOUT;
+				else
+					pollset_timeout(ps, bucket_wait_ms(&k->up, now_ns()));
+			}
 			if (x->r2u_len)
 				eu |= POLLOUT;
 			break;

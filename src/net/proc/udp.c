@@ -28,9 +28,9 @@ struct uflow {
 
 static struct uflow uf[UFLOWS_MAX];
 
-static void uflow_close(struct knet *k, struct uflow *u)
+static void uflow_close(struct knet *k, struct uflow *u, const char *why)
 {
-	struct audit_event e = { .proto = "udp", .verdict = "allow", .reason = "rule",
+	struct audit_event e = { .proto = "udp", .verdict = "allow", .reason = why,
 				 .rule = u->rule, .family = u->family, .dst = u->gdst,
 				 .port = u->gdport, .bytes_up = u->up, .bytes_down = u->down,
 				 .duration_ms = knet_now_ms() - u->t_start };
@@ -66,7 +66,7 @@ static struct uflow *uflow_open(struct knet *k, const struct frame_ip *ip, int r
 		for (unsigned i = 1; i < UFLOWS_MAX; i++)
 			if (uf[i].last < u->last)
 				u = &uf[i];
-		uflow_close(k, u);
+		uflow_close(k, u, "evicted");
 	}
 	len = knet_sockaddr(ip->family, ip->dst, get16(ip->l4 + 2), &ss);
 	memset(u, 0, sizeof(*u));
@@ -120,8 +120,14 @@ void udp_guest_datagram(struct knet *k, const struct frame_ip *ip)
 			return;
 		}
 	}
-	if (bucket_avail(&k->up, now_ns()) < len)
+	if (bucket_avail(&k->up, now_ns()) < len) { /* policed: dropped, counted */
+		struct audit_drop_info info = { .family = ip->family, .dst = ip->dst,
+						.port = get16(ip->l4 + 2), .detail = -1 };
+
+		audit_drop(k, DROP_UDP_RATE, &info);
+		u->last = knet_now_ms();
 		return;
+	}
 	bucket_take(&k->up, len);
 	if (send(u->fd, ip->l4 + UDP_HDR, len, MSG_DONTWAIT) >= 0)
 		u->up += len;
@@ -139,7 +145,7 @@ void udp_poll_fill(struct knet *k, struct pollset *ps)
 		if (!u->used)
 			continue;
 		if (now - u->last >= UDP_IDLE_MS) {
-			uflow_close(k, u);
+			uflow_close(k, u, "rule");
 			continue;
 		}
 		if (!guest_congested(k))
@@ -159,11 +165,22 @@ void udp_poll_handle(struct knet *k, const struct pollset *ps)
 		if (!u->used || u->idx < 0 || !(pollset_revents(ps, u->idx) & POLLIN))
 			continue;
 		n = recv(u->fd, l4 + UDP_HDR, UDP_PAYLOAD_MAX + 1, MSG_DONTWAIT);
-		/* Too big for the guest's MTU (no fragments): dropped. */
-		if (n < 0 || n > UDP_PAYLOAD_MAX)
+		if (n < 0)
 			continue;
-		if (bucket_avail(&k->down, now_ns()) < (uint64_t)n)
+		if (n > UDP_PAYLOAD_MAX) { /* too big for the guest's MTU (no fragments) */
+			struct audit_drop_info info = { .family = u->family, .dst = u->gdst,
+							.port = u->gdport, .detail = -1 };
+
+			audit_drop(k, DROP_UDP_TOO_BIG, &info);
 			continue;
+		}
+		if (bucket_avail(&k->down, now_ns()) < (uint64_t)n) {
+			struct audit_drop_info info = { .family = u->family, .dst = u->gdst,
+							.port = u->gdport, .detail = -1 };
+
+			audit_drop(k, DROP_UDP_DOWN, &info);
+			continue;
+		}
 		bucket_take(&k->down, (uint64_t)n);
 		put16(l4, u->gdport);
 		put16(l4 + 2, u->gsport);
@@ -179,5 +196,5 @@ void udp_shutdown(struct knet *k)
 {
 	for (unsigned i = 0; i < UFLOWS_MAX; i++)
 		if (uf[i].used)
-			uflow_close(k, &uf[i]);
+			uflow_close(k, &uf[i], "rule");
 }

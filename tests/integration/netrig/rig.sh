@@ -31,8 +31,9 @@ _rig_err() { echo "rig_up: $*" >&2; }
 # Every name in the zone and every server address, for the certificate.
 _rig_sans="DNS:allowed.test, DNS:www.allowed.test, DNS:*.allowed.test, DNS:denied.test, \
 DNS:other.test, DNS:cname.test, DNS:rebind.test, DNS:rebind6.test, DNS:meta.test, \
-IP:192.0.2.10, IP:192.0.2.20, IP:192.0.2.30, IP:203.0.113.7, IP:169.254.169.254, \
-IP:2001:db8::10, IP:2001:db8::20"
+DNS:rate.test, DNS:doc.test, DNS:*.ip.test, DNS:*.ipp.test, DNS:*.ipq.test, \
+IP:11.0.2.10, IP:11.0.2.20, IP:11.0.2.30, IP:11.0.2.40, IP:2a00:11::10, IP:2a00:11::20, \
+IP:192.0.2.10, IP:203.0.113.7, IP:169.254.169.254, IP:2001:db8::10"
 
 # _rig_certs: DIR/ca.pem (+ca.key), DIR/srv.pem and DIR/srv.key (EC P-256).
 _rig_certs() {
@@ -89,14 +90,17 @@ link set kh0 up
 EOF
     _rig_ip -n "$RIG_NS" <<EOF || return 1
 link set lo up
+addr add 11.0.2.10/32 dev lo
+addr add 11.0.2.20/32 dev lo
+addr add 11.0.2.30/32 dev lo
+addr add 11.0.2.40/32 dev lo
+addr add 2a00:11::10/128 dev lo
+addr add 2a00:11::20/128 dev lo
 addr add 192.0.2.10/32 dev lo
-addr add 192.0.2.20/32 dev lo
-addr add 192.0.2.30/32 dev lo
 addr add 192.0.2.53/32 dev lo
 addr add 203.0.113.7/32 dev lo
 addr add 169.254.169.254/32 dev lo
 addr add 2001:db8::10/128 dev lo
-addr add 2001:db8::20/128 dev lo
 addr add 2001:db8::53/128 dev lo
 link set ki0 addrgenmode none
 addr add fe80::2/64 dev ki0 nodad
@@ -105,10 +109,17 @@ addr add 2001:db8:1::2/64 dev ki0 nodad
 link set ki0 up
 EOF
     _rig_ip <<EOF
+route add 11.0.2.0/24 via 198.51.100.2 src 198.51.100.1
 route add 192.0.2.0/24 via 198.51.100.2 src 198.51.100.1
 route add 203.0.113.0/24 via 198.51.100.2 src 198.51.100.1
 route add 169.254.169.254/32 via 198.51.100.2 src 198.51.100.1
+route add 2a00:11::/32 via 2001:db8:1::2 src 2001:db8:1::1
 route add 2001:db8::/48 via 2001:db8:1::2 src 2001:db8:1::1
+route add 64:ff9b::/96 via 2001:db8:1::2 src 2001:db8:1::1
+route add 2002::/16 via 2001:db8:1::2 src 2001:db8:1::1
+route add 2001::/32 via 2001:db8:1::2 src 2001:db8:1::1
+route add default via 198.51.100.2 src 198.51.100.1 metric 4242
+route add ::/0 via 2001:db8:1::2 src 2001:db8:1::1 metric 4242
 EOF
 }
 
@@ -209,7 +220,8 @@ rig_up() {
     [[ "$dir" = /* ]] || dir=$PWD/$dir
     RIG_DIR=$dir
     rm -f "$dir/.ctl" "$dir/.verdict"
-    for f in dns.log srv.log udp.log loop.log hostaddr.log rigd.err; do : > "$dir/$f"; done
+    for f in dns.log srv.log udp.log loop.log hostaddr.log timing.log rigd.err; do : > "$dir/$f"; done
+    rm -f "$dir/flag"
     _rig_spawn && _rig_setup && _rig_go && return 0
     rig_down
     return 1

@@ -31,14 +31,18 @@ import time
 
 # The address plan: keep in sync with rig.sh and README.md.
 KINET = "/run/netns/kinet"
-HTTP_ADDRS = ["192.0.2.10", "2001:db8::10", "192.0.2.20", "2001:db8::20",
-              "192.0.2.30", "169.254.169.254", "203.0.113.7"]
+HTTP_ADDRS = ["11.0.2.10", "2a00:11::10", "11.0.2.20", "2a00:11::20", "11.0.2.30", "11.0.2.40",
+              "192.0.2.10", "2001:db8::10", "169.254.169.254", "203.0.113.7"]
 DNS_ADDRS = ["192.0.2.53", "2001:db8::53"]
 BARE_IP = "203.0.113.7"
 LINE_PORTS = [8080, 8081]
-UDP_ADDRS = ["203.0.113.7", "192.0.2.10", "2001:db8::10"]
+UDP_ADDRS = ["203.0.113.7", "192.0.2.10", "2001:db8::10", "11.0.2.10"]
 UDP_PORT = 9999
-HOST_SERVICES = [("127.0.0.1", 8088, "loop.log"), ("198.51.100.1", 8089, "hostaddr.log")]
+# In the host netns: loopback, and every address of the host (IPv4 and IPv6).
+HOST_SERVICES = [("127.0.0.1", 8088, "loop.log"), ("0.0.0.0", 8089, "hostaddr.log"),
+                 ("::", 8089, "hostaddr.log")]
+HOST_PROBES = [("127.0.0.1", 8088), ("198.51.100.1", 8089), ("2001:db8:1::1", 8089)]
+FORGED = "6.6.6.6"         # what every forged DNS reply claims
 PROBE_V4, PROBE_V6, PROBE_LOOP = "198.51.100.3", "2001:db8:1::3", "127.0.0.2"
 PROBE_SOURCES = {PROBE_V4, PROBE_V6, PROBE_LOOP}
 
@@ -50,10 +54,12 @@ CHUNK = bytes(256 << 10)   # what /bytes/N streams, over and over
 TTL = 60
 # The zone. Names are lower case, without the final dot. CNAMEs are followed.
 ZONE = {
-    "allowed.test": {"A": ["192.0.2.10"], "AAAA": ["2001:db8::10"]},
-    "www.allowed.test": {"A": ["192.0.2.10"]},
-    "denied.test": {"A": ["192.0.2.20"], "AAAA": ["2001:db8::20"]},
-    "other.test": {"A": ["192.0.2.30"]},
+    "allowed.test": {"A": ["11.0.2.10"], "AAAA": ["2a00:11::10"]},
+    "www.allowed.test": {"A": ["11.0.2.10"]},
+    "denied.test": {"A": ["11.0.2.20"], "AAAA": ["2a00:11::20"]},
+    "other.test": {"A": ["11.0.2.30"]},
+    "rate.test": {"A": ["11.0.2.40"]},
+    "doc.test": {"A": ["192.0.2.10"], "AAAA": ["2001:db8::10"]},
     "rebind.test": {"A": ["127.0.0.1"]},
     "rebind6.test": {"AAAA": ["::1"]},
     "meta.test": {"A": ["169.254.169.254"]},
@@ -157,9 +163,13 @@ class Conn:
     def __init__(self, sock):
         self.sock = sock
         self.bytes_in = 0
+        self.first = self.last = None  # wall-clock times of the first and last byte
 
     def raw_recv(self):
         data = self.sock.recv(65536)
+        if data:
+            self.last = time.time()
+            self.first = self.first or self.last
         self.bytes_in += len(data)
         return data
 
@@ -237,7 +247,7 @@ def tls_context(d):
     return ctx
 
 
-def accept_loop(lsock, handler, log, tls_ctx=None):
+def accept_loop(lsock, handler, log, tls_ctx=None, timing=None):
     """One thread per listening socket; one thread per connection."""
     while True:
         try:
@@ -245,10 +255,10 @@ def accept_loop(lsock, handler, log, tls_ctx=None):
         except OSError:
             time.sleep(0.05)          # EMFILE, ECONNABORTED: try again
             continue
-        spawn(serve_conn, sock, peer, handler, log, tls_ctx)
+        spawn(serve_conn, sock, peer, handler, log, tls_ctx, timing)
 
 
-def serve_conn(sock, peer, handler, log, tls_ctx):
+def serve_conn(sock, peer, handler, log, tls_ctx, timing=None):
     """Runs handler(conn), then logs one line with the bytes received
     (unless log is None)."""
     local = sock.getsockname()
@@ -265,6 +275,9 @@ def serve_conn(sock, peer, handler, log, tls_ctx):
         sock.close()
         if log is not None and peer[0] not in PROBE_SOURCES:
             log.line(f"accept {hostport(local)} from {hostport(peer)} bytes_in={conn.bytes_in}")
+        if timing is not None and peer[0] not in PROBE_SOURCES and conn.first:
+            timing.line(f"conn {hostport(local)} from {hostport(peer)} bytes_in={conn.bytes_in} "
+                        f"first={conn.first:.3f} last={conn.last:.3f}")
 
 
 def line_handler(conn):
@@ -374,8 +387,32 @@ def encode_rr(owner, rtype, value):
     return encode_name(owner) + struct.pack("!HHIH", TYPE_CODE[rtype], 1, TTL, len(rdata)) + rdata
 
 
-def lookup(name, qtype):
-    """(rcode, [answer records]) from ZONE, following CNAMEs."""
+def encoded(name):
+    """The address a name under ip.test, ipp.test or ipq.test spells in its
+    first label, as (type, text): 10-1-2-3 is A 10.1.2.3; with x for each
+    colon, 64xff9bxxa00x1 is AAAA 64:ff9b::a00:1. None otherwise."""
+    label, _, rest = name.partition(".")
+    if rest not in ("ip.test", "ipp.test", "ipq.test"):
+        return None
+    text = label.replace("-", ".") if "x" not in label else label.replace("x", ":")
+    for fam, rtype in ((socket.AF_INET, "A"), (socket.AF_INET6, "AAAA")):
+        try:
+            socket.inet_pton(fam, text)
+            return rtype, text
+        except OSError:
+            pass
+    return None
+
+
+def lookup(name, qtype, d):
+    """(rcode, [answer records]) from ZONE, following CNAMEs; names that
+    spell an address (encoded()); flag.test once DIR/flag exists."""
+    enc = encoded(name)
+    if enc:
+        return 0, [encode_rr(name, qtype, enc[1])] if enc[0] == qtype else []
+    if name == "flag.test":
+        return (0, [encode_rr(name, "A", "11.0.2.10")] if qtype == "A" else []) \
+            if os.path.exists(os.path.join(d, "flag")) else (3, [])
     if name not in ZONE:
         return 3, []
     answers = []
@@ -392,7 +429,7 @@ def lookup(name, qtype):
     return 0, answers
 
 
-def dns_answer(query, peer, log):
+def dns_answer(query, peer, log, d):
     """The response to one query, or None to stay silent."""
     if len(query) < 12 or query[2] & 0x80:
         return None
@@ -408,27 +445,63 @@ def dns_answer(query, peer, log):
         return struct.pack("!HHHHHH", qid, 0x8000 | rd | 1, 0, 0, 0, 0)   # FORMERR
     qtype = QTYPES.get(qtype_n, f"TYPE{qtype_n}")
     if peer[0] not in PROBE_SOURCES:
-        log.line(f"{qname} {qtype}")
+        log.line(f"{qname} {qtype} id={qid} port={peer[1]} len={len(query)} t={time.time():.3f}")
     if qclass != 1:
         rcode, answers = 5, []                                        # REFUSED
     else:
-        rcode, answers = lookup(qname, qtype)
+        rcode, answers = lookup(qname, qtype, d)
     hdr = struct.pack("!HHHHHH", qid, 0x8400 | rd | 0x0080 | rcode, 1, len(answers), 0, 0)
     return hdr + question + b"".join(answers)
 
 
-def dns_udp_loop(sock, log):
+def forgeries(query, qname, how):
+    """(from our port?, reply) pairs for a *.forge.test query: a forged reply
+    naming FORGED first (wrong ID, question, type; or right ones from another
+    port), then the real answer (11.0.2.10); "only": the forgery alone."""
+    qid, flags = struct.unpack_from("!HH", query)
+    rd = flags & 0x0100
+    _, off = read_qname(query, 12)
+    qtype_n = struct.unpack_from("!H", query, off)[0]
+    question = query[12:off + 4]
+    def reply(i, q, addr):
+        return struct.pack("!HHHHHH", i, 0x8480 | rd, 1, 1, 0, 0) + q + \
+            b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, TTL, 4) + socket.inet_aton(addr)
+    real = reply(qid, question, "11.0.2.10") if qtype_n == 1 else \
+        struct.pack("!HHHHHH", qid, 0x8480 | rd, 1, 0, 0, 0) + question
+    if how == "id":
+        return [(True, reply(qid ^ 0x0101, question, FORGED)), (True, real)]
+    if how == "q":
+        other = encode_name("other.forge.test") + question[-4:]
+        return [(True, reply(qid, other, FORGED)), (True, real)]
+    if how == "type":
+        return [(True, reply(qid, question[:-4] + struct.pack("!HH", 28, 1), FORGED)), (True, real)]
+    if how == "port":
+        return [(False, reply(qid, question, FORGED)), (True, real)]
+    if how == "only":
+        return [(True, reply(qid ^ 0x8000, question, FORGED))]
+    return [(True, real)]
+
+
+def dns_udp_loop(sock, log, d, other):
+    """other: a socket on another port, for the forgeries "from elsewhere"."""
     while True:
         try:
             query, peer = sock.recvfrom(4096)
-            resp = dns_answer(query, peer, log)
-            if resp:
+            resp = dns_answer(query, peer, log, d)
+            try:
+                qname = read_qname(query, 12)[0] if len(query) > 12 else ""
+            except (ValueError, IndexError):
+                qname = ""
+            if resp and qname.endswith(".forge.test") and resp[3] & 15 != 1:
+                for ours, out in forgeries(query, qname, qname.split(".")[0]):
+                    (sock if ours else other).sendto(out, peer)
+            elif resp:
                 sock.sendto(resp, peer)
-        except OSError:
+        except (OSError, ValueError, IndexError, struct.error):
             time.sleep(0.05)
 
 
-def dns_tcp_handler_for(log):
+def dns_tcp_handler_for(log, d):
     """A TCP connection handler: length-prefixed queries until EOF."""
     def handler(conn):
         peer = conn.sock.getpeername()
@@ -440,7 +513,7 @@ def dns_tcp_handler_for(log):
                     return
                 buf += data
             n = struct.unpack_from("!H", buf)[0]
-            resp = dns_answer(buf[2:2 + n], peer, log)
+            resp = dns_answer(buf[2:2 + n], peer, log, d)
             buf = buf[2 + n:]
             if resp:
                 conn.sendall(struct.pack("!H", len(resp)) + resp)
@@ -465,23 +538,25 @@ def udp_echo_loop(sock, log):
 
 def bind_host(d):
     """[(thread function, args)] for the host-netns services."""
-    jobs = []
+    jobs, logs = [], {}
     for ip, port, name in HOST_SERVICES:
-        jobs.append((accept_loop, (tcp_listener(ip, port), line_handler, Log(os.path.join(d, name)))))
+        logs.setdefault(name, Log(os.path.join(d, name)))
+        jobs.append((accept_loop, (tcp_listener(ip, port), line_handler, logs[name])))
     return jobs
 
 
 def bind_kinet(d):
     """[(thread function, args)] for the fake internet's servers."""
-    srv, dns, udp = (Log(os.path.join(d, n)) for n in ("srv.log", "dns.log", "udp.log"))
+    srv, dns, udp, timing = (Log(os.path.join(d, n))
+                             for n in ("srv.log", "dns.log", "udp.log", "timing.log"))
     tls = tls_context(d)
-    dns_tcp = dns_tcp_handler_for(dns)
+    dns_tcp = dns_tcp_handler_for(dns, d)
     jobs = []
     for ip in ("0.0.0.0", "::"):
-        jobs.append((accept_loop, (tcp_listener(ip, 80), http_handler, srv)))
-        jobs.append((accept_loop, (tcp_listener(ip, 443), http_handler, srv, tls)))
+        jobs.append((accept_loop, (tcp_listener(ip, 80), http_handler, srv, None, timing)))
+        jobs.append((accept_loop, (tcp_listener(ip, 443), http_handler, srv, tls, timing)))
     for ip in DNS_ADDRS:
-        jobs.append((dns_udp_loop, (udp_socket(ip, 53), dns)))
+        jobs.append((dns_udp_loop, (udp_socket(ip, 53), dns, d, udp_socket(ip, 5353))))
         jobs.append((accept_loop, (tcp_listener(ip, 53), dns_tcp, None)))
     for port in LINE_PORTS:
         jobs.append((accept_loop, (tcp_listener(BARE_IP, port), line_handler, srv)))
@@ -529,7 +604,7 @@ def probe_line(ip, port):
 
 # A query for allowed.test A, and what its answer must hold.
 PROBE_QUERY = b"\0\1\1\0\0\1\0\0\0\0\0\0\7allowed\4test\0\0\1\0\1"
-PROBE_ANSWER = bytes([192, 0, 2, 10])
+PROBE_ANSWER = bytes([11, 0, 2, 10])
 
 
 def probe_udp(ip, port, payload, want):
@@ -551,12 +626,12 @@ def probes(d):
     cafile = os.path.join(d, "ca.pem")
     client = ssl.create_default_context(cafile=cafile)
     checks = [(f"http {ip}", probe_http, (ip,)) for ip in HTTP_ADDRS]
-    checks += [(f"https {ip}", probe_http, (ip, client)) for ip in ("192.0.2.10", "2001:db8::10")]
+    checks += [(f"https {ip}", probe_http, (ip, client)) for ip in ("11.0.2.10", "2a00:11::10")]
     checks += [(f"dns udp {ip}", probe_udp, (ip, 53, PROBE_QUERY, PROBE_ANSWER)) for ip in DNS_ADDRS]
     checks += [(f"dns tcp {ip}", probe_dns_tcp, (ip,)) for ip in DNS_ADDRS]
     checks += [(f"tcp {BARE_IP}:{p}", probe_line, (BARE_IP, p)) for p in LINE_PORTS]
     checks += [(f"udp {ip}:{UDP_PORT}", probe_udp, (ip, UDP_PORT, b"probe", b"echo from ")) for ip in UDP_ADDRS]
-    checks += [(f"tcp {ip}:{p}", probe_line, (ip, p)) for ip, p, _ in HOST_SERVICES]
+    checks += [(f"tcp {ip}:{p}", probe_line, (ip, p)) for ip, p in HOST_PROBES]
     return checks
 
 
