@@ -170,3 +170,44 @@ image:
 image-tiny:
 	scripts/build-image tiny $(B)/images/tiny.img >/dev/null
 # --- end images ---
+
+# --- fuzzing (tests/fuzz, docs/security.md "Fuzzing") ---
+# libFuzzer harnesses, built with clang into build/fuzz/ from the real sources
+# (their own objects under build/fuzz/obj, never copies). `make fuzz` runs
+# each FUZZ_SECS seconds over a copy of its seed corpus; `make test` runs each
+# for a few seconds.
+FUZZ_CC    ?= clang
+FUZZ_SECS  ?= 60
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer
+FUZZ_WARN  := $(filter-out -Wno-format-truncation,$(WARN)) -Wno-missing-field-initializers
+FUZZ_CFLAGS := -std=gnu11 -g -O1 $(FUZZ_WARN) $(FUZZ_SAN) -fno-strict-aliasing -D_GNU_SOURCE \
+               -Isrc -Isrc/common -DKILN_FUZZ
+FB         := $(B)/fuzz
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS  := $(FUZZ_NAMES:%=$(FB)/fuzz_%)
+fobj = $(patsubst %.c,$(FB)/obj/%.o,$(1))
+
+# What each harness links besides itself (real project sources).
+FUZZ_LINK_proto   := $(call fobj,src/common/proto.c)
+FUZZ_LINK_agent_client := $(call fobj,src/lib/agent.c src/common/proto.c)
+# Known report, fixed separately (tests/fuzz/ubsan.supp): recoverable here only.
+$(FB)/obj/src/lib/agent.o: FUZZ_EXTRA := -fsanitize-recover=pointer-overflow
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	tests/fuzz/run --secs $(FUZZ_SECS) $(FUZZ_NAMES)
+
+$(FB)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_EXTRA) -fsanitize=fuzzer-no-link -Itests/unit \
+	    -Itests/fuzz -MMD -MP -c $< -o $@
+
+.SECONDEXPANSION:
+$(FB)/fuzz_%: $(FB)/obj/tests/fuzz/fuzz_%.o $$(FUZZ_LINK_$$*)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS_$*)
+
+-include $(shell find $(FB)/obj -name '*.d' 2>/dev/null)
+# --- end fuzzing ---
