@@ -191,6 +191,7 @@ fobj = $(patsubst %.c,$(FB)/obj/%.o,$(1))
 # What each harness links besides itself (real project sources).
 FUZZ_LINK_proto   := $(call fobj,src/common/proto.c)
 FUZZ_LINK_agent_client := $(call fobj,src/lib/agent.c src/common/proto.c)
+FUZZ_LINK_agentd  := $(call fobj,src/guest/agentd.c src/common/proto.c)
 # Known report, fixed separately (tests/fuzz/ubsan.supp): recoverable here only.
 $(FB)/obj/src/lib/agent.o: FUZZ_EXTRA := -fsanitize-recover=pointer-overflow
 
