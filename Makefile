@@ -192,6 +192,7 @@ fobj = $(patsubst %.c,$(FB)/obj/%.o,$(1))
 FUZZ_LINK_proto   := $(call fobj,src/common/proto.c)
 FUZZ_LINK_agent_client := $(call fobj,src/lib/agent.c src/common/proto.c)
 FUZZ_LINK_agentd  := $(call fobj,src/guest/agentd.c src/common/proto.c)
+FUZZ_LINK_virtq   := $(call fobj,src/vmm/virtio/queue.c src/vmm/memory.c)
 # Known report, fixed separately (tests/fuzz/ubsan.supp): recoverable here only.
 $(FB)/obj/src/lib/agent.o: FUZZ_EXTRA := -fsanitize-recover=pointer-overflow
 
