@@ -193,6 +193,12 @@ FUZZ_LINK_proto   := $(call fobj,src/common/proto.c)
 FUZZ_LINK_agent_client := $(call fobj,src/lib/agent.c src/common/proto.c)
 FUZZ_LINK_agentd  := $(call fobj,src/guest/agentd.c src/common/proto.c)
 FUZZ_LINK_virtq   := $(call fobj,src/vmm/virtio/queue.c src/vmm/memory.c)
+# vsock.c and net.c are compiled into the harness itself (their work runs inline).
+FUZZ_LINK_virtio  := $(call fobj,src/vmm/virtio/mmio.c src/vmm/virtio/queue.c \
+                       src/vmm/memory.c src/vmm/io.c src/vmm/virtio/blk.c src/vmm/virtio/rng.c \
+                       src/vmm/virtio/devthread.c src/vmm/seccomp.c src/common/util.c)
+FUZZ_LIBS_virtio  := -lseccomp -lpthread -Wl,--wrap=now_ns
+$(FB)/obj/tests/fuzz/fuzz_virtio.o: FUZZ_EXTRA := -Itests/fuzz/shim
 # Known report, fixed separately (tests/fuzz/ubsan.supp): recoverable here only.
 $(FB)/obj/src/lib/agent.o: FUZZ_EXTRA := -fsanitize-recover=pointer-overflow
 
