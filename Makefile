@@ -199,6 +199,9 @@ FUZZ_LINK_virtio  := $(call fobj,src/vmm/virtio/mmio.c src/vmm/virtio/queue.c \
                        src/vmm/virtio/devthread.c src/vmm/seccomp.c src/common/util.c)
 FUZZ_LIBS_virtio  := -lseccomp -lpthread -Wl,--wrap=now_ns
 $(FB)/obj/tests/fuzz/fuzz_virtio.o: FUZZ_EXTRA := -Itests/fuzz/shim
+FUZZ_LINK_dns     := $(call fobj,src/net/dnsmsg.c)
+FUZZ_LINK_sniff   := $(call fobj,src/net/sniff.c)
+FUZZ_LINK_rules   := $(call fobj,src/net/rules.c)
 # Known report, fixed separately (tests/fuzz/ubsan.supp): recoverable here only.
 $(FB)/obj/src/lib/agent.o: FUZZ_EXTRA := -fsanitize-recover=pointer-overflow
 
