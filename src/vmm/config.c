@@ -423,7 +423,10 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 	for (int i = 0; i < argc; i++)
 		args[i + 1] = argv[i];
 	args[argc + 1] = NULL;
-	optind = 1;
+	/* 0, not 1: glibc then forgets everything of an earlier call, including
+	 * the rest of a short-option cluster it stopped in ("-?hh"), which would
+	 * otherwise be read from that call's argv. */
+	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc + 1, args, ":h", opts, NULL)) != -1 && r == 0) {
 		switch (opt) {

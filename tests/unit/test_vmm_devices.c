@@ -105,6 +105,22 @@ static void test_config_args(void **state)
 		assert_string_equal(err, "unexpected argument '/??[2J'");
 	}
 
+	/* A call that stopped inside a short-option cluster leaves nothing for
+	 * the next one (found by fuzz_config: "-?hh" then "--kernel /k" read the
+	 * stale "h" as --help). */
+	{
+		char a1[] = "-?hh", *argv1[] = { a1 };
+		char a2[] = "--kernel", a3[] = "/k", *argv2[] = { a2, a3 };
+		bool help;
+
+		config_defaults(&c);
+		assert_int_not_equal(config_parse_args(&c, 1, argv1, &help, err, sizeof(err)), 0);
+		config_defaults(&c);
+		assert_int_equal(config_parse_args(&c, 2, argv2, &help, err, sizeof(err)), 0);
+		assert_false(help);
+		assert_string_equal(c.kernel, "/k");
+	}
+
 	/* No kernel at all. */
 	assert_int_equal(parse(&c, "--cpus 2", err), 0);
 	assert_int_not_equal(config_validate(&c, 0, err, sizeof(err)), 0);
