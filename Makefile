@@ -202,6 +202,8 @@ $(FB)/obj/tests/fuzz/fuzz_virtio.o: FUZZ_EXTRA := -Itests/fuzz/shim
 FUZZ_LINK_dns     := $(call fobj,src/net/dnsmsg.c)
 FUZZ_LINK_sniff   := $(call fobj,src/net/sniff.c)
 FUZZ_LINK_rules   := $(call fobj,src/net/rules.c)
+FUZZ_LINK_config  := $(call fobj,src/vmm/config.c src/common/util.c)
+FUZZ_LIBS_config  := -ljansson
 # Known report, fixed separately (tests/fuzz/ubsan.supp): recoverable here only.
 $(FB)/obj/src/lib/agent.o: FUZZ_EXTRA := -fsanitize-recover=pointer-overflow
 
