@@ -204,6 +204,10 @@ FUZZ_LINK_sniff   := $(call fobj,src/net/sniff.c)
 FUZZ_LINK_rules   := $(call fobj,src/net/rules.c)
 FUZZ_LINK_config  := $(call fobj,src/vmm/config.c src/common/util.c)
 FUZZ_LIBS_config  := -ljansson
+# kiln-net's main.c is compiled into the harness itself (its loop turns there).
+FUZZ_LINK_knet    := $(call fobj,$(filter-out src/net/proc/main.c,$(KNET_SRCS)) \
+                       $(NET_SRCS) src/common/util.c src/common/privs.c)
+FUZZ_LIBS_knet    := -lslirp -ljansson -lseccomp -Wl,--wrap=now_ns
 # Known report, fixed separately (tests/fuzz/ubsan.supp): recoverable here only.
 $(FB)/obj/src/lib/agent.o: FUZZ_EXTRA := -fsanitize-recover=pointer-overflow
 
