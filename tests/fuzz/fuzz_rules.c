@@ -74,7 +74,7 @@ static bool rule_eq(const struct net_rule *a, const struct net_rule *b)
 	return a->kind == b->kind && a->proto == b->proto && !strcmp(a->name, b->name) &&
 	       a->wildcard == b->wildcard && a->ip.family == b->ip.family &&
 	       !memcmp(a->ip.b, b->ip.b, 16) && a->prefix == b->prefix && a->nports == b->nports &&
-	       !memcmp(a->ports, b->ports, sizeof(a->ports));
+	       !memcmp(a->ports, b->ports, a->nports * sizeof(a->ports[0]));
 }
 
 static void check_rule(const char *text, struct world *w)

@@ -127,43 +127,71 @@ static void allowed_map(struct rig *r)
 			if (d[i].flags & VIRTQ_DESC_F_WRITE)
 				mark(r, d[i].addr, d[i].len);
 			if ((d[i].flags & VIRTQ_DESC_F_INDIRECT) && d[i].addr < RAM) {
-				const struct virtq_desc *t = guest_mem_ptr(r->g.mem, d[i].addr, 16);
+				const uint8_t *t = guest_mem_ptr(r->g.mem, d[i].addr, 16);
 				uint64_t n = d[i].len / 16;
 
 				if (!t || n > (RAM - d[i].addr) / 16)
 					continue;
-				for (uint64_t k = 0; k < n && k < 256; k++)
-					if (t[k].flags & VIRTQ_DESC_F_WRITE)
-						mark(r, t[k].addr, t[k].len);
+				/* The guest may put a table anywhere: copy, never cast. */
+				for (uint64_t k = 0; k < n && k < 256; k++) {
+					struct virtq_desc e;
+
+					memcpy(&e, t + k * 16, sizeof(e));
+					if (e.flags & VIRTQ_DESC_F_WRITE)
+						mark(r, e.addr, e.len);
+				}
 			}
 		}
 	}
 }
 
+/* Entry i of a descriptor table at any alignment (the guest picks indirect tables' places). */
+static struct virtq_desc desc_at(const uint8_t *table, uint32_t i)
+{
+	struct virtq_desc d;
+
+	memcpy(&d, table + (size_t)i * 16, sizeof(d));
+	return d;
+}
+
+/* The table holding head's chain (its own, or the head's indirect one): entries in *n. */
+static const uint8_t *chain_table(struct rig *r, unsigned q, uint16_t head, uint16_t size,
+				  uint32_t *n, uint32_t *first)
+{
+	const uint8_t *t = fake_ptr(&r->g, vq_at(q, 256).desc, 256 * 16);
+	struct virtq_desc h = desc_at(t, head);
+
+	*n = size;
+	*first = head;
+	if (!(h.flags & VIRTQ_DESC_F_INDIRECT))
+		return t;
+	*n = h.len / 16;
+	*first = 0;
+	if (*n == 0 || *n > size)
+		return NULL;
+	return guest_mem_ptr(r->g.mem, h.addr, h.len);
+}
+
 /* Writable bytes of the chain at head, as the driver wrote it; -1 if malformed. */
 static int64_t chain_room(struct rig *r, unsigned q, uint16_t head, uint16_t size)
 {
-	const struct virtq_desc *d = fake_ptr(&r->g, vq_at(q, 256).desc, 256 * 16);
+	uint32_t n, idx;
+	const uint8_t *t;
 	int64_t room = 0;
-	uint32_t idx = head, n = size;
 
-	if (head >= size)
+	if (head >= size || !(t = chain_table(r, q, head, size, &n, &idx)))
 		return -1;
-	if (d[head].flags & VIRTQ_DESC_F_INDIRECT) {
-		n = d[head].len / 16;
-		d = guest_mem_ptr(r->g.mem, d[head].addr, d[head].len ? d[head].len : 1);
-		idx = 0;
-		if (!d || n == 0 || n > size)
-			return -1;
-	}
 	for (uint32_t steps = 0; steps <= n; steps++) {
+		struct virtq_desc d;
+
 		if (idx >= n)
 			return -1;
-		if (d[idx].flags & VIRTQ_DESC_F_WRITE)
-			room += d[idx].len;
-		if (!(d[idx].flags & VIRTQ_DESC_F_NEXT))
+		d = desc_at(t, idx);
+		if (d.flags & VIRTQ_DESC_F_WRITE)
+			room += d.len;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
 			return room;
-		idx = d[idx].next;
+		idx = d.next;
 	}
 	return -1;
 }
@@ -172,28 +200,25 @@ static int64_t chain_room(struct rig *r, unsigned q, uint16_t head, uint16_t siz
 static size_t chain_peek(struct rig *r, unsigned q, uint16_t head, uint16_t size, uint8_t *buf,
 			 size_t want)
 {
-	const struct virtq_desc *d = fake_ptr(&r->g, vq_at(q, 256).desc, 256 * 16);
-	uint32_t idx = head, n = size;
+	uint32_t n, idx;
+	const uint8_t *t = chain_table(r, q, head, size, &n, &idx);
 	size_t got = 0;
 
-	if (d[head].flags & VIRTQ_DESC_F_INDIRECT) {
-		n = d[head].len / 16;
-		d = guest_mem_ptr(r->g.mem, d[head].addr, d[head].len ? d[head].len : 1);
-		idx = 0;
-	}
-	for (uint32_t steps = 0; d && steps <= n && idx < n && got < want; steps++) {
-		if (d[idx].flags & VIRTQ_DESC_F_WRITE) {
-			size_t k = d[idx].len < want - got ? d[idx].len : want - got;
-			const uint8_t *p = guest_mem_ptr(r->g.mem, d[idx].addr, k);
+	for (uint32_t steps = 0; t && steps <= n && idx < n && got < want; steps++) {
+		struct virtq_desc d = desc_at(t, idx);
+
+		if (d.flags & VIRTQ_DESC_F_WRITE) {
+			size_t k = d.len < want - got ? d.len : want - got;
+			const uint8_t *p = guest_mem_ptr(r->g.mem, d.addr, k);
 
 			if (!p)
 				break;
 			memcpy(buf + got, p, k);
 			got += k;
 		}
-		if (!(d[idx].flags & VIRTQ_DESC_F_NEXT))
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
 			break;
-		idx = d[idx].next;
+		idx = d.next;
 	}
 	return got;
 }
@@ -527,7 +552,8 @@ static void host_net(struct rig *r, struct fz *in)
 
 static void run(struct rig *r, struct fz *in)
 {
-	while (in->n) {
+	/* Each device action compares all of guest RAM: bound the work per input. */
+	for (unsigned ops = 0; in->n && ops < 256; ops++) {
 		uint8_t op = fz_u8(in), q = fz_u8(in) % r->ops->num_queues;
 		struct fake_vq v = vq_at(q, r->qsize[q] ? r->qsize[q] : 1);
 		uint8_t data[8] = { 0 };
