@@ -1,6 +1,7 @@
 # kiln: plain Makefile. Everything lands in build/.
 #   make            binaries (build/kiln-vmm, build/kiln, ...)
-#   make test       unit tests natively, integration tests through scripts/with-kvm
+#   make test       unit tests, fuzz harnesses briefly, integration tests (scripts/with-kvm)
+#   make fuzz       every libFuzzer harness FUZZ_SECS (60) seconds (tests/fuzz/)
 #   make kernel     guest kernel (cached outside the tree, see scripts/build-kernel)
 #   make WERROR=0   warnings are not errors
 #   make SANITIZE=1 ASan + UBSan build (into build/ as well: run `make clean` between modes)
@@ -136,7 +137,7 @@ check-banned:
 	    $$(find src tests -name '*.[ch]') ; then \
 	    echo "banned function used (see above)"; exit 1; fi
 
-test: all kernel image image-tiny
+test: all fuzz-build kernel image image-tiny
 	scripts/run-tests
 
 unit-test: $(UNIT_BINS)

@@ -393,9 +393,6 @@ static void pick_dest(struct fz *in, int *family, uint8_t *dst)
 
 	if (sel < 0xf0) {
 		addr_of(dests[sel % NDESTS], family, dst);
-		if (*family == AF_INET6 && v4mapped(dst) && (sel & 1)) {
-			/* An IPv4 destination written as mapped IPv6: judged the same. */
-		}
 		return;
 	}
 	*family = sel & 1 ? AF_INET6 : AF_INET;
@@ -415,8 +412,9 @@ static struct conv *conv_for(int family, const uint8_t *remote, uint16_t rport, 
 	return NULL;
 }
 
-/* A TCP segment from the guest: header fields, options, payload. */
-static void tcp_segment(struct fz *in, int family, const uint8_t *dst, uint16_t sport,
+/* A TCP segment from the guest: header fields, options, payload. The
+ * sequence space it takes (payload, SYN, FIN). */
+static uint32_t tcp_segment(struct fz *in, int family, const uint8_t *dst, uint16_t sport,
 			uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags, bool track)
 {
 	uint8_t l4[FRAME_MAX];
@@ -432,7 +430,7 @@ static void tcp_segment(struct fz *in, int family, const uint8_t *dst, uint16_t 
 	l4[12] = (uint8_t)(((TCP_HDR + olen) / 4) << 4);
 	memcpy(l4 + TCP_HDR + olen, data, dlen);
 	if (family == AF_INET6 && v4mapped(dst))
-		return; /* not a frame a guest can send */
+		return 0; /* not a frame a guest can send */
 	guest_ip(family, dst, IPPROTO_TCP_, l4, TCP_HDR + olen + dlen);
 	if (track && (flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		struct conv *c = conv_for(family, dst, dport, sport);
@@ -443,6 +441,7 @@ static void tcp_segment(struct fz *in, int family, const uint8_t *dst, uint16_t 
 				    .our_next = seq + 1 + (uint32_t)dlen };
 		memcpy(c->dst, dst, 16);
 	}
+	return (uint32_t)dlen + !!(flags & TCP_SYN) + !!(flags & TCP_FIN);
 }
 
 static void op_new_tcp(struct fz *in)
@@ -467,16 +466,13 @@ static void op_continue(struct fz *in)
 {
 	struct conv *c = &convs[fz_u8(in) % 16];
 	uint8_t flags = fz_u8(in);
-	size_t before = in->n;
 
 	if (!c->used)
 		return;
 	if (flags < 0x80)
 		flags = TCP_ACK | (flags & 1 ? TCP_PSH : 0) | (flags & 2 ? TCP_FIN : 0);
-	tcp_segment(in, c->family, c->dst, c->sport, c->dport, c->our_next, c->their_next, flags,
-		    false);
-	/* What the segment carried, as tcp_segment read it: options, length, data, window. */
-	(void)before;
+	c->our_next += tcp_segment(in, c->family, c->dst, c->sport, c->dport, c->our_next,
+				   c->their_next, flags, false);
 }
 
 static void op_udp(struct fz *in, bool dns)
