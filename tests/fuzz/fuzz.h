@@ -28,6 +28,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 		}                                                                        \
 	} while (0)
 
+/*
+ * A scratch directory /tmp/kiln-fuzz-NAME.PID (tests/fuzz/run removes it
+ * after the harness exits, even after a finding, when atexit handlers do not
+ * run). Created once; its path in dir (at least 64 bytes).
+ */
+#include <sys/stat.h>
+#include <unistd.h>
+
+static inline void fz_scratch_dir(const char *name, char *dir, size_t len)
+{
+	snprintf(dir, len, "/tmp/kiln-fuzz-%s.%d", name, (int)getpid());
+	FZ_CHECK(mkdir(dir, 0700) == 0, "mkdir %s", dir);
+}
+
 /* The input, consumed front to back; reads past the end give zeros. */
 struct fz {
 	const uint8_t *p;

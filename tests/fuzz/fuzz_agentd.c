@@ -196,8 +196,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	int fd;
 
-	snprintf(dir, sizeof(dir), "/tmp/kiln-fuzz-agentd.XXXXXX");
-	FZ_CHECK(mkdtemp(dir), "mkdtemp");
+	fz_scratch_dir("agentd", dir, sizeof(dir));
 	FZ_CHECK(chdir(dir) == 0 && mkdir("d", 0755) == 0, "scratch directory");
 	fd = open("d/a", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
 	close(fd);

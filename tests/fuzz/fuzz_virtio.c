@@ -70,8 +70,7 @@ static void cleanup(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	snprintf(dir, sizeof(dir), "/tmp/kiln-fuzz-virtio.XXXXXX");
-	FZ_CHECK(mkdtemp(dir), "mkdtemp");
+	fz_scratch_dir("virtio", dir, sizeof(dir));
 	snprintf(uds, sizeof(uds), "%s/v.sock", dir);
 	snprintf(listen_path, sizeof(listen_path), "%s_%u", uds, VSOCK_PORT);
 	atexit(cleanup);
