@@ -21,6 +21,8 @@
  *    a known op, a stream type) and used.len = header + its payload; a net
  *    rx buffer holds a 12-byte header with num_buffers 1 and a frame of
  *    14..1514 bytes;
+ *  - blk and rng (which work inside the notify) have used every chain made
+ *    available, or have set NEEDS_RESET: the device works or says so;
  *  - a read-only disk's bytes never change; config reads past the device's
  *    config space read as zero.
  */
@@ -319,6 +321,42 @@ static void do_notify(struct rig *r)
 {
 	fake_notify(&r->g, notify_q);
 	step(r);
+}
+
+/* Does a device-writable buffer overlap queue q's used ring (so the device may
+ * overwrite used->idx with data)? Checks the table and the indirect area. */
+static bool used_ring_aliased(struct rig *r, unsigned q)
+{
+	const uint8_t *t = fake_ptr(&r->g, QAREA(q), 0x7000);
+	uint64_t used = QAREA(q) + 0x2000, end = used + 6 + 8 * 256;
+
+	for (unsigned i = 0; i < 0x700; i++) {
+		struct virtq_desc d = desc_at(t, i);
+
+		if ((d.flags & VIRTQ_DESC_F_WRITE) && d.addr < end && d.addr + d.len > used)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * blk and rng work inside the notify: afterwards every chain made available
+ * was used, or the device asks for a reset (it works or it says so).
+ */
+static void check_done_or_reset(struct rig *r, unsigned q)
+{
+	struct fake_vq v = vq_at(q, r->qsize[q]);
+	uint32_t status = fake_rd(&r->g, R_STATUS);
+	const uint16_t *avail = fake_ptr(&r->g, v.avail, 4);
+
+	fake_wr(&r->g, R_QUEUE_SEL, q);
+	if ((r->kind != D_BLK && r->kind != D_RNG) || !r->qsize[q] ||
+	    !(status & VIRTIO_STATUS_DRIVER_OK) || (status & VIRTIO_STATUS_NEEDS_RESET) ||
+	    !fake_rd(&r->g, R_QUEUE_READY) || used_ring_aliased(r, q))
+		return;
+	FZ_CHECK(fake_used_idx(&r->g, &v) == avail[1],
+		 "%s: %u chains made available, used idx %u, and no NEEDS_RESET", r->ops->name,
+		 avail[1], fake_used_idx(&r->g, &v));
 }
 
 /* ---- set-up and tear-down ---- */
@@ -647,6 +685,7 @@ static void run(struct rig *r, struct fz *in)
 		case 8:
 			notify_q = q;
 			device_action(r, do_notify);
+			check_done_or_reset(r, q);
 			break;
 		case 9: /* buffer contents */
 			off = fz_u16(in) * 4ULL % DATA_SIZE;
