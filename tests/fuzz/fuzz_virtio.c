@@ -13,7 +13,9 @@
  * Properties:
  *  - no access the driver makes crashes the VMM or trips a sanitizer;
  *  - after any device action, guest RAM changed only inside the used rings
- *    and the buffers of device-writable descriptors (indirect tables too);
+ *    and the buffers of device-writable descriptors (indirect tables too),
+ *    as they were at this or any earlier device action of the input (a
+ *    popped chain stays the device's even if the driver rewrites it);
  *  - every used element names a head < queue size, and its length is no
  *    more than the writable bytes of that chain (walked by the driver's own
  *    reading of its descriptors) and, for rng, no more than 64 KiB;
@@ -115,10 +117,13 @@ static void mark(struct rig *r, uint64_t gpa, uint64_t len)
 		memset(r->allowed + gpa, 1, len > RAM - gpa ? RAM - gpa : len);
 }
 
-/* Everything a device may write: used rings and writable buffers, all queues. */
+/*
+ * Add everything a device may write now: used rings and writable buffers, all
+ * queues. The map accumulates over the input: a chain the device popped stays
+ * its own until used, even if the driver rewrites its descriptors meanwhile.
+ */
 static void allowed_map(struct rig *r)
 {
-	memset(r->allowed, 0, RAM);
 	for (unsigned q = 0; q < r->ops->num_queues; q++) {
 		struct fake_vq v = vq_at(q, 256);
 		const struct virtq_desc *d = fake_ptr(&r->g, v.desc, 256 * 16);
@@ -260,6 +265,7 @@ static void check_used_elem(struct rig *r, unsigned q, struct virtq_used_elem e,
 /* Run a device action and check what it did to guest RAM and the used rings. */
 static void device_action(struct rig *r, void (*act)(struct rig *r))
 {
+	allowed_map(r);
 	memcpy(r->before, ram(r), RAM);
 	act(r);
 	if (memcmp(r->before, ram(r), RAM)) {
@@ -459,6 +465,7 @@ static void rig_up(struct rig *r, uint8_t sel)
 		r->net->mmio = r->g.dev;
 	r->before = before_buf;
 	r->allowed = allowed_buf;
+	memset(r->allowed, 0, RAM);
 }
 
 static void rig_down(struct rig *r)

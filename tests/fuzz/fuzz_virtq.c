@@ -77,29 +77,35 @@ static bool in_ram(const void *p, size_t len)
 /* Is there a descriptor in table (n entries) for this buffer and direction? */
 static bool desc_for(uint64_t table, uint32_t n, const struct iovec *v, bool write)
 {
-	const struct virtq_desc *d = guest_mem_ptr(mem, table, (uint64_t)n * 16);
+	const uint8_t *t = guest_mem_ptr(mem, table, (uint64_t)n * 16);
 
-	for (uint32_t i = 0; d && i < n; i++)
-		if (d[i].len == v->iov_len && !!(d[i].flags & VIRTQ_DESC_F_WRITE) == write &&
-		    !(d[i].flags & VIRTQ_DESC_F_INDIRECT) &&
-		    guest_mem_ptr(mem, d[i].addr, d[i].len) == v->iov_base)
+	/* An indirect table may sit at any address: copy entries, never cast. */
+	for (uint32_t i = 0; t && i < n; i++) {
+		struct virtq_desc d;
+
+		memcpy(&d, t + (size_t)i * 16, sizeof(d));
+		if (d.len == v->iov_len && !!(d.flags & VIRTQ_DESC_F_WRITE) == write &&
+		    !(d.flags & VIRTQ_DESC_F_INDIRECT) && guest_mem_ptr(mem, d.addr, d.len) == v->iov_base)
 			return true;
+	}
 	return false;
 }
 
 static void check_chain(const struct virtq *q, const struct virtq_chain *c)
 {
-	const struct virtq_desc *d = guest_mem_ptr(mem, q->desc_gpa, (uint64_t)q->size * 16);
+	const uint8_t *t = guest_mem_ptr(mem, q->desc_gpa, (uint64_t)q->size * 16);
 	uint64_t table = q->desc_gpa, out = 0, in = 0;
 	uint32_t n = q->size;
+	struct virtq_desc h;
 
 	FZ_CHECK(c->head < q->size, "head %u of a %u queue", c->head, q->size);
 	FZ_CHECK((unsigned)c->nout + c->nin <= q->size, "%u segments in a %u queue",
 		 c->nout + c->nin, q->size);
 	/* An indirect head: its table holds the buffers. */
-	if (d && (d[c->head].flags & VIRTQ_DESC_F_INDIRECT)) {
-		table = d[c->head].addr;
-		n = d[c->head].len / 16;
+	memcpy(&h, t + (size_t)c->head * 16, sizeof(h));
+	if (h.flags & VIRTQ_DESC_F_INDIRECT) {
+		table = h.addr;
+		n = h.len / 16;
 	}
 	for (unsigned i = 0; i < (unsigned)c->nout + c->nin; i++) {
 		const struct iovec *v = &c->iov[i];
