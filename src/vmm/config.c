@@ -21,6 +21,19 @@ const char config_usage[] =
 	"so flags after --config override the file. The VMM runs jailed and under\n"
 	"seccomp filters; --no-jail and --no-seccomp are for diagnosis only.\n";
 
+/*
+ * Messages quote what was given (an argument, a JSON key or value): turn its
+ * control bytes into '?', so that an error stays one line and never sends
+ * escape sequences to a terminal. Returns ret.
+ */
+static int config_fail(char *err, size_t errlen, int ret)
+{
+	for (size_t i = 0; i < errlen && err[i]; i++)
+		if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f)
+			err[i] = '?';
+	return ret;
+}
+
 void config_defaults(struct vmm_config *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -366,7 +379,7 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 	ret = 0;
 out:
 	json_decref(root);
-	return ret;
+	return ret ? config_fail(err, errlen, ret) : 0;
 }
 
 int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, char *err,
@@ -410,7 +423,10 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 	for (int i = 0; i < argc; i++)
 		args[i + 1] = argv[i];
 	args[argc + 1] = NULL;
-	optind = 1;
+	/* 0, not 1: glibc then forgets everything of an earlier call, including
+	 * the rest of a short-option cluster it stopped in ("-?hh"), which would
+	 * otherwise be read from that call's argv. */
+	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc + 1, args, ":h", opts, NULL)) != -1 && r == 0) {
 		switch (opt) {
@@ -481,13 +497,11 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 			break;
 		}
 	}
-	if (r)
-		return r;
-	if (optind < argc + 1) {
+	if (!r && optind < argc + 1) {
 		snprintf(err, errlen, "unexpected argument '%s'", args[optind]);
-		return -EINVAL;
+		r = -EINVAL;
 	}
-	return 0;
+	return r ? config_fail(err, errlen, r) : 0;
 }
 
 int config_validate(const struct vmm_config *c, uint64_t host_mem_mib, char *err, size_t errlen)

@@ -94,6 +94,33 @@ static void test_config_args(void **state)
 			fail_msg("'%s': no message", bad_drives[i]);
 	}
 
+	/* Control bytes in what is quoted back never reach the message (found by
+	 * fuzz_config: "unexpected argument '/<newline>'" was two lines). */
+	{
+		char arg[] = "/\n\x1b[2J", *argv[] = { arg };
+		bool help;
+
+		config_defaults(&c);
+		assert_int_not_equal(config_parse_args(&c, 1, argv, &help, err, sizeof(err)), 0);
+		assert_string_equal(err, "unexpected argument '/??[2J'");
+	}
+
+	/* A call that stopped inside a short-option cluster leaves nothing for
+	 * the next one (found by fuzz_config: "-?hh" then "--kernel /k" read the
+	 * stale "h" as --help). */
+	{
+		char a1[] = "-?hh", *argv1[] = { a1 };
+		char a2[] = "--kernel", a3[] = "/k", *argv2[] = { a2, a3 };
+		bool help;
+
+		config_defaults(&c);
+		assert_int_not_equal(config_parse_args(&c, 1, argv1, &help, err, sizeof(err)), 0);
+		config_defaults(&c);
+		assert_int_equal(config_parse_args(&c, 2, argv2, &help, err, sizeof(err)), 0);
+		assert_false(help);
+		assert_string_equal(c.kernel, "/k");
+	}
+
 	/* No kernel at all. */
 	assert_int_equal(parse(&c, "--cpus 2", err), 0);
 	assert_int_not_equal(config_validate(&c, 0, err, sizeof(err)), 0);
@@ -151,6 +178,11 @@ static void test_config_json(void **state)
 		if (!err[0])
 			fail_msg("JSON '%s': no message", bad[i]);
 	}
+	/* A key with a newline and an escape sequence: one printable line. */
+	write_file(path, "{\"a\\nb\\u001b[2J\": 1}");
+	config_defaults(&c);
+	assert_int_not_equal(config_load_json(&c, path, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "unknown key \"a?b?[2J\""));
 	unlink(path);
 	assert_int_not_equal(config_load_json(&c, path, err, sizeof(err)), 0);
 }
