@@ -203,7 +203,7 @@ fobj = $(patsubst %.c,$(FB)/obj/%.o,$(1))
 
 # What each harness links besides itself (real project sources).
 FUZZ_LINK_proto   := $(call fobj,src/common/proto.c)
-FUZZ_LINK_agent_client := $(call fobj,src/lib/agent.c src/common/proto.c)
+FUZZ_LINK_agent_client := $(call fobj,src/lib/agent.c src/common/proto.c src/common/util.c src/common/sanitize.c)
 FUZZ_LINK_agentd  := $(call fobj,src/guest/agentd.c src/common/proto.c)
 FUZZ_LINK_virtq   := $(call fobj,src/vmm/virtio/queue.c src/vmm/memory.c)
 # vsock.c and net.c are compiled into the harness itself (their work runs inline).
@@ -223,8 +223,6 @@ FUZZ_LIBS_config  := -ljansson
 FUZZ_LINK_knet    := $(call fobj,$(filter-out src/net/proc/main.c,$(KNET_SRCS)) \
                        $(NET_SRCS) src/common/util.c src/common/privs.c)
 FUZZ_LIBS_knet    := -lslirp -ljansson -lseccomp -Wl,--wrap=now_ns
-# Known report, fixed separately (tests/fuzz/ubsan.supp): recoverable here only.
-$(FB)/obj/src/lib/agent.o: FUZZ_EXTRA := -fsanitize-recover=pointer-overflow
 
 .PHONY: fuzz fuzz-build
 fuzz-build: $(FUZZ_BINS)

@@ -173,18 +173,25 @@ static void run_script(struct kiln_agent *a, struct state *s, struct fz *script)
 			check_ret(r, "put");
 			close(fd);
 			break;
-		case 9:
+		case 9: {
+			/* A cap from the input: the client must never write past it. */
+			uint64_t max = (uint64_t)arg * 61;
+
 			fd = memfd_with(0);
 			bytes = 0;
-			r = kiln_agent_get(a, "/tmp/f", fd, &bytes);
+			r = kiln_agent_get(a, "/tmp/f", fd, max, &bytes);
 			check_ret(r, "get");
 			FZ_CHECK(bytes <= s->stream_len, "get: %llu bytes from a %zu-byte stream",
 				 (unsigned long long)bytes, s->stream_len);
+			FZ_CHECK(bytes <= max && lseek(fd, 0, SEEK_END) <= (off_t)max,
+				 "get: %llu bytes past the %llu cap", (unsigned long long)bytes,
+				 (unsigned long long)max);
 			FZ_CHECK(lseek(fd, 0, SEEK_END) == (off_t)bytes || r,
 				 "get wrote %lld bytes, reported %llu",
 				 (long long)lseek(fd, 0, SEEK_END), (unsigned long long)bytes);
 			close(fd);
 			break;
+		}
 		case 10:
 			check_ret(kiln_agent_stat(a, "/", arg & 1, &st), "stat");
 			break;

@@ -80,7 +80,7 @@ static int one_turn(struct pollfd *fds, nfds_t n, const struct timespec *ts, con
 
 static const char *const rules[] = {
 	"192.0.2.0/24:80,443,8080", "udp:198.51.100.0/24:53,123", "2001:db8:1::/48",
-	"*.example.com",	    "api.example.org:443,8443",	  "example.net:22",
+	"*.example.com",	    "api.example.org:443,8443;private", "example.net:22",
 };
 
 /* Where the guest may send things: each rule's ground, the pin-able ones, the never-ones. */
@@ -89,7 +89,8 @@ static const char *const dests[] = {
 	"203.0.113.1",	   "203.0.113.7",    "2001:db8:3::1", "2001:db8:3::7",	"127.0.0.1",
 	"169.254.169.254", "224.0.0.251",    "0.0.0.0",	      "::1",		"fe80::1",
 	"10.0.2.2",	   "10.0.2.3",	     "10.0.2.100",    "fd00::2",	"fd00::3",
-	"8.8.8.8",	   "2606:4700::1111", "192.0.3.1",    "::ffff:192.0.2.10",
+	"8.8.8.8",	   "2606:4700::1111", "192.0.3.1",    "::ffff:192.0.2.10", "93.184.216.34",
+	"2606:2800:220:1::1",
 };
 #define NDESTS (sizeof(dests) / sizeof(dests[0]))
 
@@ -98,6 +99,7 @@ static const char *const answers[] = {
 	"203.0.113.1",	"203.0.113.2", "203.0.113.7", "2001:db8:3::1", "2001:db8:3::7",
 	"127.0.0.1",	"169.254.169.254", "0.0.0.0", "224.0.0.1",     "::1",
 	"fe80::1",	"10.0.2.2",    "10.0.2.3",    "fd00::2",       "ff02::1",
+	"93.184.216.34", "2606:2800:220:1::1",
 };
 #define NANSWERS (sizeof(answers) / sizeof(answers[0]))
 
@@ -129,6 +131,30 @@ static bool name_allows(const char *name, uint16_t port)
 	if (!strcmp(name, "example.net"))
 		return port == 22;
 	return false;
+}
+
+/* Only the ";private" rule lets a name reach a non-public answer. */
+static bool name_private(const char *name)
+{
+	return !strcmp(name, "api.example.org");
+}
+
+/* Answers a name may be pinned to: 1 public, 2 non-public (documentation
+ * ranges), 0 never (loopback, link-local, slirp's own, multicast...). */
+static int pin_kind(int family, const uint8_t *a)
+{
+	if (family == AF_INET)
+		return a[0] == 93 && a[1] == 184 && a[2] == 216	 ? 1
+		       : a[0] == 203 && a[1] == 0 && a[2] == 113 ? 2
+								 : 0;
+	return !memcmp(a, "\x26\x06\x28\x00\x02\x20", 6)   ? 1
+	       : !memcmp(a, "\x20\x01\x0d\xb8\x00\x03", 6) ? 2
+							      : 0;
+}
+
+static bool name_may(const char *name, int kind, uint16_t port)
+{
+	return kind && name_allows(name, port) && (kind == 1 || name_private(name));
 }
 
 /* (name, address) pairs the resolver gave for names a rule covers. */
@@ -168,13 +194,13 @@ static bool allowed(int family, const uint8_t *addr, uint16_t port, bool udp)
 	}
 	if (udp)
 		return false;
-	/* Pinned: only the fine part of the answer list, for a name allowed on that port. */
-	if (!(family == AF_INET ? (a[0] == 203 && a[1] == 0 && a[2] == 113)
-				: !memcmp(a, "\x20\x01\x0d\xb8\x00\x03", 6)))
+	/* Pinned: only the fine part of the answer list, for a name allowed on
+	 * that port (and allowed non-public answers, for those). */
+	if (!pin_kind(family, a))
 		return false;
 	for (unsigned i = 0; i < ngiven; i++)
 		if (given[i].family == family && !memcmp(given[i].addr, a, family == AF_INET ? 4 : 16) &&
-		    name_allows(given[i].name, port))
+		    name_may(given[i].name, pin_kind(family, a), port))
 			return true;
 	return false;
 }
@@ -189,8 +215,7 @@ static bool pin_only(int family, const uint8_t *addr, uint16_t port)
 		memmove(a, a + 12, 4);
 	}
 	(void)port;
-	return family == AF_INET ? (a[0] == 203 && a[1] == 0 && a[2] == 113)
-				 : !memcmp(a, "\x20\x01\x0d\xb8\x00\x03", 6);
+	return pin_kind(family, a) != 0;
 }
 
 /* ---- the harness's servers ---- */
@@ -321,7 +346,7 @@ static void check_dest(const struct sockaddr *sa, socklen_t len)
 	uint8_t addr[16];
 	uint16_t port;
 
-	if (!sa || sa->sa_family == AF_UNIX || is_resolver(sa, len))
+	if (!sa || sa->sa_family == AF_UNIX || sa->sa_family == AF_NETLINK || is_resolver(sa, len))
 		return;
 	sa_parts(sa, &family, addr, &port);
 	FZ_CHECK(0, "kiln-net sends a datagram to family %d port %u by address", family, port);
@@ -691,7 +716,7 @@ static void server_judge(struct sconn *c)
 	for (unsigned i = 0; i < ngiven && !ok; i++)
 		ok = !strcmp(given[i].name, host) && given[i].family == family &&
 		     !memcmp(given[i].addr, a, family == AF_INET ? 4 : 16) &&
-		     name_allows(host, c->o.port);
+		     name_may(host, pin_kind(family, a), c->o.port);
 	FZ_CHECK(ok, "'%s' reached a server the resolver never gave it for port %u", host,
 		 c->o.port);
 	c->judged = true;
@@ -921,7 +946,13 @@ static void policy_new(uint64_t rate)
 		FZ_CHECK(net_policy_add_rule(k.pol, rules[i], err, sizeof(err)) == 0, "%s", err);
 		k.rule_text[i] = rules[i];
 	}
-	FZ_CHECK(host_addresses(&k) == 0, "host_addresses");
+	/* The host check asks the kernel, as kiln-net does (one routing socket). */
+	static bool host_open;
+
+	if (!host_open)
+		FZ_CHECK(host_init(&k) == 0, "host_init");
+	host_open = true;
+	net_policy_set_host_check(k.pol, host_check, &k);
 	bucket_init(&k.up, rate, now_ns());
 	bucket_init(&k.down, rate, now_ns());
 }

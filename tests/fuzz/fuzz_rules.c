@@ -4,8 +4,8 @@
  *
  * Input: rule texts, one per line, up to an empty line (or the end); then
  * operations on a policy built from the rules that parsed: connect verdicts,
- * pins from "resolver answers", DNS questions, SNI checks, host addresses,
- * the clock.
+ * pins from "resolver answers", DNS questions, SNI checks, host addresses
+ * and host-check failures, the clock.
  *
  * Properties:
  *  - a rule that parses, printed in canonical form and parsed again, is the
@@ -14,10 +14,14 @@
  *    the same protocol and family whose prefix holds the address and whose
  *    ports hold the port; by a pin only if the harness pinned that address
  *    (unexpired) for a name that a name rule allows on that port;
- *    loopback, link-local, "this network" and multicast addresses and the
- *    host's own addresses are never allowed except by a rule naming exactly
- *    that address; and an address a CIDR rule covers (and none of those) is
- *    allowed;
+ *    loopback, link-local, "this network" and multicast addresses, the
+ *    host's own addresses (the harness's host check) and every address while
+ *    the host check fails are never allowed except by a rule naming exactly
+ *    that address; and a public address a CIDR rule covers (and none of
+ *    those) is allowed, a non-public one when the rule opens non-public
+ *    addresses;
+ *  - a name is pinned usable to a non-public address (private, CGNAT, ULA,
+ *    documentation ranges) only when a rule covering it opens them;
  *  - a DNS question is answered (forwarded or empty) only for names a name
  *    rule covers, and always for the names of exact name rules;
  *  - an SNI is accepted only for a name pinned to that address and allowed
@@ -44,6 +48,7 @@ struct world {
 	unsigned nrules;
 	struct net_ip host[8];
 	unsigned nhost;
+	bool host_err;	/* the host check cannot tell: everything it judges is denied */
 	struct pin pins[MAX_PINS];
 	unsigned npins;
 	uint64_t now;
@@ -130,6 +135,42 @@ static bool is_host(const struct world *w, const struct net_ip *ip)
 		if (w->host[i].family == ip->family && !memcmp(w->host[i].b, ip->b, 16))
 			return true;
 	return false;
+}
+
+/* The harness's host check: its own address list, or an error. */
+static int host_cb(void *ctx, const struct net_ip *ip)
+{
+	const struct world *w = ctx;
+
+	return w->host_err ? -EIO : is_host(w, ip);
+}
+
+/* Non-public for certain (kiln-net may count more as non-public). */
+static bool surely_private(const struct net_ip *ip)
+{
+	const uint8_t *b = ip->b;
+
+	if (ip->family == AF_INET)
+		return b[0] == 10 || (b[0] == 172 && (b[1] & 0xf0) == 16) ||
+		       (b[0] == 192 && b[1] == 168) || (b[0] == 100 && (b[1] & 0xc0) == 64) ||
+		       (b[0] == 192 && b[1] == 0 && b[2] == 2) ||
+		       (b[0] == 198 && b[1] == 51 && b[2] == 100) ||
+		       (b[0] == 203 && b[1] == 0 && b[2] == 113);
+	return (b[0] & 0xfe) == 0xfc || !memcmp(b, "\x20\x01\x0d\xb8", 4);
+}
+
+/* Public for certain: unicast blocks with no special-purpose range inside. */
+static bool surely_public(const struct net_ip *ip)
+{
+	const uint8_t *b = ip->b;
+
+	if (ip->family == AF_INET)
+		return (b[0] >= 1 && b[0] <= 9) || (b[0] >= 11 && b[0] <= 99) ||
+		       (b[0] >= 101 && b[0] <= 126) || (b[0] >= 128 && b[0] <= 168) ||
+		       b[0] == 170 || b[0] == 171 || (b[0] >= 173 && b[0] <= 191) ||
+		       (b[0] >= 193 && b[0] <= 197) || (b[0] >= 199 && b[0] <= 202) ||
+		       (b[0] >= 204 && b[0] <= 222);
+	return (b[0] & 0xe0) == 0x20 && !(b[0] == 0x20 && (b[1] == 0x01 || b[1] == 0x02));
 }
 
 static bool has_port(const struct net_rule *r, uint16_t port)
@@ -301,7 +342,8 @@ static void check_connect(struct world *w, struct fz *in)
 		const struct net_rule *r = &w->rules[i];
 
 		if (r->kind == NET_RULE_CIDR && r->proto == proto && r->ip.family == ip.family &&
-		    has_port(r, port) && prefix_has(r->ip.b, ip.b, r->prefix))
+		    has_port(r, port) && prefix_has(r->ip.b, ip.b, r->prefix) &&
+		    (r->private || surely_public(&ip)))
 			covered = true;
 	}
 	if (d.verdict == NET_ALLOW && d.reason == NET_R_RULE) {
@@ -315,10 +357,10 @@ static void check_connect(struct world *w, struct fz *in)
 		FZ_CHECK(d.reason == NET_R_PIN && proto == NET_TCP && pinned_for_port(w, &ip, port, NULL),
 			 "allowed (%s) without a pin for the port", net_reason_str(d.reason));
 	}
-	if (d.verdict == NET_ALLOW && (must_deny(&ip) || is_host(w, &ip)))
+	if (d.verdict == NET_ALLOW && (must_deny(&ip) || is_host(w, &ip) || w->host_err))
 		FZ_CHECK(exact_rule(w, &ip, proto, port), "a %s address allowed without an exact rule",
-			 is_host(w, &ip) ? "host" : "reserved");
-	if (covered && plain(&ip) && !is_host(w, &ip))
+			 w->host_err ? "uncheckable" : is_host(w, &ip) ? "host" : "reserved");
+	if (covered && plain(&ip) && !is_host(w, &ip) && !w->host_err)
 		FZ_CHECK(d.verdict == NET_ALLOW, "a CIDR rule covers it, verdict %s",
 			 net_reason_str(d.reason));
 }
@@ -356,10 +398,22 @@ static void do_pin(struct world *w, struct fz *in)
 	pick_name(in, w, name);
 	pick_ip(in, w, &raw);
 	ip = ip_norm(&raw);
-	r = net_pin_add(w->pol, name, &raw, ttl, w->now);
+	r = net_pin_add(w->pol, name, &raw, ttl, w->now, NULL);
 	FZ_CHECK(r == 0 || r == 1 || r == -EPERM || r == -EINVAL, "net_pin_add: %d", r);
-	if (r == 0 || r == 1)
-		FZ_CHECK(!must_deny(&ip) || r == 1, "a reserved address pinned as usable");
+	if (r == 0) {
+		char norm[NET_NAME_MAX + 2];
+		bool opens = false;
+
+		FZ_CHECK(!must_deny(&ip), "a reserved address pinned as usable");
+		FZ_CHECK(!is_host(w, &ip) && !w->host_err, "a %s address pinned as usable",
+			 w->host_err ? "uncheckable" : "host");
+		lower_name(norm, name);
+		for (unsigned i = 0; i < w->nrules; i++)
+			if (name_covers(&w->rules[i], norm) && w->rules[i].private)
+				opens = true;
+		FZ_CHECK(opens || !surely_private(&ip),
+			 "'%s' pinned to a non-public address without a ;private rule", name);
+	}
 	/* Only usable pins allow anything; remember them, name normalised. */
 	if (r == 0 && w->npins < MAX_PINS) {
 		struct pin *p = &w->pins[w->npins++];
@@ -385,7 +439,8 @@ static void check_sni(struct world *w, struct fz *in)
 	lower_name(norm, name);
 	d = net_check_sni(w->pol, &raw, port, name, w->now);
 	if (d.verdict == NET_ALLOW)
-		FZ_CHECK(!must_deny(&ip) && !is_host(w, &ip) && pinned_for_port(w, &ip, port, norm),
+		FZ_CHECK(!must_deny(&ip) && !is_host(w, &ip) && !w->host_err &&
+				 pinned_for_port(w, &ip, port, norm),
 			 "SNI '%s' accepted without a pin for it on port %u", name, port);
 }
 
@@ -399,6 +454,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	w->pol = net_policy_new(8);
 	w->now = 1000000;
 	FZ_CHECK(w->pol, "net_policy_new");
+	net_policy_set_host_check(w->pol, host_cb, w);
 	/* Rule lines, up to an empty line. */
 	while (in.n) {
 		const uint8_t *nl = memchr(in.p, '\n', in.n);
@@ -424,13 +480,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 1: do_pin(w, &in); break;
 		case 2: check_dns(w, &in); break;
 		case 3: check_sni(w, &in); break;
-		case 4:
-			if (w->nhost < 8) {
+		case 4: /* the host gains an address, or its check starts or stops failing */
+			if (fz_u8(&in) & 1) {
+				w->host_err = !w->host_err;
+			} else if (w->nhost < 8) {
 				struct net_ip raw;
 
 				pick_ip(&in, w, &raw);
-				if (net_policy_add_host_addr(w->pol, &raw) == 0)
-					w->host[w->nhost++] = ip_norm(&raw);
+				w->host[w->nhost++] = ip_norm(&raw);
 			}
 			break;
 		default:

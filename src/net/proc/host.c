@@ -23,6 +23,10 @@
 #include "common/util.h"
 #include "net/proc/knet.h"
 
+/* NLMSG_OK compares the header's u32 length with an int (it must stay an int:
+ * NLMSG_NEXT subtracts aligned lengths from it); clang warns on that. */
+#pragma GCC diagnostic ignored "-Wsign-compare"
+
 #define HOST_TIMEOUT_MS 500 /* the kernel answers at once; this is a backstop */
 #define HOST_RECV_MAX	8   /* replies read while looking for ours */
 
