@@ -131,7 +131,7 @@ int config_add_drive(struct vmm_config *c, const char *spec, char *err, size_t e
 	struct drive_config d = { .fd = -1 };
 	char buf[CONFIG_MAX_PATH + 64];
 	char *save = NULL, *tok;
-	bool have_src = false;
+	bool have_src = false, have_serial = false;
 
 	if (c->ndrives >= CONFIG_MAX_DRIVES) {
 		snprintf(err, errlen, "at most %d drives", CONFIG_MAX_DRIVES);
@@ -160,7 +160,8 @@ int config_add_drive(struct vmm_config *c, const char *spec, char *err, size_t e
 			d.read_only = true;
 		} else if (!strcmp(tok, "rw")) {
 			d.read_only = false;
-		} else if (!strncmp(tok, "serial=", 7)) {
+		} else if (!strncmp(tok, "serial=", 7) && !have_serial) {
+			have_serial = true;
 			if (set_str(d.serial, sizeof(d.serial), tok + 7, "--drive serial", err, errlen))
 				return -EINVAL;
 		} else {
@@ -263,8 +264,11 @@ static int load_json_drives(struct vmm_config *c, json_t *arr, const char *path,
 				 path, i);
 			return -EINVAL;
 		}
-		if (p && strchr(json_string_value(p), ',')) {
-			snprintf(err, errlen, "config file %s: drive %zu: path must not contain ','", path, i);
+		/* The spec below is split at commas, so neither value may hold one. */
+		if ((p && strchr(json_string_value(p), ',')) ||
+		    (ser && strchr(json_string_value(ser), ','))) {
+			snprintf(err, errlen, "config file %s: drive %zu: %s must not contain ','", path,
+				 i, p && strchr(json_string_value(p), ',') ? "path" : "serial");
 			return -EINVAL;
 		}
 		if (p)

@@ -83,7 +83,7 @@ static void test_config_args(void **state)
 	assert_int_equal(c.vsock_cid, 7);
 	static const char *const bad_drives[] = {
 		"--drive ro", "--drive fd=2", "--drive fd=x", "--drive path=/a,fd=4", "--drive path=/a,bogus",
-		"--drive path=/a,serial=123456789012345678901", "--cid 2", "--cid 4294967295",
+		"--drive path=/a,serial=123456789012345678901", "--drive path=/a,serial=x,serial=y", "--cid 2", "--cid 4294967295",
 		"--drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a --drive path=/a",
 	};
 	for (size_t i = 0; i < sizeof(bad_drives) / sizeof(bad_drives[0]); i++) {
