@@ -40,22 +40,27 @@ NET_SRCS    := $(filter-out src/net/main.c,$(wildcard src/net/*.c))
 # kiln-net, the egress process: its modules need libslirp and stay out of unit tests.
 KNET_SRCS   := $(wildcard src/net/proc/*.c)
 LIBS        := -lpthread -ljansson -lseccomp
+# kilnd, the per-host daemon: HTTP (libmicrohttpd), records (SQLite), token hashes (libcrypto).
+DAEMON_SRCS := $(filter-out src/daemon/main.c,$(wildcard src/daemon/*.c))
+DAEMON_LIBS := -lmicrohttpd -lsqlite3 -lcrypto
 
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(B)/obj/%.o)
 VMM_OBJS    := $(VMM_SRCS:%.c=$(B)/obj/%.o)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 GUEST_OBJS  := $(GUEST_SRCS:%.c=$(B)/obj/%.o)
 NET_OBJS    := $(NET_SRCS:%.c=$(B)/obj/%.o)
+DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/obj/%.o)
 # The guest agent, built again statically (and never sanitized) for the guest.
 GUEST_STATIC_OBJS := $(patsubst %.c,$(B)/gobj/%.o,$(wildcard src/guest/*.c) $(COMMON_SRCS))
-TEST_LINK   := $(VMM_OBJS) $(LIB_OBJS) $(GUEST_OBJS) $(NET_OBJS) $(COMMON_OBJS)
+TEST_LINK   := $(VMM_OBJS) $(LIB_OBJS) $(GUEST_OBJS) $(NET_OBJS) $(DAEMON_OBJS) $(COMMON_OBJS)
 
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)
 ITEST_SRCS  := $(wildcard tests/integration/*.c)
 ITEST_BINS  := $(ITEST_SRCS:tests/integration/%.c=$(B)/tests/integration/%)
 
-BINS := $(B)/kiln-vmm $(B)/kiln-net $(if $(wildcard src/cli/main.c),$(B)/kiln)
+BINS := $(B)/kiln-vmm $(B)/kiln-net $(if $(wildcard src/cli/main.c),$(B)/kiln) \
+        $(if $(wildcard src/daemon/main.c),$(B)/kilnd)
 # Test build of the VMM with KILN_TEST_HOOKS (a guest port that makes it break
 # its seccomp policy on purpose); never installed or used outside the tests.
 HOOK_BINS := $(B)/hooks/kiln-vmm
@@ -94,17 +99,20 @@ $(B)/hooks/kiln-vmm: $(patsubst %.c,$(B)/hobj/%.o,src/vmm/main.c $(VMM_SRCS) $(C
 $(B)/kiln: $(patsubst %.c,$(B)/obj/%.o,$(wildcard src/cli/*.c)) $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(B)/kilnd: $(B)/obj/src/daemon/main.o $(DAEMON_OBJS) $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS)
+
 $(B)/guest/kiln-init: $(GUEST_STATIC_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(GUEST_CFLAGS) -o $@ $^
 
 $(B)/tests/unit/%: tests/unit/%.c $(TEST_LINK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS) -lcmocka
 
 $(B)/tests/integration/%: tests/integration/%.c $(TEST_LINK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS)
 
 # Boot-timer mark for test initramfs images.
 $(B)/guest/kiln-mark: tests/guest/kiln-mark.c

@@ -593,6 +593,40 @@ void kiln_sandbox_set_deadline(struct kiln_sandbox *s, uint64_t deadline_ns)
 		kiln_agent_set_deadline(s->agent, deadline_ns);
 }
 
+int kiln_sandbox_connect(struct kiln_sandbox *s, int timeout_ms, int cancel_fd,
+			 struct kiln_agent **out)
+{
+	uint64_t deadline = now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ULL;
+	struct kiln_agent *a = NULL;
+	int fd = -1, ret;
+
+	*out = NULL;
+	ret = vsock_uds_connect(s->sock, AGENT_PORT, timeout_ms, &fd);
+	if (ret)
+		goto out;
+	ret = kiln_agent_create(fd, &a);
+	if (ret) {
+		close(fd);
+		goto out;
+	}
+	kiln_agent_set_cancel_fd(a, cancel_fd);
+	kiln_agent_set_deadline(a, deadline);
+	ret = kiln_agent_hello(a, NULL);
+	if (ret)
+		goto out;
+	kiln_agent_set_deadline(a, 0);
+	*out = a;
+	a = NULL;
+out:
+	kiln_agent_free(a);
+	return ret;
+}
+
+int kiln_sandbox_pidfd(const struct kiln_sandbox *s)
+{
+	return s->pidfd;
+}
+
 pid_t kiln_sandbox_vmm_pid(const struct kiln_sandbox *s)
 {
 	return s->vmm;

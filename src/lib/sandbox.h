@@ -63,6 +63,15 @@ struct kiln_sandbox_times {
 int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
 			size_t errlen);
 struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s);
+/* One more greeted connection to the guest agent, for callers that run
+ * requests side by side (kilnd opens one per API request): within
+ * timeout_ms, every call on it cut short by cancel_fd (-1: none). The caller
+ * frees it; closing it makes the guest kill the processes it started. */
+int kiln_sandbox_connect(struct kiln_sandbox *s, int timeout_ms, int cancel_fd,
+			 struct kiln_agent **out);
+/* Turns readable (POLLIN) once the VMM has ended; -1 on kernels without
+ * pidfds. Poll it, never read or close it. */
+int kiln_sandbox_pidfd(const struct kiln_sandbox *s);
 /* Absolute CLOCK_MONOTONIC deadline (now_ns()) for every later step: the
  * agent's calls and kiln_sandbox_shutdown's waits. 0: none (shutdown then
  * still bounds its own steps). */

@@ -1,0 +1,1334 @@
+/*
+ * kilnd's HTTP API (see api.h). A request goes through three steps: the
+ * first call authenticates it and picks its route, body chunks land in a
+ * capped buffer (JSON) or a temporary file (uploads), and the last call runs
+ * the route's handler. Handlers validate everything into a registry or agent
+ * call; only they build answers.
+ */
+#include "daemon/api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "daemon/records.h"
+#include "daemon/registry.h"
+#include "daemon/tokens.h"
+#include "lib/agent.h"
+#include "net/rules.h"
+#include "proto.h"
+#include "util.h"
+
+#define JSON_BODY_MAX (64 * 1024)
+#define META_MAX 16384		/* metadata, serialized */
+#define LIST_MAX 100000		/* entries in one fs/list */
+#define STREAM_BUF_MAX (4u << 20) /* one exec event, encoded */
+#define THREAD_STACK (512 * 1024)
+
+struct api {
+	struct api_config c;
+	struct MHD_Daemon *mhd;
+};
+
+enum body_kind { BODY_NONE, BODY_JSON, BODY_FILE };
+
+struct route;
+
+/* One request. */
+struct req {
+	struct api *api;
+	const struct route *route;
+	const struct tokens_tenant *tenant;
+	char id[64];		/* the {id} of the path, when it has one */
+	enum body_kind kind;
+	char *body;
+	size_t len;
+	int fd;			/* BODY_FILE: the upload on its way */
+	uint64_t bytes;
+	bool too_large, io_error;
+};
+
+typedef enum MHD_Result (*handler_fn)(struct req *q, struct MHD_Connection *conn);
+
+struct route {
+	const char *method;
+	const char *path;	/* after /v1/sandboxes/{id}, or a whole path */
+	bool per_sandbox;
+	enum body_kind body;
+	handler_fn fn;
+};
+
+/* ---- answers ---- */
+
+static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, const char *type,
+				 char *text, size_t len)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result ret;
+
+	if (!r) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", type);
+	ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* Takes the reference. */
+static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_t *j)
+{
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL, *p;
+	size_t len;
+
+	json_decref(j);
+	if (!text)
+		return MHD_NO;
+	len = strlen(text);
+	/* A newline makes curl output readable; clients ignore it. */
+	p = realloc(text, len + 2);
+	if (!p) {
+		free(text);
+		return MHD_NO;
+	}
+	p[len++] = '\n';
+	p[len] = 0;
+	return send_text(conn, status, "application/json", p, len);
+}
+
+static enum MHD_Result __attribute__((format(printf, 4, 5)))
+send_error(struct MHD_Connection *conn, unsigned status, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return send_json(conn, status,
+			 json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
+}
+
+static enum MHD_Result send_empty(struct MHD_Connection *conn, unsigned status)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* An agent call's failure as an answer: what the guest said is the client's
+ * problem (4xx), a broken connection is the sandbox's (502/503). */
+static enum MHD_Result send_agent_error(struct MHD_Connection *conn, struct kiln_agent *a, int err,
+					const char *what)
+{
+	const char *msg = a ? kiln_agent_error(a) : "";
+	unsigned status = 500;
+	const char *code = "internal";
+
+	switch (err) {
+	case -ENOENT:
+		status = 404, code = "not_found";
+		break;
+	case -EEXIST:
+		status = 409, code = "conflict";
+		break;
+	case -EISDIR: case -ENOTDIR: case -EINVAL: case -ENAMETOOLONG: case -ENOTEMPTY:
+	case -ELOOP:
+		status = 400, code = "bad_request";
+		break;
+	case -EACCES: case -EPERM: case -EROFS:
+		status = 403, code = "forbidden";
+		break;
+	case -EFBIG:
+		status = 413, code = "too_large";
+		break;
+	case -ECANCELED:
+		status = 503, code = "unavailable";
+		break;
+	case -ETIMEDOUT: case -ECONNRESET: case -EPROTO: case -EPIPE: case -ECONNREFUSED:
+		status = 502, code = "sandbox_unreachable";
+		break;
+	default:
+		break;
+	}
+	return send_error(conn, status, code, "%s: %s", what, msg && msg[0] ? msg : strerror(-err));
+}
+
+/* ---- small parsers ---- */
+
+/* A query value of at most max bytes without NUL; NULL if absent or bad. */
+static const char *query(struct MHD_Connection *conn, const char *key, size_t max, bool *bad)
+{
+	const char *v = NULL;
+	size_t len = 0;
+
+	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v,
+					  &len) != MHD_YES || !v)
+		return NULL;
+	if (len > max || strlen(v) != len) {
+		*bad = true;
+		return NULL;
+	}
+	return v;
+}
+
+/* The path= of a files or fs request: absolute, without NUL, bounded. */
+static const char *guest_path(struct MHD_Connection *conn, char *why, size_t whylen)
+{
+	bool bad = false;
+	const char *p = query(conn, "path", PROTO_PATH_MAX - 1, &bad);
+
+	if (bad)
+		snprintf(why, whylen, "path must be at most %u bytes without NUL", PROTO_PATH_MAX - 1);
+	else if (!p)
+		snprintf(why, whylen, "path= is required");
+	else if (p[0] != '/')
+		snprintf(why, whylen, "path must be absolute");
+	else
+		return p;
+	return NULL;
+}
+
+/* The JSON body as an object; its keys checked against allowed (NULL-ended). */
+static json_t *body_object(struct req *q, const char *const *allowed, char *why, size_t whylen)
+{
+	json_error_t je;
+	json_t *o;
+	const char *key;
+	json_t *v;
+
+	if (!q->len) {
+		o = json_object();
+		return o;
+	}
+	o = json_loadb(q->body, q->len, JSON_REJECT_DUPLICATES, &je);
+	if (!o) {
+		snprintf(why, whylen, "malformed JSON at line %d column %d: %s", je.line, je.column,
+			 je.text);
+		return NULL;
+	}
+	if (!json_is_object(o)) {
+		snprintf(why, whylen, "the body must be a JSON object");
+		json_decref(o);
+		return NULL;
+	}
+	json_object_foreach(o, key, v) {
+		const char *const *k;
+
+		for (k = allowed; *k && strcmp(*k, key); k++)
+			;
+		if (!*k) {
+			snprintf(why, whylen, "unknown field '%.64s'", key);
+			json_decref(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
+/* An optional integer field in [min, max]; false (why set) if present and bad. */
+static bool field_uint(json_t *o, const char *key, uint64_t min, uint64_t max, uint64_t *out,
+		       char *why, size_t whylen)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!v)
+		return true;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max) {
+		snprintf(why, whylen, "%s must be an integer from %" PRIu64 " to %" PRIu64, key, min,
+			 max);
+		return false;
+	}
+	*out = (uint64_t)json_integer_value(v);
+	return true;
+}
+
+/* ---- routes: sandboxes ---- */
+
+static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
+{
+	static const char *const keys[] = { "image", "cpus", "memory_mib", "disk_mib", "timeout_s",
+					    "allow", "net_rate", "metadata", "env", NULL };
+	const struct tokens_tenant *t = q->tenant;
+	struct registry_create c = { .tenant = t, .cpus = 1, .memory_mib = 512, .disk_mib = 1024 };
+	uint64_t cpus = 1, tmax = t->max_timeout_s;
+	struct reg_sandbox *sb = NULL;
+	char why[512] = "", err[512] = "";
+	json_t *o, *v, *allow, *meta;
+	char *meta_text = NULL;
+	enum MHD_Result ret;
+	size_t i;
+	int r;
+
+	c.timeout_s = tmax < 600 ? tmax : 600;
+	o = body_object(q, keys, why, sizeof(why));
+	if (!o)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	v = json_object_get(o, "image");
+	snprintf(c.image, sizeof(c.image), "debian");
+	if (v) {
+		const char *s = json_string_value(v);
+		bool ok = s && *s && strlen(s) <= REG_IMAGE_MAX;
+
+		for (const char *p = s; ok && *p; p++)
+			ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+			     *p == '_';
+		if (!ok) {
+			snprintf(why, sizeof(why), "image must be a name of 1 to %d [a-z0-9_-]",
+				 REG_IMAGE_MAX);
+			goto bad;
+		}
+		snprintf(c.image, sizeof(c.image), "%s", s);
+	}
+	if (!field_uint(o, "cpus", 1, 32, &cpus, why, sizeof(why)) ||
+	    !field_uint(o, "memory_mib", 64, 1 << 20, &c.memory_mib, why, sizeof(why)) ||
+	    !field_uint(o, "disk_mib", 0, 1 << 20, &c.disk_mib, why, sizeof(why)) ||
+	    !field_uint(o, "timeout_s", 1, tmax, &c.timeout_s, why, sizeof(why)) ||
+	    !field_uint(o, "net_rate", 0, UINT64_C(1) << 40, &c.net_rate, why, sizeof(why)))
+		goto bad;
+	c.cpus = (unsigned)cpus;
+	allow = json_object_get(o, "allow");
+	if (allow && (!json_is_array(allow) || json_array_size(allow) > REG_MAX_ALLOW)) {
+		snprintf(why, sizeof(why), "allow must be an array of at most %d rules",
+			 REG_MAX_ALLOW);
+		goto bad;
+	}
+	json_array_foreach(allow, i, v) {
+		struct net_rule rule;
+		char rerr[256];
+
+		if (!json_is_string(v) || net_rule_parse(json_string_value(v), &rule, rerr,
+							 sizeof(rerr))) {
+			snprintf(why, sizeof(why), "allow[%zu]: %s", i,
+				 json_is_string(v) ? rerr : "must be a string");
+			goto bad;
+		}
+		c.allow[c.nallow++] = json_string_value(v);
+	}
+	v = json_object_get(o, "env");
+	if (v && (!json_is_object(v) || json_object_size(v))) {
+		snprintf(why, sizeof(why), "env is set per exec; here it must be absent or {}");
+		goto bad;
+	}
+	meta = json_object_get(o, "metadata");
+	if (meta) {
+		const char *k;
+
+		if (!json_is_object(meta)) {
+			snprintf(why, sizeof(why), "metadata must be an object of strings");
+			goto bad;
+		}
+		json_object_foreach(meta, k, v) {
+			if (!json_is_string(v)) {
+				snprintf(why, sizeof(why), "metadata.%.64s must be a string", k);
+				goto bad;
+			}
+		}
+		meta_text = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
+		if (!meta_text || strlen(meta_text) > META_MAX) {
+			snprintf(why, sizeof(why), "metadata must be at most %d bytes of JSON",
+				 META_MAX);
+			goto bad;
+		}
+	}
+	c.metadata_json = meta_text ? meta_text : "{}";
+	r = registry_create(q->api->c.reg, &c, &sb, err, sizeof(err));
+	json_decref(o);
+	free(meta_text);
+	if (r == -EDQUOT)
+		return send_error(conn, 429, "quota", "%s", err);
+	if (r == -ECANCELED)
+		return send_error(conn, 503, "unavailable", "%s", err);
+	if (r)
+		return send_error(conn, 500, "boot_failed", "the sandbox did not boot: %s", err);
+	ret = send_json(conn, 201, registry_sandbox_json(q->api->c.reg, sb));
+	registry_put(q->api->c.reg, sb);
+	return ret;
+bad:
+	json_decref(o);
+	free(meta_text);
+	return send_error(conn, 400, "bad_request", "%s", why);
+}
+
+static enum MHD_Result h_list(struct req *q, struct MHD_Connection *conn)
+{
+	bool bad = false;
+	const char *state = query(conn, "state", 16, &bad);
+
+	if (bad || (state && strcmp(state, "running") && strcmp(state, "booting") &&
+		    strcmp(state, "ending")))
+		return send_error(conn, 400, "bad_request",
+				  "state must be running, booting or ending");
+	return send_json(conn, 200, json_pack("{s:o}", "sandboxes",
+					      registry_list_json(q->api->c.reg, q->tenant->name,
+								 state)));
+}
+
+/* Handlers of /v1/sandboxes/{id}/... get the sandbox from here. */
+static struct reg_sandbox *lookup(struct req *q)
+{
+	return registry_get(q->api->c.reg, q->tenant->name, q->id);
+}
+
+#define WITH_SANDBOX(q, conn, sb)                                                               \
+	struct reg_sandbox *sb = lookup(q);                                                     \
+	if (!sb)                                                                                \
+		return send_error(conn, 404, "not_found", "no sandbox %s", q->id);
+
+static enum MHD_Result h_get(struct req *q, struct MHD_Connection *conn)
+{
+	WITH_SANDBOX(q, conn, sb);
+	enum MHD_Result ret = send_json(conn, 200, registry_sandbox_json(q->api->c.reg, sb));
+
+	registry_put(q->api->c.reg, sb);
+	return ret;
+}
+
+static enum MHD_Result h_delete(struct req *q, struct MHD_Connection *conn)
+{
+	WITH_SANDBOX(q, conn, sb);
+	registry_delete(q->api->c.reg, sb);
+	registry_put(q->api->c.reg, sb);
+	return send_empty(conn, 204);
+}
+
+static enum MHD_Result h_timeout(struct req *q, struct MHD_Connection *conn)
+{
+	static const char *const keys[] = { "timeout_s", NULL };
+	uint64_t t = 0;
+	char why[256] = "";
+	json_t *o = body_object(q, keys, why, sizeof(why));
+	enum MHD_Result ret;
+
+	if (o && !json_object_get(o, "timeout_s"))
+		snprintf(why, sizeof(why), "timeout_s is required");
+	if (!o || why[0] ||
+	    !field_uint(o, "timeout_s", 1, q->tenant->max_timeout_s, &t, why, sizeof(why))) {
+		json_decref(o);
+		return send_error(conn, 400, "bad_request", "%s", why);
+	}
+	json_decref(o);
+	WITH_SANDBOX(q, conn, sb);
+	if (registry_set_timeout(q->api->c.reg, sb, t))
+		ret = send_error(conn, 404, "not_found", "no sandbox %s", q->id);
+	else
+		ret = send_json(conn, 200, registry_sandbox_json(q->api->c.reg, sb));
+	registry_put(q->api->c.reg, sb);
+	return ret;
+}
+
+/* ---- exec: a stream of JSON lines ---- */
+
+struct stream {
+	struct api *api;
+	struct reg_sandbox *sb;
+	struct kiln_agent *a;
+	uint32_t id;
+	int client_fd;
+	char *buf;		/* encoded events not yet sent */
+	size_t len, off;
+	bool exited, done, overflow;
+	int code, sig;
+	uint64_t bytes_out, timeout_s;
+	int64_t row;
+	char *stdin_data;
+	size_t stdin_len, stdin_off;
+};
+
+static void stream_event(struct stream *s, json_t *ev)
+{
+	char *text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+	size_t n = text ? strlen(text) : 0;
+	char *p;
+
+	json_decref(ev);
+	if (!text)
+		return;
+	if (s->len - s->off + n + 1 > STREAM_BUF_MAX) {
+		s->overflow = true;	/* cannot happen: one frame is at most 1 MiB */
+		free(text);
+		return;
+	}
+	if (s->off) {
+		memmove(s->buf, s->buf + s->off, s->len - s->off);
+		s->len -= s->off;
+		s->off = 0;
+	}
+	p = realloc(s->buf, s->len + n + 1);
+	if (!p) {
+		s->overflow = true;
+		free(text);
+		return;
+	}
+	s->buf = p;
+	memcpy(s->buf + s->len, text, n);
+	s->buf[s->len + n] = '\n';
+	s->len += n + 1;
+	free(text);
+}
+
+static int stream_output(void *ctx, uint32_t exec_id, int stream, const void *data, size_t len)
+{
+	struct stream *s = ctx;
+	const char *type = stream == 2 ? "stderr" : "stdout";
+	json_t *str = json_stringn(data, len);
+	json_t *ev;
+
+	s->bytes_out += len;
+	if (str) {
+		ev = json_pack("{s:s,s:o}", "type", type, "data", str);
+	} else {
+		/* Not UTF-8: base64. */
+		static const char tab[] =
+			"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		const unsigned char *in = data;
+		size_t olen = (len + 2) / 3 * 4, o = 0;
+		char *b = malloc(olen + 1);
+
+		if (!b)
+			return -ENOMEM;
+		for (size_t i = 0; i < len; i += 3) {
+			uint32_t v = (uint32_t)in[i] << 16;
+
+			if (i + 1 < len)
+				v |= (uint32_t)in[i + 1] << 8;
+			if (i + 2 < len)
+				v |= in[i + 2];
+			b[o++] = tab[(v >> 18) & 63];
+			b[o++] = tab[(v >> 12) & 63];
+			b[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+			b[o++] = i + 2 < len ? tab[v & 63] : '=';
+		}
+		b[o] = 0;
+		ev = json_pack("{s:s,s:s}", "type", type, "data_b64", b);
+		free(b);
+	}
+	stream_event(s, ev);
+	return 0;
+}
+
+static void stream_exit(void *ctx, uint32_t exec_id, int code, int sig)
+{
+	struct stream *s = ctx;
+
+	s->exited = true;
+	s->code = code;
+	s->sig = sig;
+}
+
+static const struct kiln_exec_ops stream_ops = { .output = stream_output, .exit = stream_exit };
+
+static void stream_end(struct stream *s)
+{
+	if (s->row)
+		records_process_end(s->api->c.rec, s->row, s->exited ? s->code : -1,
+				    s->exited ? s->sig : 0, s->bytes_out, 0);
+	s->row = 0;
+	kiln_agent_free(s->a);
+	s->a = NULL;
+	if (s->sb)
+		registry_put(s->api->c.reg, s->sb);
+	s->sb = NULL;
+}
+
+static void stream_free(void *cls)
+{
+	struct stream *s = cls;
+
+	stream_end(s);
+	free(s->buf);
+	free(s->stdin_data);
+	free(s);
+}
+
+static void stream_fail(struct stream *s, const char *msg)
+{
+	stream_event(s, json_pack("{s:s,s:s}", "type", "error", "message", msg));
+	s->done = true;
+	stream_end(s);
+}
+
+/* One step: feed stdin, wait for the agent or the client's hang-up. */
+static void stream_step(struct stream *s)
+{
+	struct pollfd p[2] = { { .fd = kiln_agent_fd(s->a), .events = POLLIN },
+			       { .fd = s->client_fd, .events = POLLRDHUP } };
+	char msg[512];
+	int r;
+
+	if (s->stdin_data) {
+		size_t room = kiln_agent_stdin_room(s->a, s->id);
+
+		if (room && s->stdin_off < s->stdin_len) {
+			size_t n = s->stdin_len - s->stdin_off;
+			ssize_t w = kiln_agent_stdin_write(s->a, s->id, s->stdin_data + s->stdin_off,
+							   n < room ? n : room);
+
+			if (w > 0)
+				s->stdin_off += (size_t)w;
+		}
+		if (s->stdin_off == s->stdin_len) {
+			kiln_agent_stdin_close(s->a, s->id);
+			free(s->stdin_data);
+			s->stdin_data = NULL;
+		}
+	}
+	if (poll(p, 2, s->stdin_data ? 100 : -1) < 0 && errno != EINTR)
+		return;
+	if (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+		/* The client went away: closing the agent connection kills the process. */
+		s->done = true;
+		stream_end(s);
+		return;
+	}
+	r = kiln_agent_poll(s->a, 0);
+	if (r == -ETIMEDOUT && s->timeout_s) {
+		registry_count(s->api->c.reg, REG_EXEC_TIMEOUTS, 1);
+		snprintf(msg, sizeof(msg), "the process timed out after %" PRIu64 " s and was killed",
+			 s->timeout_s);
+		stream_fail(s, msg);
+	} else if (r < 0 && kiln_agent_status(s->a)) {
+		snprintf(msg, sizeof(msg), "the sandbox stopped answering: %s",
+			 kiln_agent_error(s->a)[0] ? kiln_agent_error(s->a) : strerror(-r));
+		stream_fail(s, msg);
+	}
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct stream *s = cls;
+	size_t n;
+
+	while (s->off == s->len) {
+		if (s->done || s->overflow)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		if (s->exited) {
+			stream_event(s, s->sig ? json_pack("{s:s,s:i,s:i}", "type", "exit", "code", -1,
+							   "signal", s->sig)
+					       : json_pack("{s:s,s:i}", "type", "exit", "code",
+							   s->code));
+			s->done = true;
+			stream_end(s);
+			continue;
+		}
+		stream_step(s);
+	}
+	n = s->len - s->off < max ? s->len - s->off : max;
+	memcpy(out, s->buf + s->off, n);
+	s->off += n;
+	return (ssize_t)n;
+}
+
+/* argv, env, cwd from the body into spec; strings stay owned by o. */
+static bool exec_spec(json_t *o, struct kiln_exec_spec *spec, const char **argv, size_t argv_cap,
+		      char **env, size_t env_cap, char *why, size_t whylen)
+{
+	json_t *cmd = json_object_get(o, "cmd"), *envo = json_object_get(o, "env"), *v;
+	json_t *cwd = json_object_get(o, "cwd");
+	const char *k;
+	size_t i, n = 0;
+
+	if (!json_is_array(cmd) || !json_array_size(cmd) || json_array_size(cmd) >= argv_cap) {
+		snprintf(why, whylen, "cmd must be an array of 1 to %zu strings", argv_cap - 1);
+		return false;
+	}
+	json_array_foreach(cmd, i, v) {
+		if (!json_is_string(v) || !json_string_value(v)[0] ||
+		    strlen(json_string_value(v)) != json_string_length(v)) {
+			snprintf(why, whylen, "cmd[%zu] must be a string without NUL%s", i,
+				 i ? "" : ", not empty");
+			return false;
+		}
+		argv[i] = json_string_value(v);
+	}
+	argv[json_array_size(cmd)] = NULL;
+	if (envo && (!json_is_object(envo) || json_object_size(envo) >= env_cap - 2)) {
+		snprintf(why, whylen, "env must be an object of at most %zu strings", env_cap - 3);
+		return false;
+	}
+	json_object_foreach(envo, k, v) {
+		const char *s = json_string_value(v);
+
+		if (!s || !*k || strchr(k, '=') || strlen(s) != json_string_length(v) ||
+		    asprintf(&env[n], "%s=%s", k, s) < 0) {
+			snprintf(why, whylen, "env.%.64s must be a string without NUL, its name without '='",
+				 k);
+			return false;
+		}
+		n++;
+	}
+	/* The defaults unless given. */
+	if (!json_object_get(envo, "PATH") &&
+	    !(env[n++] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")))
+		return false;
+	if (!json_object_get(envo, "HOME") && !(env[n++] = strdup("HOME=/root")))
+		return false;
+	env[n] = NULL;
+	if (cwd && (!json_is_string(cwd) || json_string_value(cwd)[0] != '/' ||
+		    json_string_length(cwd) >= PROTO_PATH_MAX)) {
+		snprintf(why, whylen, "cwd must be an absolute path");
+		return false;
+	}
+	spec->argv = argv;
+	spec->envp = (const char *const *)env;
+	spec->cwd = cwd ? json_string_value(cwd) : "/root";
+	spec->uid = spec->gid = 0;
+	return true;
+}
+
+static enum MHD_Result h_exec(struct req *q, struct MHD_Connection *conn)
+{
+	static const char *const keys[] = { "cmd", "env", "cwd", "stdin", "timeout_s", NULL };
+	const union MHD_ConnectionInfo *ci;
+	struct kiln_exec_spec spec = { 0 };
+	const char *argv[257];
+	char *env[67] = { 0 };
+	struct stream *s = NULL;
+	struct MHD_Response *resp;
+	enum MHD_Result ret = MHD_NO;
+	char why[512] = "", *argv_text = NULL;
+	json_t *o, *in;
+	int r;
+
+	o = body_object(q, keys, why, sizeof(why));
+	if (!o)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		goto out;
+	s->api = q->api;
+	s->client_fd = -1;
+	if (!exec_spec(o, &spec, argv, sizeof(argv) / sizeof(argv[0]), env,
+		       sizeof(env) / sizeof(env[0]), why, sizeof(why)) ||
+	    !field_uint(o, "timeout_s", 1, q->tenant->max_timeout_s, &s->timeout_s, why,
+			sizeof(why))) {
+		ret = send_error(conn, 400, "bad_request", "%s", why);
+		goto out;
+	}
+	in = json_object_get(o, "stdin");
+	if (in && !json_is_string(in)) {
+		ret = send_error(conn, 400, "bad_request", "stdin must be a string");
+		goto out;
+	}
+	spec.stdin = in != NULL;
+	if (in) {
+		s->stdin_len = json_string_length(in);
+		s->stdin_data = malloc(s->stdin_len + 1);
+		if (!s->stdin_data)
+			goto out;
+		memcpy(s->stdin_data, json_string_value(in), s->stdin_len);
+	}
+	s->sb = lookup(q);
+	if (!s->sb) {
+		ret = send_error(conn, 404, "not_found", "no sandbox %s", q->id);
+		goto out;
+	}
+	r = registry_connect(q->api->c.reg, s->sb, &s->a);
+	if (r) {
+		ret = send_agent_error(conn, NULL, r, "cannot reach the sandbox's agent");
+		goto out;
+	}
+	if (s->timeout_s)
+		kiln_agent_set_deadline(s->a, now_ns() + s->timeout_s * 1000000000ULL);
+	r = kiln_agent_exec(s->a, &spec, &stream_ops, s, &s->id);
+	if (r) {
+		ret = send_error(conn, r == -ENOENT ? 404 : r == -EACCES ? 403 : 400,
+				 r == -ENOENT ? "not_found" : "bad_request", "cannot run %s: %s",
+				 argv[0], kiln_agent_error(s->a)[0] ? kiln_agent_error(s->a)
+								     : strerror(-r));
+		goto out;
+	}
+	registry_count(q->api->c.reg, REG_EXECS, 1);
+	argv_text = json_dumps(json_object_get(o, "cmd"), JSON_COMPACT);
+	records_process_start(q->api->c.rec, q->id, argv_text ? argv_text : "[]", 0, &s->row);
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	s->client_fd = ci ? ci->connect_fd : -1;
+	stream_event(s, json_pack("{s:s,s:i}", "type", "start", "pid", (json_int_t)s->id));
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, s,
+						 stream_free);
+	if (!resp)
+		goto out;
+	s = NULL;
+	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
+	ret = MHD_queue_response(conn, 200, resp);
+	MHD_destroy_response(resp);
+out:
+	if (s)
+		stream_free(s);
+	for (size_t i = 0; i < sizeof(env) / sizeof(env[0]) && env[i]; i++)
+		free(env[i]);
+	free(argv_text);
+	json_decref(o);
+	return ret;
+}
+
+/* ---- files ---- */
+
+/* An agent connection for a one-shot call; a sent answer when NULL. */
+static struct kiln_agent *one_shot(struct req *q, struct MHD_Connection *conn,
+				   enum MHD_Result *ret)
+{
+	struct reg_sandbox *sb = lookup(q);
+	struct kiln_agent *a = NULL;
+	int r;
+
+	if (!sb) {
+		*ret = send_error(conn, 404, "not_found", "no sandbox %s", q->id);
+		return NULL;
+	}
+	r = registry_connect(q->api->c.reg, sb, &a);
+	registry_put(q->api->c.reg, sb);
+	if (r)
+		*ret = send_agent_error(conn, NULL, r, "cannot reach the sandbox's agent");
+	return a;
+}
+
+static enum MHD_Result h_put_file(struct req *q, struct MHD_Connection *conn)
+{
+	struct kiln_put_opts opts = { .mode = 0644, .uid = KILN_ID_KEEP, .gid = KILN_ID_KEEP,
+				      .parents = true };
+	char why[256] = "";
+	const char *path = guest_path(conn, why, sizeof(why)), *mode;
+	enum MHD_Result ret = MHD_NO;
+	struct kiln_agent *a;
+	uint64_t m, bytes = 0;
+	bool bad = false;
+	int r;
+
+	if (!path)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	mode = query(conn, "mode", 8, &bad);
+	if (mode) {
+		char *end;
+
+		errno = 0;
+		m = strtoull(mode, &end, 8);
+		if (errno || *end || !*mode || m > 07777)
+			bad = true;
+		opts.mode = (uint32_t)m;
+	}
+	if (bad)
+		return send_error(conn, 400, "bad_request", "mode must be octal, at most 7777");
+	if (q->too_large)
+		return send_error(conn, 413, "too_large", "the upload is over %" PRIu64 " bytes",
+				  q->api->c.max_upload);
+	if (q->io_error || lseek(q->fd, 0, SEEK_SET) < 0)
+		return send_error(conn, 500, "internal", "cannot spool the upload");
+	if (!(a = one_shot(q, conn, &ret)))
+		return ret;
+	r = kiln_agent_put(a, q->fd, path, &opts, &bytes);
+	if (r)
+		ret = send_agent_error(conn, a, r, "cannot write the file");
+	else
+		ret = send_empty(conn, 204);
+	registry_count(q->api->c.reg, REG_FILES_IN, bytes);
+	kiln_agent_free(a);
+	return ret;
+}
+
+/* An unnamed spool file in STATE/tmp: gone with its last descriptor, even after a
+ * crash. File systems without O_TMPFILE (overlayfs before Linux 6.6) get a named
+ * file that is unlinked at once. */
+static int tmp_file(const char *state_dir)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/tmp", state_dir);
+	fd = open(path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd;
+	if (snprintf(path, sizeof(path), "%s/tmp/spool.XXXXXX", state_dir) >= (int)sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+static enum MHD_Result h_get_file(struct req *q, struct MHD_Connection *conn)
+{
+	char why[256] = "";
+	const char *path = guest_path(conn, why, sizeof(why));
+	enum MHD_Result ret = MHD_NO;
+	struct MHD_Response *resp;
+	struct kiln_agent *a;
+	uint64_t bytes = 0;
+	int fd, r;
+
+	if (!path)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	fd = tmp_file(q->api->c.state_dir);
+	if (fd < 0)
+		return send_error(conn, 500, "internal", "cannot spool the download: %s",
+				  strerror(errno));
+	if (!(a = one_shot(q, conn, &ret))) {
+		close(fd);
+		return ret;
+	}
+	r = kiln_agent_get(a, path, fd, q->api->c.max_upload, &bytes);
+	if (r == -EFBIG) {
+		ret = send_error(conn, 413, "too_large", "%s is over %" PRIu64 " bytes", path,
+				 q->api->c.max_upload);
+	} else if (r) {
+		ret = send_agent_error(conn, a, r, "cannot read the file");
+	} else if (!(resp = MHD_create_response_from_fd_at_offset64(bytes, fd, 0))) {
+		ret = MHD_NO;
+	} else {
+		fd = -1; /* the response's now */
+		MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+		ret = MHD_queue_response(conn, 200, resp);
+		MHD_destroy_response(resp);
+		registry_count(q->api->c.reg, REG_FILES_OUT, bytes);
+	}
+	if (fd >= 0)
+		close(fd);
+	kiln_agent_free(a);
+	return ret;
+}
+
+static const char *type_name(uint32_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: return "file";
+	case S_IFDIR: return "dir";
+	case S_IFLNK: return "symlink";
+	default: return "other";
+	}
+}
+
+static json_t *stat_json(const char *name, uint32_t mode, uint64_t size, int64_t mtime)
+{
+	char m[8];
+
+	snprintf(m, sizeof(m), "%04o", mode & 07777);
+	return json_pack("{s:s,s:s,s:s,s:I,s:I}", "name", name, "type", type_name(mode), "mode", m,
+			 "size", (json_int_t)size, "mtime", (json_int_t)mtime);
+}
+
+static enum MHD_Result h_stat(struct req *q, struct MHD_Connection *conn)
+{
+	char why[256] = "";
+	const char *path = guest_path(conn, why, sizeof(why)), *base;
+	enum MHD_Result ret = MHD_NO;
+	struct kiln_agent *a;
+	struct kiln_stat st;
+	int r;
+
+	if (!path)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	if (!(a = one_shot(q, conn, &ret)))
+		return ret;
+	r = kiln_agent_stat(a, path, true, &st);
+	base = strrchr(path, '/') + 1;
+	if (r)
+		ret = send_agent_error(conn, a, r, "cannot stat");
+	else
+		ret = send_json(conn, 200, stat_json(*base ? base : "/", st.mode, st.size,
+						     st.mtime_sec));
+	kiln_agent_free(a);
+	return ret;
+}
+
+struct listing {
+	json_t *arr;
+	size_t n;
+};
+
+static int list_cb(void *ctx, const struct kiln_dirent *e)
+{
+	struct listing *l = ctx;
+
+	if (++l->n > LIST_MAX)
+		return -EFBIG;
+	return json_array_append_new(l->arr, stat_json(e->name, e->mode, e->size, e->mtime_sec))
+		       ? -ENOMEM : 0;
+}
+
+static enum MHD_Result h_list_dir(struct req *q, struct MHD_Connection *conn)
+{
+	char why[256] = "";
+	const char *path = guest_path(conn, why, sizeof(why));
+	struct listing l = { .arr = json_array() };
+	enum MHD_Result ret = MHD_NO;
+	struct kiln_agent *a;
+	int r;
+
+	if (!path || !l.arr) {
+		json_decref(l.arr);
+		return send_error(conn, 400, "bad_request", "%s", why);
+	}
+	if (!(a = one_shot(q, conn, &ret))) {
+		json_decref(l.arr);
+		return ret;
+	}
+	r = kiln_agent_list(a, path, list_cb, &l);
+	if (r == -EFBIG)
+		ret = send_error(conn, 413, "too_large", "%s has more than %d entries", path,
+				 LIST_MAX);
+	else if (r)
+		ret = send_agent_error(conn, a, r, "cannot list");
+	else
+		ret = send_json(conn, 200, json_pack("{s:O}", "entries", l.arr));
+	json_decref(l.arr);
+	kiln_agent_free(a);
+	return ret;
+}
+
+static enum MHD_Result h_mkdir(struct req *q, struct MHD_Connection *conn)
+{
+	static const char *const keys[] = { "path", "parents", "mode", NULL };
+	char why[256] = "";
+	json_t *o = body_object(q, keys, why, sizeof(why)), *p, *par;
+	enum MHD_Result ret = MHD_NO;
+	uint64_t mode = 0755;
+	struct kiln_agent *a;
+	int r;
+
+	if (!o)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	p = json_object_get(o, "path");
+	par = json_object_get(o, "parents");
+	if (!json_is_string(p) || json_string_value(p)[0] != '/' ||
+	    strlen(json_string_value(p)) != json_string_length(p) ||
+	    json_string_length(p) >= PROTO_PATH_MAX)
+		snprintf(why, sizeof(why), "path must be an absolute path without NUL");
+	else if (par && !json_is_boolean(par))
+		snprintf(why, sizeof(why), "parents must be true or false");
+	else
+		field_uint(o, "mode", 0, 07777, &mode, why, sizeof(why));
+	if (why[0]) {
+		json_decref(o);
+		return send_error(conn, 400, "bad_request", "%s", why);
+	}
+	if ((a = one_shot(q, conn, &ret))) {
+		r = kiln_agent_mkdir(a, json_string_value(p), (uint32_t)mode, json_is_true(par));
+		ret = r ? send_agent_error(conn, a, r, "cannot create the directory")
+			: send_empty(conn, 204);
+		kiln_agent_free(a);
+	}
+	json_decref(o);
+	return ret;
+}
+
+static enum MHD_Result h_remove(struct req *q, struct MHD_Connection *conn)
+{
+	char why[256] = "";
+	const char *path = guest_path(conn, why, sizeof(why)), *rec;
+	enum MHD_Result ret = MHD_NO;
+	struct kiln_agent *a;
+	bool bad = false;
+	int r;
+
+	if (!path)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	rec = query(conn, "recursive", 1, &bad);
+	if (bad || (rec && strcmp(rec, "0") && strcmp(rec, "1")))
+		return send_error(conn, 400, "bad_request", "recursive must be 0 or 1");
+	if (!strcmp(path, "/"))
+		return send_error(conn, 400, "bad_request", "will not remove /");
+	if (!(a = one_shot(q, conn, &ret)))
+		return ret;
+	r = kiln_agent_remove(a, path, rec && !strcmp(rec, "1"));
+	ret = r ? send_agent_error(conn, a, r, "cannot remove") : send_empty(conn, 204);
+	kiln_agent_free(a);
+	return ret;
+}
+
+/* ---- records, metrics, health ---- */
+
+static enum MHD_Result h_runs(struct req *q, struct MHD_Connection *conn)
+{
+	bool bad = false;
+	const char *lim = query(conn, "limit", 8, &bad);
+	uint64_t limit = 100;
+	json_t *arr = NULL;
+
+	if (bad || (lim && parse_u64(lim, 1, 1000, &limit)) || !limit)
+		return send_error(conn, 400, "bad_request", "limit must be from 1 to 1000");
+	if (records_list(q->api->c.rec, q->tenant->name, (unsigned)limit, &arr))
+		return send_error(conn, 500, "internal", "cannot read the records");
+	return send_json(conn, 200, json_pack("{s:o}", "runs", arr));
+}
+
+static enum MHD_Result h_run(struct req *q, struct MHD_Connection *conn)
+{
+	json_t *o = NULL;
+	int r = records_get(q->api->c.rec, q->tenant->name, q->id, &o);
+
+	if (r == -ENOENT)
+		return send_error(conn, 404, "not_found", "no run record %s", q->id);
+	if (r)
+		return send_error(conn, 500, "internal", "cannot read the records");
+	return send_json(conn, 200, o);
+}
+
+static enum MHD_Result h_metrics(struct req *q, struct MHD_Connection *conn)
+{
+	char *text = registry_metrics(q->api->c.reg);
+
+	if (!text)
+		return send_error(conn, 500, "internal", "out of memory");
+	return send_text(conn, 200, "text/plain; version=0.0.4", text, strlen(text));
+}
+
+static enum MHD_Result h_health(struct req *q, struct MHD_Connection *conn)
+{
+	unsigned used, max;
+
+	registry_capacity(q->api->c.reg, &used, &max);
+	return send_json(conn, 200, json_pack("{s:s,s:i,s:i}", "status", "ok", "sandboxes",
+					      (json_int_t)used, "capacity", (json_int_t)max));
+}
+
+static const struct route routes[] = {
+	{ "GET", "/v1/health", false, BODY_NONE, h_health },
+	{ "GET", "/metrics", false, BODY_NONE, h_metrics },
+	{ "POST", "/v1/sandboxes", false, BODY_JSON, h_create },
+	{ "GET", "/v1/sandboxes", false, BODY_NONE, h_list },
+	{ "GET", "/v1/runs", false, BODY_NONE, h_runs },
+	{ "GET", "", true, BODY_NONE, h_get },
+	{ "DELETE", "", true, BODY_NONE, h_delete },
+	{ "POST", "/timeout", true, BODY_JSON, h_timeout },
+	{ "POST", "/exec", true, BODY_JSON, h_exec },
+	{ "PUT", "/files", true, BODY_FILE, h_put_file },
+	{ "GET", "/files", true, BODY_NONE, h_get_file },
+	{ "GET", "/fs/stat", true, BODY_NONE, h_stat },
+	{ "GET", "/fs/list", true, BODY_NONE, h_list_dir },
+	{ "POST", "/fs/mkdir", true, BODY_JSON, h_mkdir },
+	{ "DELETE", "/fs", true, BODY_NONE, h_remove },
+	{ "GET", "@runs", true, BODY_NONE, h_run },
+};
+
+/*
+ * Which route: an exact path, or /v1/sandboxes/{id}REST, or /v1/runs/{id}
+ * ("@runs"). *path_known tells a wrong method (405) from an unknown path.
+ */
+static const struct route *route_find(const char *method, const char *url, char *id, size_t idlen,
+				      bool *path_known)
+{
+	const char *rest = NULL, *slash;
+	bool runs = false;
+	size_t n;
+
+	*path_known = false;
+	if (!strncmp(url, "/v1/sandboxes/", 14))
+		rest = url + 14;
+	else if (!strncmp(url, "/v1/runs/", 9))
+		rest = url + 9, runs = true;
+	if (rest) {
+		slash = strchr(rest, '/');
+		n = slash ? (size_t)(slash - rest) : strlen(rest);
+		if (!n || n >= idlen || (runs && slash))
+			return NULL;
+		memcpy(id, rest, n);
+		id[n] = 0;
+		rest += n;
+	}
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct route *r = &routes[i];
+
+		if (r->per_sandbox != (rest != NULL))
+			continue;
+		if (rest ? strcmp(r->path, runs ? "@runs" : rest) : strcmp(r->path, url))
+			continue;
+		*path_known = true;
+		if (!strcmp(r->method, method))
+			return r;
+	}
+	return NULL;
+}
+
+/* The tenant of the request's bearer token, or NULL. */
+static const struct tokens_tenant *authenticate(struct api *a, struct MHD_Connection *conn)
+{
+	const char *h = NULL;
+	size_t len = 0;
+
+	if (MHD_lookup_connection_value_n(conn, MHD_HEADER_KIND, "Authorization", 13, &h, &len) !=
+		    MHD_YES || !h || len < 8 || strncasecmp(h, "Bearer ", 7))
+		return NULL;
+	return tokens_find(a->c.tokens, h + 7, len - 7);
+}
+
+static void log_request(struct api *a, const char *method, const char *url, const char *tenant)
+{
+	if (a->c.log_json) {
+		json_t *j = json_pack("{s:s,s:s,s:s}", "method", method, "path", url, "tenant",
+				      tenant ? tenant : "");
+		char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+		if (t)
+			fprintf(stderr, "%s\n", t);
+		free(t);
+		json_decref(j);
+	}
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	struct api *a = cls;
+	struct req *q = *con_cls;
+	bool path_known;
+
+	if (!q) {
+		q = calloc(1, sizeof(*q));
+		if (!q)
+			return MHD_NO;
+		q->api = a;
+		q->fd = -1;
+		*con_cls = q;
+		q->route = route_find(method, url, q->id, sizeof(q->id), &path_known);
+		if (!q->route)
+			return path_known ? send_error(conn, 405, "method_not_allowed",
+						       "%s is not allowed on %s", method, url)
+					  : send_error(conn, 404, "not_found", "no such endpoint: %s",
+						       url);
+		if (q->route->fn != h_health) {
+			q->tenant = authenticate(a, conn);
+			if (!q->tenant)
+				return send_error(conn, 401, "unauthorized",
+						  "a valid 'Authorization: Bearer TOKEN' is required");
+		}
+		log_request(a, method, url, q->tenant ? q->tenant->name : NULL);
+		q->kind = q->route->body;
+		if (q->kind == BODY_FILE) {
+			q->fd = tmp_file(a->c.state_dir);
+			if (q->fd < 0)
+				return send_error(conn, 500, "internal", "cannot spool the upload: %s",
+						  strerror(errno));
+		}
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		size_t n = *upload_size;
+
+		*upload_size = 0;
+		if (q->kind == BODY_NONE || q->too_large) {
+			q->too_large = true;
+		} else if (q->kind == BODY_JSON) {
+			char *p;
+
+			if (q->len + n > JSON_BODY_MAX) {
+				q->too_large = true;
+				return MHD_YES;
+			}
+			p = realloc(q->body, q->len + n + 1);
+			if (!p)
+				return MHD_NO;
+			q->body = p;
+			memcpy(q->body + q->len, upload, n);
+			q->len += n;
+		} else if (q->bytes + n > a->c.max_upload) {
+			q->too_large = true;
+		} else {
+			for (size_t off = 0; off < n;) {
+				ssize_t w = write(q->fd, upload + off, n - off);
+
+				if (w <= 0) {
+					q->io_error = true;
+					break;
+				}
+				off += (size_t)w;
+			}
+			q->bytes += n;
+		}
+		return MHD_YES;
+	}
+	if (q->too_large && q->kind == BODY_NONE)
+		return send_error(conn, 400, "bad_request", "%s %s takes no body", method, url);
+	if (q->too_large && q->kind == BODY_JSON)
+		return send_error(conn, 413, "too_large", "the JSON body is over %d bytes",
+				  JSON_BODY_MAX);
+	return q->route->fn(q, conn);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct req *q = *con_cls;
+
+	if (!q)
+		return;
+	if (q->fd >= 0)
+		close(q->fd);
+	free(q->body);
+	free(q);
+	*con_cls = NULL;
+}
+
+int api_start(const struct api_config *c, int listen_fd, struct api **out, char *err,
+	      size_t errlen)
+{
+	struct api *a = calloc(1, sizeof(*a));
+	char dir[PATH_MAX];
+	int ret = -ENOMEM;
+
+	*out = NULL;
+	if (!a) {
+		close(listen_fd);
+		goto out;
+	}
+	a->c = *c;
+	snprintf(dir, sizeof(dir), "%s/tmp", c->state_dir);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+		close(listen_fd);
+		goto out;
+	}
+	a->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+					  MHD_USE_POLL | MHD_USE_ERROR_LOG,
+				  0, NULL, NULL, on_request, a,
+				  MHD_OPTION_LISTEN_SOCKET, listen_fd,
+				  MHD_OPTION_CONNECTION_LIMIT, c->max_connections,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+				  MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK,
+				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+				  MHD_OPTION_END);
+	if (!a->mhd) {
+		ret = -EIO;
+		snprintf(err, errlen, "cannot start the HTTP server");
+		close(listen_fd);
+		goto out;
+	}
+	*out = a;
+	a = NULL;
+	ret = 0;
+out:
+	free(a);
+	return ret;
+}
+
+void api_stop(struct api *a)
+{
+	if (!a)
+		return;
+	MHD_stop_daemon(a->mhd);
+	free(a);
+}

@@ -1,0 +1,341 @@
+/*
+ * kilnd: the per-host daemon (docs/daemon.md). Wires the pieces together:
+ * tokens, records, the registry's lifecycle thread, one HTTP server per
+ * --listen, and an orderly stop on SIGTERM, SIGINT or SIGHUP.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/api.h"
+#include "daemon/records.h"
+#include "daemon/registry.h"
+#include "daemon/tokens.h"
+#include "lib/sandbox.h"
+#include "util.h"
+
+#define MAX_LISTEN 8
+#define DEFAULT_LISTEN "unix:/run/kiln/kilnd.sock"
+
+struct opts {
+	const char *listen[MAX_LISTEN];
+	unsigned nlisten;
+	const char *tokens, *state_dir;
+	char image_dir[PATH_MAX], vmm[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX],
+		netbin[PATH_MAX];
+	uint64_t max_sandboxes, max_upload, max_connections;
+	bool log_json, no_cgroup;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: kilnd --tokens FILE --state-dir DIR [--listen unix:PATH|tcp:HOST:PORT]...\n"
+		"             [--max-sandboxes N] [--max-upload BYTES] [--max-connections N]\n"
+		"             [--image-dir DIR] [--log-json] [--no-cgroup]\n"
+		"  --listen         where the API listens (repeatable; default " DEFAULT_LISTEN ")\n"
+		"  --tokens         tenants and their token hashes (docs/daemon.md)\n"
+		"  --state-dir      kilnd.db (records), audit logs, consoles, spooled files\n"
+		"  --max-sandboxes  sandboxes on this host, all tenants (default 16)\n"
+		"  --max-upload     largest file through the API (default 1 GiB)\n"
+		"  --max-connections  open HTTP connections per listener (default 1024)\n"
+		"  --image-dir      where NAME.img images live (default: images/ beside kilnd)\n"
+		"  --log-json       one JSON line per request on stderr\n"
+		"  --no-cgroup      no CPU, memory or task limits per VM (diagnosis only)\n");
+}
+
+static int __attribute__((format(printf, 1, 2))) bad(const char *fmt, ...)
+{
+	va_list ap;
+
+
+	fprintf(stderr, "kilnd: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (kilnd --help)\n");
+	return 2;
+}
+
+static void self_dir(char *buf, size_t len)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+	char *slash;
+
+	if (n <= 0) {
+		snprintf(buf, len, ".");
+		return;
+	}
+	buf[n] = 0;
+	slash = strrchr(buf, '/');
+	if (slash)
+		*slash = 0;
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+	enum { O_TOKENS = 256, O_STATE, O_MAX, O_LOG, O_NOCG, O_IMG, O_UPLOAD, O_CONNS };
+	static const struct option lo[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "tokens", required_argument, NULL, O_TOKENS },
+		{ "state-dir", required_argument, NULL, O_STATE },
+		{ "max-sandboxes", required_argument, NULL, O_MAX },
+		{ "max-upload", required_argument, NULL, O_UPLOAD },
+		{ "max-connections", required_argument, NULL, O_CONNS },
+		{ "image-dir", required_argument, NULL, O_IMG },
+		{ "log-json", no_argument, NULL, O_LOG },
+		{ "no-cgroup", no_argument, NULL, O_NOCG },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char dir[PATH_MAX];
+	int c;
+
+	self_dir(dir, sizeof(dir));
+	o->max_sandboxes = 16;
+	o->max_upload = 1ULL << 30;
+	o->max_connections = 1024;
+	snprintf(o->image_dir, sizeof(o->image_dir), "%s/images", dir);
+	snprintf(o->vmm, sizeof(o->vmm), "%s/kiln-vmm", dir);
+	snprintf(o->netbin, sizeof(o->netbin), "%s/kiln-net", dir);
+	snprintf(o->kernel, sizeof(o->kernel), "%s/guest/vmlinux", dir);
+	snprintf(o->initrd, sizeof(o->initrd), "%s/guest/kiln-initrd.cpio", dir);
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (o->nlisten == MAX_LISTEN)
+				return bad("at most 8 --listen%s", "");
+			o->listen[o->nlisten++] = optarg;
+			break;
+		case O_TOKENS:
+			o->tokens = optarg;
+			break;
+		case O_STATE:
+			o->state_dir = optarg;
+			break;
+		case O_MAX:
+			if (parse_u64(optarg, 1, 4096, &o->max_sandboxes))
+				return bad("--max-sandboxes must be from 1 to 4096, not '%s'", optarg);
+			break;
+		case O_UPLOAD:
+			if (parse_u64(optarg, 1, 1ULL << 40, &o->max_upload))
+				return bad("--max-upload must be from 1 to 2^40 bytes, not '%s'", optarg);
+			break;
+		case O_CONNS:
+			if (parse_u64(optarg, 16, 65536, &o->max_connections))
+				return bad("--max-connections must be from 16 to 65536, not '%s'",
+					   optarg);
+			break;
+		case O_IMG:
+			if (strlen(optarg) >= sizeof(o->image_dir))
+				return bad("--image-dir too long: %s", optarg);
+			snprintf(o->image_dir, sizeof(o->image_dir), "%s", optarg);
+			break;
+		case O_LOG:
+			o->log_json = true;
+			break;
+		case O_NOCG:
+			o->no_cgroup = true;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			return 2;
+		}
+	}
+	if (optind < argc)
+		return bad("unexpected argument '%s'", argv[optind]);
+	if (!o->tokens)
+		return bad("--tokens FILE is required%s", "");
+	if (!o->state_dir)
+		return bad("--state-dir DIR is required%s", "");
+	if (!o->nlisten)
+		o->listen[o->nlisten++] = DEFAULT_LISTEN;
+	return 0;
+}
+
+/* A listening socket for "unix:PATH" or "tcp:HOST:PORT"; -1 with a message. */
+static int open_listener(const char *spec)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	char host[256];
+	const char *colon;
+	struct stat st;
+	int fd = -1, one = 1, r;
+
+	if (!strncmp(spec, "unix:", 5)) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		const char *path = spec + 5;
+
+		if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
+			fprintf(stderr, "kilnd: --listen %s: the path must be 1 to %zu bytes\n", spec,
+				sizeof(sa.sun_path) - 1);
+			return -1;
+		}
+		memcpy(sa.sun_path, path, strlen(path));
+		/* A socket left by an earlier kilnd goes; anything else stays. */
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    chmod(path, 0660) < 0 || listen(fd, 256) < 0)
+			goto fail;
+		return fd;
+	}
+	if (strncmp(spec, "tcp:", 4) || !(colon = strrchr(spec + 4, ':')) ||
+	    (size_t)(colon - spec - 4) >= sizeof(host)) {
+		fprintf(stderr, "kilnd: --listen %s: want unix:PATH or tcp:HOST:PORT\n", spec);
+		return -1;
+	}
+	memcpy(host, spec + 4, (size_t)(colon - spec - 4));
+	host[colon - spec - 4] = 0;
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host) - 2);
+		host[strlen(host) - 2] = 0;
+	}
+	r = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
+	if (r) {
+		fprintf(stderr, "kilnd: --listen %s: %s\n", spec, gai_strerror(r));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 256) < 0) {
+		freeaddrinfo(res);
+		goto fail;
+	}
+	freeaddrinfo(res);
+	return fd;
+fail:
+	fprintf(stderr, "kilnd: --listen %s: %s\n", spec, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { 0 };
+	struct tokens *tokens = NULL;
+	struct records *rec = NULL;
+	struct registry *reg = NULL;
+	struct api *apis[MAX_LISTEN] = { 0 };
+	struct registry_config rc;
+	struct api_config ac;
+	char err[512], db[PATH_MAX];
+	int stop[2] = { -1, -1 }, ret = 1, sig = 0, r;
+	unsigned marked = 0;
+	struct stat st;
+	sigset_t set;
+
+	r = parse_opts(argc, argv, &o);
+	if (r)
+		return r;
+	signal(SIGPIPE, SIG_IGN);
+	/* Signals go to sigwait() below, never to a random thread. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	/* Orphaned VMMs (their jail's waiter killed first) come back to us. */
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+	if (stat(o.state_dir, &st) < 0 && (errno != ENOENT || mkdir(o.state_dir, 0700) < 0)) {
+		fprintf(stderr, "kilnd: cannot create --state-dir %s: %s\n", o.state_dir,
+			strerror(errno));
+		goto out;
+	}
+	if (access(o.vmm, X_OK) < 0 || access(o.kernel, R_OK) < 0 || access(o.initrd, R_OK) < 0) {
+		fprintf(stderr, "kilnd: missing %s, %s or %s (make; make kernel)\n", o.vmm, o.kernel,
+			o.initrd);
+		goto out;
+	}
+	if (tokens_load(o.tokens, &tokens, err, sizeof(err))) {
+		fprintf(stderr, "kilnd: %s\n", err);
+		goto out;
+	}
+	snprintf(db, sizeof(db), "%s/kilnd.db", o.state_dir);
+	if (records_open(db, &rec, err, sizeof(err))) {
+		fprintf(stderr, "kilnd: %s\n", err);
+		goto out;
+	}
+	/* What an earlier kilnd left: its records and its VMs' leftovers. */
+	records_mark_stopped(rec, (int64_t)time(NULL) * 1000, &marked);
+	kiln_sandbox_sweep();
+	if (pipe2(stop, O_CLOEXEC) < 0) {
+		fprintf(stderr, "kilnd: pipe: %s\n", strerror(errno));
+		goto out;
+	}
+	rc = (struct registry_config){ .vmm = o.vmm, .kernel = o.kernel, .initrd = o.initrd,
+				       .netbin = o.netbin, .image_dir = o.image_dir,
+				       .state_dir = o.state_dir,
+				       .max_sandboxes = (unsigned)o.max_sandboxes,
+				       .no_cgroup = o.no_cgroup, .stop_fd = stop[0],
+				       .records = rec };
+	if (registry_start(&rc, &reg, err, sizeof(err))) {
+		fprintf(stderr, "kilnd: %s\n", err);
+		goto out;
+	}
+	ac = (struct api_config){ .reg = reg, .rec = rec, .tokens = tokens,
+				  .state_dir = o.state_dir, .max_upload = o.max_upload,
+				  .max_connections = (unsigned)o.max_connections,
+				  .stop_fd = stop[0], .log_json = o.log_json };
+	for (unsigned i = 0; i < o.nlisten; i++) {
+		int fd = open_listener(o.listen[i]);
+
+		if (fd < 0)
+			goto out;
+		if (api_start(&ac, fd, &apis[i], err, sizeof(err))) {
+			fprintf(stderr, "kilnd: --listen %s: %s\n", o.listen[i], err);
+			goto out;
+		}
+	}
+	fprintf(stderr, "kilnd: ready: %zu tenants, at most %u sandboxes, %u earlier records marked daemon-stopped\n",
+		tokens_count(tokens), (unsigned)o.max_sandboxes, marked);
+	for (unsigned i = 0; i < o.nlisten; i++)
+		fprintf(stderr, "kilnd: listening on %s\n", o.listen[i]);
+	if (o.no_cgroup)
+		fprintf(stderr, "kilnd: warning: --no-cgroup: the VMs' CPU, memory and task limits are off\n");
+	while (sigwait(&set, &sig) != 0)
+		;
+	fprintf(stderr, "kilnd: %s: stopping\n", strsignal(sig));
+	ret = 0;
+out:
+	/* Every wait on a guest gives up, the servers stop, then the VMs go. */
+	if (stop[1] >= 0 && write(stop[1], "x", 1) < 0)
+		ret = 1;
+	for (unsigned i = 0; i < MAX_LISTEN; i++)
+		api_stop(apis[i]);
+	registry_stop(reg);
+	records_close(rec);
+	tokens_free(tokens);
+	for (unsigned i = 0; i < o.nlisten; i++)
+		if (!strncmp(o.listen[i], "unix:", 5))
+			unlink(o.listen[i] + 5);
+	if (stop[0] >= 0) {
+		close(stop[0]);
+		close(stop[1]);
+	}
+	if (!ret)
+		fprintf(stderr, "kilnd: stopped\n");
+	return ret;
+}

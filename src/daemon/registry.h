@@ -1,0 +1,79 @@
+/*
+ * kilnd's sandboxes: ids, tenants, quotas, deadlines, and the one lifecycle
+ * thread that boots and destroys every VM (docs/daemon.md). Request threads
+ * hold references; a reference keeps the entry's memory, never the VM.
+ */
+#ifndef KILN_DAEMON_REGISTRY_H
+#define KILN_DAEMON_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct kiln_agent;
+struct records;
+struct tokens_tenant;
+
+struct registry;
+struct reg_sandbox;
+
+struct registry_config {
+	const char *vmm, *kernel, *initrd, *netbin;
+	const char *image_dir;	/* NAME.img files */
+	const char *state_dir;	/* audit/ lives here */
+	unsigned max_sandboxes; /* on this host, all tenants */
+	bool no_cgroup;
+	int stop_fd;		/* readable once kilnd stops: every wait gives up */
+	struct records *records;
+};
+
+#define REG_MAX_ALLOW 64
+#define REG_IMAGE_MAX 63
+
+struct registry_create {
+	const struct tokens_tenant *tenant;
+	char image[REG_IMAGE_MAX + 1];
+	unsigned cpus;
+	uint64_t memory_mib, disk_mib, timeout_s, net_rate;
+	const char *allow[REG_MAX_ALLOW]; /* checked rules, borrowed */
+	unsigned nallow;
+	const char *metadata_json;	  /* borrowed, "{}" for none */
+};
+
+int registry_start(const struct registry_config *c, struct registry **out, char *err,
+		   size_t errlen);
+/* Destroys every VM (records: daemon-stopped) and frees. */
+void registry_stop(struct registry *r);
+
+/* Boots a sandbox; blocks the calling thread until it runs or failed. On
+ * success *out is a reference. -EDQUOT: over a quota (429); -EINVAL: bad
+ * request (400); anything else: it did not boot (err says why). */
+int registry_create(struct registry *r, const struct registry_create *req,
+		    struct reg_sandbox **out, char *err, size_t errlen);
+/* A reference to the tenant's running sandbox, or NULL (unknown, another
+ * tenant's, or ending: all look the same). */
+struct reg_sandbox *registry_get(struct registry *r, const char *tenant, const char *id);
+void registry_put(struct registry *r, struct reg_sandbox *sb);
+/* Ends it (record reason "deleted") and returns once the VM is destroyed. */
+void registry_delete(struct registry *r, struct reg_sandbox *sb);
+/* The deadline is now + timeout_s; -EDQUOT beyond the tenant's max. */
+int registry_set_timeout(struct registry *r, struct reg_sandbox *sb, uint64_t timeout_s);
+/* A new agent connection (its calls cut short when kilnd stops); -ENOENT
+ * once the sandbox is ending. */
+int registry_connect(struct registry *r, struct reg_sandbox *sb, struct kiln_agent **out);
+const char *registry_id(const struct reg_sandbox *sb);
+
+json_t *registry_sandbox_json(struct registry *r, struct reg_sandbox *sb);
+json_t *registry_list_json(struct registry *r, const char *tenant, const char *state);
+/* Running and booting sandboxes; and the host's cap. */
+void registry_capacity(struct registry *r, unsigned *used, unsigned *max);
+
+/* Counters the API bumps. */
+enum registry_counter { REG_EXECS, REG_EXEC_TIMEOUTS, REG_FILES_IN, REG_FILES_OUT, REG_NCOUNTERS };
+void registry_count(struct registry *r, enum registry_counter c, uint64_t n);
+/* Prometheus text exposition; the caller frees. */
+char *registry_metrics(struct registry *r);
+
+#endif

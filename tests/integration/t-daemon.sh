@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# kilnd end to end, with curl on its Unix socket: sandboxes that live across
+# many execs, files both ways, tenants, quotas, timeouts, records, metrics,
+# and kill -9 of kilnd. Three VMs in all (tiny image). Runs where /dev/kvm works.
+source "$(dirname "$0")/lib.sh"
+
+KILND="$B/kilnd"
+work=$(mktemp -d /tmp/t-daemon.XXXXXX)
+sock="$work/kilnd.sock"
+state="$work/state"
+kpid=
+cleanup() {
+    [ -n "$kpid" ] && kill -9 "$kpid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The tiny image under the name "tiny" in an image dir of our own.
+mkdir -p "$work/images"
+ln -s "${KILN_TEST_TINY:-$B/images/tiny.img}" "$work/images/tiny.img"
+
+TA=alpha-token-$RANDOM$RANDOM
+TB=beta-token-$RANDOM$RANDOM
+ha=$(printf %s "$TA" | sha256sum | cut -d' ' -f1)
+hb=$(printf %s "$TB" | sha256sum | cut -d' ' -f1)
+cat > "$work/tokens.json" <<EOF
+{"tenants": [
+ {"name": "alpha", "token_sha256": "$ha", "max_sandboxes": 3, "max_vcpus": 4, "max_memory_mib": 2048, "max_timeout_s": 3600},
+ {"name": "beta", "token_sha256": "$hb", "max_sandboxes": 1, "max_vcpus": 1, "max_memory_mib": 512, "max_timeout_s": 60}]}
+EOF
+
+# start_kilnd: waits for this start's "ready" line (an earlier kilnd's socket may linger).
+start_kilnd() {
+    local before
+    before=$(grep -c 'kilnd: ready' "$work/kilnd.log" 2>/dev/null)
+    "$KILND" --tokens "$work/tokens.json" --state-dir "$state" --listen "unix:$sock" \
+        --image-dir "$work/images" 2>>"$work/kilnd.log" &
+    kpid=$!
+    for _ in $(seq 300); do
+        [ "$(grep -c 'kilnd: ready' "$work/kilnd.log" 2>/dev/null)" -gt "${before:-0}" ] && break
+        kill -0 "$kpid" 2>/dev/null || break
+        sleep 0.1
+    done
+}
+# VMM processes (not their jail's waiters, kiln-vmm-wait).
+vmms() { pgrep -x kiln-vmm | wc -l; }
+
+# api TOKEN METHOD PATH [curl args...]: the body on stdout, "HTTP <code>" on fd 3.
+api() {
+    local tok=$1 m=$2 p=$3
+    shift 3
+    curl -sS --unix-socket "$sock" -X "$m" ${tok:+-H "Authorization: Bearer $tok"} \
+        -w '\n%{http_code}' "$@" "http://kiln$p"
+}
+# code: the status line of the last answer (api ... | code).
+body() { sed '$d'; }
+code() { tail -n1; }
+jget() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
+# exec_out SB JSON: stdout of the exec, the exit event on the last line.
+exec_events() { api "$TA" POST "/v1/sandboxes/$1/exec" -d "$2" | body; }
+stdout_of() {
+    python3 -c '
+import json, sys, base64
+out = ""
+for line in sys.stdin:
+    line = line.strip()
+    if not line: continue
+    e = json.loads(line)
+    if e["type"] == "stdout": out += e.get("data") or base64.b64decode(e["data_b64"]).decode()
+    if e["type"] == "exit": out += "|exit=%s" % (e["code"] if e["code"] >= 0 else "sig%d" % e["signal"])
+    if e["type"] == "error": out += "|error=" + e["message"]
+print(out, end="")'
+}
+
+start_kilnd
+check "kilnd is listening" test -S "$sock"
+
+# --- auth and bad input: nothing boots ------------------------------------------
+expect_eq "health answers without a token" "200" "$(api "" GET /v1/health | code)"
+expect_eq "no token: 401" "401" "$(api "" GET /v1/sandboxes | code)"
+expect_eq "unknown token: 401" "401" "$(api "nope" GET /v1/sandboxes | code)"
+expect_eq "a token differing in its last byte: 401" "401" "$(api "${TA%?}x" GET /v1/sandboxes | code)"
+r=$(api "$TA" POST /v1/sandboxes -d '{"cpus": 2, "memry_mib": 5}')
+expect_eq "unknown field: 400" "400" "$(echo "$r" | code)"
+expect_match "unknown field: named" "unknown field 'memry_mib'" "$r"
+expect_match "malformed JSON: 400 with where" 'malformed JSON at line 1' "$(api "$TA" POST /v1/sandboxes -d '{"cpus":')"
+expect_match "wrong type: 400 naming the field" 'cpus must be an integer' "$(api "$TA" POST /v1/sandboxes -d '{"cpus":"2"}')"
+expect_match "image with a path: 400" 'image must be a name' "$(api "$TA" POST /v1/sandboxes -d '{"image":"../../etc/passwd"}')"
+expect_match "bad allow rule: 400" 'allow\[0\]' "$(api "$TA" POST /v1/sandboxes -d '{"allow":["a b"]}')"
+expect_match "timeout over the tenant's max: 400" 'timeout_s must be an integer from 1 to 60' "$(api "$TB" POST /v1/sandboxes -d '{"timeout_s":61}')"
+head -c 70000 /dev/zero | tr '\0' ' ' > "$work/big.json"
+expect_eq "oversized JSON body: 413" "413" "$(api "$TA" POST /v1/sandboxes --data-binary @"$work/big.json" | code)"
+r=$(api "$TB" POST /v1/sandboxes -d '{"cpus":2,"image":"tiny"}')
+expect_eq "over the tenant's vCPU quota: 429" "429" "$(echo "$r" | code)"
+expect_eq "unknown endpoint: 404" "404" "$(api "$TA" GET /v1/nothing | code)"
+expect_eq "wrong method: 405" "405" "$(api "$TA" PATCH /v1/sandboxes | code)"
+expect_eq "bad input started no VM" "0" "$(vmms)"
+
+# --- a sandbox across many execs -----------------------------------------------
+r=$(api "$TA" POST /v1/sandboxes -d '{"image":"tiny","cpus":1,"memory_mib":256,"disk_mib":64,"timeout_s":600,"metadata":{"job":"t-daemon"}}')
+expect_eq "create: 201" "201" "$(echo "$r" | code)"
+A=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
+expect_match "create: an unguessable id" '^sb-[0-9a-f]{32}$' "$A"
+expect_eq "create: running" "running" "$(echo "$r" | body | jget '["state"]' 2>/dev/null)"
+exp1=$(echo "$r" | body | jget '["expires_at"]' 2>/dev/null)
+
+expect_eq "exec echo hi streams hi, exit 0" "hi
+|exit=0" "$(exec_events "$A" '{"cmd":["echo","hi"]}' | stdout_of)"
+exec_events "$A" '{"cmd":["sh","-c","echo kept > /root/state"]}' > /dev/null
+expect_eq "a file written in one exec is read in the next" "kept
+|exit=0" "$(exec_events "$A" '{"cmd":["cat","/root/state"]}' | stdout_of)"
+expect_eq "exit status comes back" "|exit=3" "$(exec_events "$A" '{"cmd":["sh","-c","exit 3"]}' | stdout_of)"
+expect_eq "env and cwd are applied" "bar /tmp
+|exit=0" "$(exec_events "$A" '{"cmd":["sh","-c","echo $FOO $(pwd)"],"env":{"FOO":"bar"},"cwd":"/tmp"}' | stdout_of)"
+expect_eq "stdin reaches the process" "abc|exit=0" "$(exec_events "$A" '{"cmd":["cat"],"stdin":"abc"}' | stdout_of)"
+ev=$(exec_events "$A" '{"cmd":["sh","-c","echo out; echo err >&2"]}')
+expect_match "stderr is its own event" '"type":"stderr","data":"err\\n"' "$ev"
+expect_match "exec of a missing program: 404" '"code":"not_found"' "$(api "$TA" POST "/v1/sandboxes/$A/exec" -d '{"cmd":["/no/such"]}')"
+expect_match "exec timeout_s kills the process" 'error=the process timed out after 2 s' "$(exec_events "$A" '{"cmd":["sleep","100"],"timeout_s":2}' | stdout_of)"
+expect_match "non-UTF-8 output comes as base64" '"data_b64":"/w=="' "$(exec_events "$A" '{"cmd":["printf","\\377"]}')"
+expect_match "exec: empty cmd is 400" 'cmd must be an array' "$(api "$TA" POST "/v1/sandboxes/$A/exec" -d '{"cmd":[]}')"
+# A client that goes away mid-stream ends its process.
+timeout 3 curl -sS -N --unix-socket "$sock" -H "Authorization: Bearer $TA" \
+    -d '{"cmd":["sh","-c","while :; do echo tick; sleep 0.2; done & echo $! > /root/ticker; wait"]}' \
+    "http://kiln/v1/sandboxes/$A/exec" > "$work/ticks" 2>/dev/null
+check "a streaming client got output before it left" grep -q tick "$work/ticks"
+sleep 1
+expect_eq "the process of a client that left is gone" "gone|exit=0" \
+    "$(exec_events "$A" '{"cmd":["sh","-c","kill -0 $(cat /root/ticker) 2>/dev/null && echo alive || echo gone"]}' | stdout_of | tr -d '\n')"
+
+# --- files ----------------------------------------------------------------------
+head -c $((20 << 20)) /dev/urandom > "$work/f20"
+expect_eq "PUT 20 MiB: 204" "204" "$(api "$TA" PUT "/v1/sandboxes/$A/files?path=/root/d/e/f20&mode=0600" --data-binary @"$work/f20" | code)"
+api "$TA" GET "/v1/sandboxes/$A/files?path=/root/d/e/f20" -o "$work/f20.back" > /dev/null
+check "GET 20 MiB back: byte-exact" cmp -s "$work/f20" "$work/f20.back"
+st=$(api "$TA" GET "/v1/sandboxes/$A/fs/stat?path=/root/d/e/f20" | body)
+expect_eq "stat: size" "$((20 << 20))" "$(echo "$st" | jget '["size"]' 2>/dev/null)"
+expect_eq "stat: the mode asked for" "0600" "$(echo "$st" | jget '["mode"]' 2>/dev/null)"
+expect_eq "mkdir: 204" "204" "$(api "$TA" POST "/v1/sandboxes/$A/fs/mkdir" -d '{"path":"/root/x/y","parents":true}' | code)"
+expect_match "list shows files and dirs" '"name":"e","type":"dir"' "$(api "$TA" GET "/v1/sandboxes/$A/fs/list?path=/root/d")"
+expect_eq "delete recursively: 204" "204" "$(api "$TA" DELETE "/v1/sandboxes/$A/fs?path=/root/d&recursive=1" | code)"
+expect_eq "GET of a removed file: 404" "404" "$(api "$TA" GET "/v1/sandboxes/$A/files?path=/root/d/e/f20" -o /dev/null | tail -n1)"
+expect_match "relative path: 400" 'path must be absolute' "$(api "$TA" GET "/v1/sandboxes/$A/files?path=etc/passwd")"
+expect_match "NUL in a path: 400" 'without NUL' "$(api "$TA" GET "/v1/sandboxes/$A/fs/stat?path=/etc/passwd%00.txt")"
+
+# --- tenants --------------------------------------------------------------------
+expect_eq "another tenant's sandbox: GET 404" "404" "$(api "$TB" GET "/v1/sandboxes/$A" | code)"
+expect_eq "another tenant's sandbox: exec 404" "404" "$(api "$TB" POST "/v1/sandboxes/$A/exec" -d '{"cmd":["id"]}' | code)"
+expect_eq "another tenant's sandbox: DELETE 404" "404" "$(api "$TB" DELETE "/v1/sandboxes/$A" | code)"
+expect_eq "another tenant's list is empty" '{"sandboxes":[]}' "$(api "$TB" GET /v1/sandboxes | body)"
+expect_eq "the owner's list has it" "$A" "$(api "$TA" GET /v1/sandboxes | body | jget '["sandboxes"][0]["id"]' 2>/dev/null)"
+
+# --- timeouts -------------------------------------------------------------------
+sleep 1
+r=$(api "$TA" POST "/v1/sandboxes/$A/timeout" -d '{"timeout_s":1200}')
+expect_eq "set-timeout: 200" "200" "$(echo "$r" | code)"
+exp2=$(echo "$r" | body | jget '["expires_at"]' 2>/dev/null)
+check "set-timeout moves expires_at later ($exp1 -> $exp2)" test "$exp2" \> "$exp1"
+r=$(api "$TA" POST /v1/sandboxes -d '{"image":"tiny","memory_mib":128,"disk_mib":0,"timeout_s":5}')
+S=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
+expect_eq "a 5 s sandbox boots" "201" "$(echo "$r" | code)"
+gone=no
+for _ in $(seq 60); do
+    [ "$(api "$TA" GET "/v1/sandboxes/$S" | code)" = 404 ] && { gone=yes; break; }
+    sleep 1
+done
+expect_eq "a timeout_s 5 sandbox is gone after its timeout" "yes" "$gone"
+expect_eq "its record says timeout" "timeout" "$(api "$TA" GET "/v1/runs/$S" | body | jget '["end_reason"]' 2>/dev/null)"
+
+# --- delete ---------------------------------------------------------------------
+expect_eq "DELETE: 204" "204" "$(api "$TA" DELETE "/v1/sandboxes/$A" | code)"
+expect_eq "exec in a deleted sandbox: 404" "404" "$(api "$TA" POST "/v1/sandboxes/$A/exec" -d '{"cmd":["true"]}' | code)"
+rec=$(api "$TA" GET "/v1/runs/$A" | body)
+expect_eq "the record says deleted" "deleted" "$(echo "$rec" | jget '["end_reason"]' 2>/dev/null)"
+check "the record lists its processes" test "$(echo "$rec" | jget '["processes"].__len__()' 2>/dev/null)" -ge 10
+expect_eq "no VM is left after delete and timeout" "0" "$(vmms)"
+
+# --- metrics --------------------------------------------------------------------
+m=$(api "$TA" GET /metrics | body)
+bad=$(echo "$m" | grep -v '^#' | grep -v -E '^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$' | head -n1)
+expect_eq "metrics parse as Prometheus text" "" "$bad"
+expect_match "metrics count the creates" 'kiln_sandbox_creates_total 2' "$m"
+expect_match "metrics count the timeout" 'kiln_limit_hits_total\{kind="timeout"\} 1' "$m"
+expect_match "metrics count the delete" 'kiln_sandbox_deletes_total 1' "$m"
+expect_match "metrics count the quota refusal" 'kiln_quota_refusals_total 1' "$m"
+check "metrics count the execs" test "$(echo "$m" | sed -n 's/^kiln_execs_total //p')" -ge 10
+
+# --- kill -9 kilnd: no VM outlives it; a restart starts clean -----------------
+r=$(api "$TA" POST /v1/sandboxes -d '{"image":"tiny","memory_mib":128,"disk_mib":0}')
+C=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
+expect_eq "one more sandbox runs" "1" "$(vmms)"
+kill -9 "$kpid"; wait "$kpid" 2>/dev/null; kpid=
+left=1
+for _ in $(seq 50); do left=$(vmms); [ "$left" = 0 ] && break; sleep 0.1; done
+expect_eq "kill -9 kilnd: no VMM survives" "0" "$left"
+start_kilnd
+expect_match "restart: the earlier record is marked" '1 earlier records marked daemon-stopped' "$(cat "$work/kilnd.log")"
+expect_eq "restart: no sandbox runs" '{"sandboxes":[]}' "$(api "$TA" GET /v1/sandboxes | body)"
+expect_eq "restart: the record says daemon-stopped" "daemon-stopped" "$(api "$TA" GET "/v1/runs/$C" | body | jget '["end_reason"]' 2>/dev/null)"
+check "restart: no run directory left" test -z "$(ls "${TMPDIR:-/tmp}/kiln-$(id -u)" 2>/dev/null | grep '^run\.')"
+kill -TERM "$kpid"; wait "$kpid"; rc=$?; kpid=
+expect_eq "SIGTERM: kilnd stops with 0" "0" "$rc"
+check "SIGTERM: the socket is removed" test ! -e "$sock"
+echo "# kilnd log:"; sed 's/^/#   /' "$work/kilnd.log" | tail -n 5
+done_testing
