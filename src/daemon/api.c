@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "daemon/procs.h"
 #include "daemon/records.h"
 #include "daemon/registry.h"
 #include "daemon/tokens.h"
@@ -44,7 +45,7 @@ struct api {
 	struct MHD_Daemon *mhd;
 };
 
-enum body_kind { BODY_NONE, BODY_JSON, BODY_FILE };
+enum body_kind { BODY_NONE, BODY_JSON, BODY_FILE, BODY_RAW /* in memory, PROC_STDIN_MAX */ };
 
 struct route;
 
@@ -54,6 +55,7 @@ struct req {
 	const struct route *route;
 	const struct tokens_tenant *tenant;
 	char id[64];		/* the {id} of the path, when it has one */
+	uint32_t pid;		/* the {pid} of /processes/{pid}..., when it has one */
 	enum body_kind kind;
 	char *body;
 	size_t len;
@@ -500,27 +502,10 @@ static int stream_output(void *ctx, uint32_t exec_id, int stream, const void *da
 		ev = json_pack("{s:s,s:o}", "type", type, "data", str);
 	} else {
 		/* Not UTF-8: base64. */
-		static const char tab[] =
-			"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-		const unsigned char *in = data;
-		size_t olen = (len + 2) / 3 * 4, o = 0;
-		char *b = malloc(olen + 1);
+		char *b = base64_encode(data, len);
 
 		if (!b)
 			return -ENOMEM;
-		for (size_t i = 0; i < len; i += 3) {
-			uint32_t v = (uint32_t)in[i] << 16;
-
-			if (i + 1 < len)
-				v |= (uint32_t)in[i + 1] << 8;
-			if (i + 2 < len)
-				v |= in[i + 2];
-			b[o++] = tab[(v >> 18) & 63];
-			b[o++] = tab[(v >> 12) & 63];
-			b[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-			b[o++] = i + 2 < len ? tab[v & 63] : '=';
-		}
-		b[o] = 0;
 		ev = json_pack("{s:s,s:s}", "type", type, "data_b64", b);
 		free(b);
 	}
@@ -781,6 +766,330 @@ out:
 	free(argv_text);
 	json_decref(o);
 	return ret;
+}
+
+/* ---- processes: kilnd's own, they outlive the client that started them ---- */
+
+static int client_fd_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+	return ci ? ci->connect_fd : -1;
+}
+
+struct follow {
+	struct proc_follower *f;
+	int client_fd;
+};
+
+static ssize_t follow_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct follow *c = cls;
+	ssize_t n = proc_follower_read(c->f, out, max, c->client_fd);
+
+	(void)pos;
+	if (n == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
+}
+
+static void follow_free(void *cls)
+{
+	struct follow *c = cls;
+
+	proc_follower_free(c->f);
+	free(c);
+}
+
+/* The process's events after after_seq, as a stream that follows it live. */
+static enum MHD_Result send_events(struct MHD_Connection *conn, struct proc *p, uint64_t after)
+{
+	struct follow *c = calloc(1, sizeof(*c));
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	int r;
+
+	if (!c)
+		return MHD_NO;
+	r = proc_follow(p, after, &c->f);
+	if (r) {
+		free(c);
+		return r == -EBUSY ? send_error(conn, 429, "busy",
+						"process %u has %d streams open, the most it may",
+						proc_pid(p), PROC_FOLLOWERS_MAX)
+				   : send_error(conn, 500, "internal", "%s", strerror(-r));
+	}
+	c->client_fd = client_fd_of(conn);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, follow_read, c,
+						 follow_free);
+	if (!resp) {
+		follow_free(c);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
+	ret = MHD_queue_response(conn, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* The tenant's sandbox's process {pid}, or NULL (both unknown look alike). */
+static struct proc *lookup_proc(struct req *q)
+{
+	struct reg_sandbox *sb = lookup(q);
+	struct proc *p;
+
+	if (!sb)
+		return NULL;
+	p = procs_get(q->api->c.procs, q->tenant->name, q->id, q->pid);
+	registry_put(q->api->c.reg, sb);
+	return p;
+}
+
+#define WITH_PROC(q, conn, p)                                                                   \
+	struct proc *p = lookup_proc(q);                                                        \
+	if (!p)                                                                                 \
+		return send_error(conn, 404, "not_found", "no process %u in sandbox %s", q->pid, \
+				  q->id);
+
+/* "UID" or "UID:GID", decimal. */
+static bool parse_user(const char *s, uint32_t *uid, uint32_t *gid)
+{
+	char *end;
+	unsigned long u, g;
+
+	if (!s || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	u = strtoul(s, &end, 10);
+	g = u;
+	if (*end == ':') {
+		const char *gs = end + 1;
+
+		if (*gs < '0' || *gs > '9')
+			return false;
+		g = strtoul(gs, &end, 10);
+	}
+	if (errno || *end || u >= KILN_ID_KEEP || g >= KILN_ID_KEEP)
+		return false;
+	*uid = (uint32_t)u;
+	*gid = (uint32_t)g;
+	return true;
+}
+
+static enum MHD_Result h_proc_start(struct req *q, struct MHD_Connection *conn)
+{
+	static const char *const keys[] = { "cmd", "env", "cwd", "user", "stdin", "pty",
+					    "timeout_s", "tag", NULL };
+	struct kiln_exec_spec spec = { 0 };
+	const char *argv[257], *tag = NULL, *d;
+	char *env[67] = { 0 };
+	char why[512] = "", err[512] = "", *cmd_text = NULL;
+	enum MHD_Result ret;
+	struct reg_sandbox *sb = NULL;
+	struct kiln_agent *a = NULL;
+	struct proc *p = NULL;
+	uint64_t timeout_s = 0;
+	bool detach = false, bad = false;
+	json_t *o, *v;
+	int r;
+
+	d = query(conn, "detach", 8, &bad);
+	if (bad || (d && strcmp(d, "1") && strcmp(d, "0") && strcmp(d, "true") && strcmp(d, "false")))
+		return send_error(conn, 400, "bad_request", "detach must be 1 or 0");
+	detach = d && (!strcmp(d, "1") || !strcmp(d, "true"));
+	o = body_object(q, keys, why, sizeof(why));
+	if (!o)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	if (!exec_spec(o, &spec, argv, sizeof(argv) / sizeof(argv[0]), env,
+		       sizeof(env) / sizeof(env[0]), why, sizeof(why)) ||
+	    !field_uint(o, "timeout_s", 1, q->tenant->max_timeout_s, &timeout_s, why, sizeof(why)))
+		goto bad;
+	v = json_object_get(o, "user");
+	if (v && !parse_user(json_string_value(v), &spec.uid, &spec.gid)) {
+		snprintf(why, sizeof(why), "user must be \"UID\" or \"UID:GID\" (numbers)");
+		goto bad;
+	}
+	v = json_object_get(o, "stdin");
+	if (v && !json_is_boolean(v)) {
+		snprintf(why, sizeof(why), "stdin must be true or false (send it to .../stdin)");
+		goto bad;
+	}
+	spec.stdin = json_is_true(v);
+	v = json_object_get(o, "pty");
+	if (v && !json_is_null(v)) {
+		snprintf(why, sizeof(why), "pty: terminals are not supported yet");
+		goto bad;
+	}
+	v = json_object_get(o, "tag");
+	if (v && (!json_is_string(v) || json_string_length(v) > 128 ||
+		  strlen(json_string_value(v)) != json_string_length(v))) {
+		snprintf(why, sizeof(why), "tag must be a string of at most 128 bytes");
+		goto bad;
+	}
+	tag = json_string_value(v);
+	cmd_text = json_dumps(json_object_get(o, "cmd"), JSON_COMPACT);
+	sb = lookup(q);
+	if (!sb) {
+		ret = send_error(conn, 404, "not_found", "no sandbox %s", q->id);
+		goto out;
+	}
+	r = registry_connect(q->api->c.reg, sb, &a);
+	registry_put(q->api->c.reg, sb);
+	if (r) {
+		ret = send_agent_error(conn, NULL, r, "cannot reach the sandbox's agent");
+		goto out;
+	}
+	r = procs_start(q->api->c.procs, a,
+			&(struct proc_start){ .tenant = q->tenant->name, .sandbox = q->id,
+					      .spec = &spec, .cmd_json = cmd_text, .tag = tag,
+					      .timeout_s = timeout_s },
+			&p, err, sizeof(err));
+	if (r == -EAGAIN)
+		ret = send_error(conn, 429, "quota", "%s", err);
+	else if (r)
+		ret = send_error(conn, r == -ENOENT ? 404 : r == -EACCES ? 403 : 400,
+				 r == -ENOENT ? "not_found" : "bad_request", "%s", err);
+	else if (detach)
+		ret = send_json(conn, 201, json_pack("{s:i}", "pid", (json_int_t)proc_pid(p)));
+	else
+		ret = send_events(conn, p, 0);
+	if (!r)
+		registry_count(q->api->c.reg, REG_EXECS, 1);
+	proc_put(p);
+	goto out;
+bad:
+	ret = send_error(conn, 400, "bad_request", "%s", why);
+out:
+	for (size_t i = 0; i < sizeof(env) / sizeof(env[0]) && env[i]; i++)
+		free(env[i]);
+	free(cmd_text);
+	json_decref(o);
+	return ret;
+}
+
+static enum MHD_Result h_proc_list(struct req *q, struct MHD_Connection *conn)
+{
+	WITH_SANDBOX(q, conn, sb);
+	registry_put(q->api->c.reg, sb);
+	return send_json(conn, 200, procs_list_json(q->api->c.procs, q->tenant->name, q->id));
+}
+
+static enum MHD_Result h_proc_get(struct req *q, struct MHD_Connection *conn)
+{
+	WITH_PROC(q, conn, p);
+	enum MHD_Result ret = send_json(conn, 200, proc_json(p));
+
+	proc_put(p);
+	return ret;
+}
+
+static enum MHD_Result h_proc_events(struct req *q, struct MHD_Connection *conn)
+{
+	bool bad = false;
+	const char *a = query(conn, "after_seq", 20, &bad);
+	uint64_t after = 0;
+	enum MHD_Result ret;
+
+	if (bad || (a && parse_u64(a, 0, INT64_MAX, &after)))
+		return send_error(conn, 400, "bad_request", "after_seq must be a whole number");
+	WITH_PROC(q, conn, p);
+	ret = send_events(conn, p, after);
+	proc_put(p);
+	return ret;
+}
+
+static enum MHD_Result h_proc_stdin(struct req *q, struct MHD_Connection *conn)
+{
+	bool bad = false;
+	const char *e = query(conn, "eof", 8, &bad);
+	enum MHD_Result ret;
+	int r;
+
+	if (bad || (e && strcmp(e, "1") && strcmp(e, "0") && strcmp(e, "true") && strcmp(e, "false")))
+		return send_error(conn, 400, "bad_request", "eof must be 1 or 0");
+	WITH_PROC(q, conn, p);
+	r = proc_stdin(p, q->body ? q->body : "", q->len, e && (!strcmp(e, "1") || !strcmp(e, "true")));
+	if (r == -ESRCH)
+		ret = send_error(conn, 409, "conflict", "process %u has ended", q->pid);
+	else if (r == -EPIPE)
+		ret = send_error(conn, 409, "conflict",
+				 "process %u's stdin is closed (or was not asked for: \"stdin\": true)",
+				 q->pid);
+	else if (r == -EAGAIN)
+		ret = send_error(conn, 429, "busy",
+				 "process %u has not taken its earlier stdin yet (at most %u bytes wait)",
+				 q->pid, PROC_STDIN_MAX);
+	else
+		ret = send_empty(conn, 204);
+	proc_put(p);
+	return ret;
+}
+
+/* "TERM", "SIGTERM" or a number from 1 to 64. */
+static int parse_signal(json_t *v)
+{
+	static const struct { const char *name; int no; } names[] = {
+		{ "HUP", SIGHUP }, { "INT", SIGINT }, { "QUIT", SIGQUIT }, { "KILL", SIGKILL },
+		{ "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "PIPE", SIGPIPE }, { "ALRM", SIGALRM },
+		{ "TERM", SIGTERM }, { "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "TSTP", SIGTSTP },
+		{ "WINCH", SIGWINCH },
+	};
+	const char *s = json_string_value(v);
+
+	if (json_is_integer(v))
+		return json_integer_value(v) >= 1 && json_integer_value(v) <= 64
+			       ? (int)json_integer_value(v)
+			       : -1;
+	if (!s)
+		return -1;
+	if (!strncmp(s, "SIG", 3))
+		s += 3;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(s, names[i].name))
+			return names[i].no;
+	return -1;
+}
+
+static enum MHD_Result h_proc_signal(struct req *q, struct MHD_Connection *conn)
+{
+	static const char *const keys[] = { "signal", "group", NULL };
+	char why[256] = "";
+	json_t *o = body_object(q, keys, why, sizeof(why)), *g;
+	enum MHD_Result ret;
+	int signo, r;
+	bool group;
+
+	if (!o)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	signo = json_object_get(o, "signal") ? parse_signal(json_object_get(o, "signal")) : SIGTERM;
+	g = json_object_get(o, "group");
+	group = !g || json_is_true(g);
+	if (signo < 0 || (g && !json_is_boolean(g))) {
+		json_decref(o);
+		return send_error(conn, 400, "bad_request",
+				  signo < 0 ? "signal must be a name like \"TERM\" or a number from 1 to 64"
+					    : "group must be true or false");
+	}
+	json_decref(o);
+	WITH_PROC(q, conn, p);
+	r = proc_signal(p, signo, group);
+	if (r == -ESRCH)
+		ret = send_error(conn, 409, "conflict", "process %u has ended", q->pid);
+	else if (r)
+		ret = send_error(conn, 429, "busy", "process %u has signals waiting to be sent",
+				 q->pid);
+	else
+		ret = send_empty(conn, 204);
+	proc_put(p);
+	return ret;
+}
+
+static enum MHD_Result h_proc_resize(struct req *q, struct MHD_Connection *conn)
+{
+	WITH_PROC(q, conn, p);
+	proc_put(p);
+	return send_error(conn, 409, "conflict", "process %u has no terminal", q->pid);
 }
 
 /* ---- files ---- */
@@ -1120,17 +1429,47 @@ static const struct route routes[] = {
 	{ "GET", "/fs/list", true, BODY_NONE, h_list_dir },
 	{ "POST", "/fs/mkdir", true, BODY_JSON, h_mkdir },
 	{ "DELETE", "/fs", true, BODY_NONE, h_remove },
+	{ "POST", "/processes", true, BODY_JSON, h_proc_start },
+	{ "GET", "/processes", true, BODY_NONE, h_proc_list },
+	{ "GET", "/processes/#", true, BODY_NONE, h_proc_get },
+	{ "GET", "/processes/#/events", true, BODY_NONE, h_proc_events },
+	{ "POST", "/processes/#/stdin", true, BODY_RAW, h_proc_stdin },
+	{ "POST", "/processes/#/signal", true, BODY_JSON, h_proc_signal },
+	{ "POST", "/processes/#/resize", true, BODY_JSON, h_proc_resize },
 	{ "GET", "@runs", true, BODY_NONE, h_run },
 };
+
+/* /processes/{pid}REST as "/processes/#REST" in norm, the number in *pid; other
+ * paths as they are. False if it does not fit (no route is that long). */
+static bool normalize(const char *rest, char *norm, size_t len, uint32_t *pid)
+{
+	static const char pre[] = "/processes/";
+	const char *d = rest + sizeof(pre) - 1, *e = d;
+	uint64_t v = 0;
+
+	if (strncmp(rest, pre, sizeof(pre) - 1)) {
+		if (strlen(rest) >= len)
+			return false;
+		memcpy(norm, rest, strlen(rest) + 1);
+		return true;
+	}
+	while (*e >= '0' && *e <= '9' && e - d < 10)
+		v = v * 10 + (uint64_t)(*e++ - '0');
+	if (e == d || (*e && *e != '/') || v == 0 || v > UINT32_MAX)
+		return false;
+	*pid = (uint32_t)v;
+	return snprintf(norm, len, "%s#%s", pre, e) < (int)len;
+}
 
 /*
  * Which route: an exact path, or /v1/sandboxes/{id}REST, or /v1/runs/{id}
  * ("@runs"). *path_known tells a wrong method (405) from an unknown path.
  */
 static const struct route *route_find(const char *method, const char *url, char *id, size_t idlen,
-				      bool *path_known)
+				      uint32_t *pid, bool *path_known)
 {
 	const char *rest = NULL, *slash;
+	char norm[64];
 	bool runs = false;
 	size_t n;
 
@@ -1147,6 +1486,11 @@ static const struct route *route_find(const char *method, const char *url, char 
 		memcpy(id, rest, n);
 		id[n] = 0;
 		rest += n;
+		if (!runs) {
+			if (!normalize(rest, norm, sizeof(norm), pid))
+				return NULL;
+			rest = norm;
+		}
 	}
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		const struct route *r = &routes[i];
@@ -1203,7 +1547,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		q->api = a;
 		q->fd = -1;
 		*con_cls = q;
-		q->route = route_find(method, url, q->id, sizeof(q->id), &path_known);
+		q->route = route_find(method, url, q->id, sizeof(q->id), &q->pid, &path_known);
 		if (!q->route)
 			return path_known ? send_error(conn, 405, "method_not_allowed",
 						       "%s is not allowed on %s", method, url)
@@ -1231,10 +1575,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*upload_size = 0;
 		if (q->kind == BODY_NONE || q->too_large) {
 			q->too_large = true;
-		} else if (q->kind == BODY_JSON) {
+		} else if (q->kind == BODY_JSON || q->kind == BODY_RAW) {
 			char *p;
 
-			if (q->len + n > JSON_BODY_MAX) {
+			if (q->len + n > (q->kind == BODY_JSON ? JSON_BODY_MAX : PROC_STDIN_MAX)) {
 				q->too_large = true;
 				return MHD_YES;
 			}
@@ -1265,6 +1609,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (q->too_large && q->kind == BODY_JSON)
 		return send_error(conn, 413, "too_large", "the JSON body is over %d bytes",
 				  JSON_BODY_MAX);
+	if (q->too_large && q->kind == BODY_RAW)
+		return send_error(conn, 413, "too_large", "the body is over %u bytes", PROC_STDIN_MAX);
 	return q->route->fn(q, conn);
 }
 

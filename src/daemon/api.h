@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct procs;
 struct registry;
 struct records;
 struct tokens;
@@ -17,6 +18,7 @@ struct tokens;
 struct api_config {
 	struct registry *reg;
 	struct records *rec;
+	struct procs *procs;
 	struct tokens *tokens;
 	const char *state_dir;	   /* tmp/ holds uploads and downloads on their way */
 	uint64_t max_upload;	   /* bytes, PUT files and GET files */

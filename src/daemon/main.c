@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "daemon/api.h"
+#include "daemon/procs.h"
 #include "daemon/records.h"
 #include "daemon/registry.h"
 #include "daemon/tokens.h"
@@ -231,12 +232,19 @@ fail:
 	return -1;
 }
 
+/* A sandbox is gone: so are its processes. */
+static void procs_gone(void *ctx, const char *tenant, const char *id)
+{
+	procs_drop_sandbox(ctx, tenant, id);
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = { 0 };
 	struct tokens *tokens = NULL;
 	struct records *rec = NULL;
 	struct registry *reg = NULL;
+	struct procs *procs = NULL;
 	struct api *apis[MAX_LISTEN] = { 0 };
 	struct registry_config rc;
 	struct api_config ac;
@@ -285,17 +293,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kilnd: pipe: %s\n", strerror(errno));
 		goto out;
 	}
+	if (procs_create(rec, stop[0], &procs)) {
+		fprintf(stderr, "kilnd: out of memory\n");
+		goto out;
+	}
 	rc = (struct registry_config){ .vmm = o.vmm, .kernel = o.kernel, .initrd = o.initrd,
 				       .netbin = o.netbin, .image_dir = o.image_dir,
 				       .state_dir = o.state_dir,
 				       .max_sandboxes = (unsigned)o.max_sandboxes,
 				       .no_cgroup = o.no_cgroup, .stop_fd = stop[0],
-				       .records = rec };
+				       .records = rec, .on_gone = procs_gone,
+				       .on_gone_ctx = procs };
 	if (registry_start(&rc, &reg, err, sizeof(err))) {
 		fprintf(stderr, "kilnd: %s\n", err);
 		goto out;
 	}
-	ac = (struct api_config){ .reg = reg, .rec = rec, .tokens = tokens,
+	ac = (struct api_config){ .reg = reg, .rec = rec, .procs = procs, .tokens = tokens,
 				  .state_dir = o.state_dir, .max_upload = o.max_upload,
 				  .max_connections = (unsigned)o.max_connections,
 				  .stop_fd = stop[0], .log_json = o.log_json };
@@ -326,6 +339,7 @@ out:
 	for (unsigned i = 0; i < MAX_LISTEN; i++)
 		api_stop(apis[i]);
 	registry_stop(reg);
+	procs_free(procs);
 	records_close(rec);
 	tokens_free(tokens);
 	for (unsigned i = 0; i < o.nlisten; i++)

@@ -294,6 +294,8 @@ static void destroy_one(struct registry *r, struct reg_sandbox *sb)
 		kiln_sandbox_destroy(vm);
 	}
 	records_sandbox_end(r->c.records, sb->id, sb->end_reason, wall_ms());
+	if (r->c.on_gone)
+		r->c.on_gone(r->c.on_gone_ctx, sb->tenant, sb->id);
 	pthread_mutex_lock(&r->mu);
 	if (have_net) {
 		r->net_allowed += ns.allowed;

@@ -27,6 +27,9 @@ struct registry_config {
 	bool no_cgroup;
 	int stop_fd;		/* readable once kilnd stops: every wait gives up */
 	struct records *records;
+	/* Called by the lifecycle thread once a sandbox's VM is gone. */
+	void (*on_gone)(void *ctx, const char *tenant, const char *id);
+	void *on_gone_ctx;
 };
 
 #define REG_MAX_ALLOW 64

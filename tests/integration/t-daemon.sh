@@ -143,6 +143,87 @@ expect_eq "GET of a removed file: 404" "404" "$(api "$TA" GET "/v1/sandboxes/$A/
 expect_match "relative path: 400" 'path must be absolute' "$(api "$TA" GET "/v1/sandboxes/$A/files?path=etc/passwd")"
 expect_match "NUL in a path: 400" 'without NUL' "$(api "$TA" GET "/v1/sandboxes/$A/fs/stat?path=/etc/passwd%00.txt")"
 
+# --- processes that outlive their client ----------------------------------------
+# pout: the events of a process stream as "stdout|stderr text, |exit=C/S, |error=".
+pout() {
+    python3 -c '
+import json, sys, base64
+out = ""
+for line in sys.stdin:
+    line = line.strip()
+    if not line: continue
+    e = json.loads(line)
+    t = e["type"]
+    if t in ("stdout", "stderr"): out += base64.b64decode(e["data"]).decode()
+    elif t == "exit": out += "|exit=%d/%d" % (e["exit_code"], e["signal"])
+    elif t == "error": out += "|error=" + e["message"]
+    elif t == "lost": out += "|lost"
+print(out, end="")'
+}
+P="/v1/sandboxes/$A/processes"
+ev=$(api "$TA" POST "$P" -d '{"cmd":["sh","-c","echo one; echo two >&2; exit 3"]}' | body)
+expect_eq "processes: a stream of stdout, stderr and exit" "one
+two
+|exit=3/0" "$(echo "$ev" | pout)"
+expect_eq "processes: events are numbered from 1" "1 2 3 4" \
+    "$(echo "$ev" | python3 -c 'import json,sys; print(*[json.loads(l)["seq"] for l in sys.stdin if l.strip()])')"
+r=$(api "$TA" POST "$P?detach=1" -d '{"cmd":["sh","-c","sleep 1000 & echo child=$!; wait"],"tag":"bg"}')
+expect_eq "detach=1: 201 at once" "201" "$(echo "$r" | code)"
+BG=$(echo "$r" | body | jget '["pid"]' 2>/dev/null)
+sleep 1
+ls_=$(api "$TA" GET "$P" | body)
+expect_eq "the detached process is listed as running, with its tag" "running bg" \
+    "$(echo "$ls_" | python3 -c 'import json,sys; p=[x for x in json.load(sys.stdin)["processes"] if x["pid"]=='"${BG:-0}"']; print(p[0]["state"], p[0]["tag"]) if p else print("missing")')"
+# Reattach after the start event, then kill the whole group: the stream ends with the signal.
+curl -sS -N --unix-socket "$sock" -H "Authorization: Bearer $TA" \
+    "http://kiln$P/$BG/events?after_seq=1" > "$work/reattach" 2>/dev/null &
+rpid=$!
+sleep 2
+expect_eq "signal TERM to the group: 204" "204" "$(api "$TA" POST "$P/$BG/signal" -d '{"signal":"TERM"}' | code)"
+timeout 30 tail --pid=$rpid -f /dev/null
+expect_match "reattached with after_seq: output from seq 2 on, then the signal" '^child=[0-9]+
+\|exit=-1/15$' "$(pout < "$work/reattach")"
+check "after_seq=1 skipped the start event" test -z "$(grep '"type":"start"' "$work/reattach")"
+child=$(pout < "$work/reattach" | sed -n 's/^child=//p')
+expect_eq "the group's children died too" "gone" \
+    "$(exec_events "$A" '{"cmd":["sh","-c","kill -0 '"${child:-1}"' 2>/dev/null && echo alive || echo gone"]}' | stdout_of | head -n1)"
+# A client that leaves does not end the process; its output waits for a reattach.
+timeout 2 curl -sS -N --unix-socket "$sock" -H "Authorization: Bearer $TA" \
+    -d '{"cmd":["sh","-c","sleep 3; echo late > /root/late; echo done"]}' "http://kiln$P" > "$work/left" 2>/dev/null
+LP=$(head -n1 "$work/left" | jget '["pid"]' 2>/dev/null)
+sleep 4
+expect_eq "the process of a client that left ran to its end" "late
+|exit=0" "$(exec_events "$A" '{"cmd":["cat","/root/late"]}' | stdout_of)"
+expect_eq "its events wait for a reattach" "done
+|exit=0/0" "$(api "$TA" GET "$P/$LP/events?after_seq=0" | body | pout)"
+r=$(api "$TA" POST "$P?detach=1" -d '{"cmd":["cat"],"stdin":true}')
+CP=$(echo "$r" | body | jget '["pid"]' 2>/dev/null)
+expect_eq "stdin: 204" "204" "$(api "$TA" POST "$P/$CP/stdin" --data-binary 'hello
+' | code)"
+expect_eq "stdin with eof=1: 204" "204" "$(api "$TA" POST "$P/$CP/stdin?eof=1" --data-binary 'bye' | code)"
+expect_eq "stdin reaches the detached process, eof ends it" "hello
+bye|exit=0/0" "$(api "$TA" GET "$P/$CP/events" | body | pout)"
+expect_eq "stdin after it ended: 409" "409" "$(api "$TA" POST "$P/$CP/stdin" --data-binary x | code)"
+expect_eq "GET one process: exited with its code" "exited 0" \
+    "$(api "$TA" GET "$P/$CP" | body | python3 -c 'import json,sys; p=json.load(sys.stdin); print(p["state"], p["exit_code"])')"
+expect_eq "a bad signal name: 400" "400" "$(api "$TA" POST "$P/$CP/signal" -d '{"signal":"NOPE"}' | code)"
+expect_eq "an unknown process: 404" "404" "$(api "$TA" GET "$P/999999" | code)"
+expect_eq "pid 0 is no process path: 404" "404" "$(api "$TA" GET "$P/0/events" | code)"
+expect_eq "another tenant's process: 404" "404" "$(api "$TB" GET "$P/$CP/events" | code)"
+expect_eq "resize without a terminal: 409" "409" "$(api "$TA" POST "$P/$CP/resize" -d '{"rows":24,"cols":80}' | code)"
+expect_match "pty is refused for now" 'pty: terminals are not supported yet' "$(api "$TA" POST "$P" -d '{"cmd":["sh"],"pty":{"rows":24,"cols":80}}')"
+# A chatty process keeps only the last MiB: an early reattach is told what it lost.
+r=$(api "$TA" POST "$P?detach=1" -d '{"cmd":["sh","-c","i=0; while [ $i -lt 3000 ]; do printf \"%01000d\\n\" $i; i=$((i+1)); done"]}')
+FP=$(echo "$r" | body | jget '["pid"]' 2>/dev/null)
+for _ in $(seq 120); do
+    [ "$(api "$TA" GET "$P/$FP" | body | jget '["state"]' 2>/dev/null)" = exited ] && break
+    sleep 0.5
+done
+ev=$(api "$TA" GET "$P/$FP/events?after_seq=0" -m 60 | body)
+expect_match "over 1 MiB of output: the first event says what was lost" '^\{"type":"lost"' "$(echo "$ev" | head -n1)"
+check "over 1 MiB of output: kept at most about 1.4 MiB" test "$(echo "$ev" | wc -c)" -lt 1500000
+expect_match "over 1 MiB of output: the exit is still there" '"type":"exit","exit_code":0' "$(echo "$ev" | tail -n1)"
+
 # --- tenants --------------------------------------------------------------------
 expect_eq "another tenant's sandbox: GET 404" "404" "$(api "$TB" GET "/v1/sandboxes/$A" | code)"
 expect_eq "another tenant's sandbox: exec 404" "404" "$(api "$TB" POST "/v1/sandboxes/$A/exec" -d '{"cmd":["id"]}' | code)"
