@@ -1,0 +1,25 @@
+"""kiln: a Python SDK for kilnd, kiln's per-host daemon of KVM microVM sandboxes.
+
+    from kiln import Sandbox
+    with Sandbox.create(image="debian") as sb:
+        print(sb.commands.run("echo hi").stdout)
+"""
+from .async_sandbox import AsyncCommandHandle, AsyncSandbox
+from .exceptions import (APIError, AuthenticationError, BadRequestError, BootFailedError,
+                         BusyError, CommandError, CommandExitError, CommandTimeoutError,
+                         ConflictError, ConnectionError, ForbiddenError, KilnError,
+                         NotFoundError, QuotaError, SandboxError, SandboxUnreachableError,
+                         ServerError, TimeoutError, TooLargeError, UnavailableError)
+from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo
+from .sandbox import CommandHandle, Sandbox
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sandbox", "AsyncSandbox", "CommandHandle", "AsyncCommandHandle", "CommandResult",
+    "SandboxInfo", "ProcessInfo", "EntryInfo", "KilnError", "APIError", "BadRequestError",
+    "AuthenticationError", "ForbiddenError", "NotFoundError", "ConflictError", "TooLargeError",
+    "QuotaError", "BusyError", "UnavailableError", "ServerError", "SandboxError",
+    "BootFailedError", "SandboxUnreachableError", "ConnectionError", "TimeoutError",
+    "CommandTimeoutError", "CommandError", "CommandExitError",
+]
