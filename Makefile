@@ -97,7 +97,7 @@ $(B)/hooks/kiln-vmm: $(patsubst %.c,$(B)/hobj/%.o,src/vmm/main.c $(VMM_SRCS) $(C
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/kiln: $(patsubst %.c,$(B)/obj/%.o,$(wildcard src/cli/*.c)) $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lcurl
 
 $(B)/kilnd: $(B)/obj/src/daemon/main.o $(DAEMON_OBJS) $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS)
