@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "daemon/idem.h"
 #include "daemon/procs.h"
 #include "daemon/records.h"
 #include "daemon/registry.h"
@@ -113,17 +114,38 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
 	return send_text(conn, status, "application/json", p, len);
 }
 
+static json_t *__attribute__((format(printf, 2, 0))) error_va(const char *code, const char *fmt,
+								    va_list ap)
+{
+	char msg[512];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	return json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+}
+
+/* {"error":{"code":...,"message":...}} */
+static json_t *__attribute__((format(printf, 2, 3))) error_json(const char *code, const char *fmt,
+								 ...)
+{
+	va_list ap;
+	json_t *j;
+
+	va_start(ap, fmt);
+	j = error_va(code, fmt, ap);
+	va_end(ap);
+	return j;
+}
+
 static enum MHD_Result __attribute__((format(printf, 4, 5)))
 send_error(struct MHD_Connection *conn, unsigned status, const char *code, const char *fmt, ...)
 {
-	char msg[512];
 	va_list ap;
+	json_t *j;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	j = error_va(code, fmt, ap);
 	va_end(ap);
-	return send_json(conn, status,
-			 json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
+	return send_json(conn, status, j);
 }
 
 static enum MHD_Result send_empty(struct MHD_Connection *conn, unsigned status)
@@ -268,7 +290,8 @@ static bool field_uint(json_t *o, const char *key, uint64_t min, uint64_t max, u
 
 /* ---- routes: sandboxes ---- */
 
-static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
+/* The create itself: its status, and its answer in *out. */
+static unsigned do_create(struct req *q, json_t **out)
 {
 	static const char *const keys[] = { "image", "cpus", "memory_mib", "disk_mib", "timeout_s",
 					    "allow", "net_rate", "metadata", "env", NULL };
@@ -279,14 +302,15 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 	char why[512] = "", err[512] = "";
 	json_t *o, *v, *allow, *meta;
 	char *meta_text = NULL;
-	enum MHD_Result ret;
 	size_t i;
 	int r;
 
 	c.timeout_s = tmax < 600 ? tmax : 600;
 	o = body_object(q, keys, why, sizeof(why));
-	if (!o)
-		return send_error(conn, 400, "bad_request", "%s", why);
+	if (!o) {
+		*out = error_json("bad_request", "%s", why);
+		return 400;
+	}
 	v = json_object_get(o, "image");
 	snprintf(c.image, sizeof(c.image), "debian");
 	if (v) {
@@ -358,19 +382,89 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 	r = registry_create(q->api->c.reg, &c, &sb, err, sizeof(err));
 	json_decref(o);
 	free(meta_text);
-	if (r == -EDQUOT)
-		return send_error(conn, 429, "quota", "%s", err);
-	if (r == -ECANCELED)
-		return send_error(conn, 503, "unavailable", "%s", err);
-	if (r)
-		return send_error(conn, 500, "boot_failed", "the sandbox did not boot: %s", err);
-	ret = send_json(conn, 201, registry_sandbox_json(q->api->c.reg, sb));
+	if (r == -EDQUOT) {
+		*out = error_json("quota", "%s", err);
+		return 429;
+	}
+	if (r == -ECANCELED) {
+		*out = error_json("unavailable", "%s", err);
+		return 503;
+	}
+	if (r) {
+		*out = error_json("boot_failed", "the sandbox did not boot: %s", err);
+		return 500;
+	}
+	*out = registry_sandbox_json(q->api->c.reg, sb);
 	registry_put(q->api->c.reg, sb);
-	return ret;
+	return 201;
 bad:
 	json_decref(o);
 	free(meta_text);
-	return send_error(conn, 400, "bad_request", "%s", why);
+	*out = error_json("bad_request", "%s", why);
+	return 400;
+}
+
+/* With an Idempotency-Key, a retry gets the first answer (docs/daemon.md). */
+static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
+{
+	const char *key = NULL;
+	size_t klen = 0;
+	unsigned status;
+	char *answer = NULL;
+	json_t *j = NULL;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	if (MHD_lookup_connection_value_n(conn, MHD_HEADER_KIND, "Idempotency-Key", 15, &key,
+					  &klen) != MHD_YES)
+		key = NULL;
+	if (key) {
+		bool ok = klen >= 1 && klen <= IDEM_KEY_MAX && strlen(key) == klen;
+
+		for (size_t i = 0; ok && i < klen; i++)
+			ok = key[i] > 0x20 && key[i] < 0x7f;
+		if (!ok)
+			return send_error(conn, 400, "bad_request",
+					  "Idempotency-Key must be 1 to %d printable ASCII characters",
+					  IDEM_KEY_MAX);
+		switch (idem_begin(q->api->c.idem, q->tenant->name, key, q->body ? q->body : "",
+				   q->len, (int64_t)time(NULL), &status, &answer)) {
+		case IDEM_NEW:
+			break;
+		case IDEM_DONE:
+			resp = MHD_create_response_from_buffer(strlen(answer), answer,
+							       MHD_RESPMEM_MUST_FREE);
+			if (!resp) {
+				free(answer);
+				return MHD_NO;
+			}
+			MHD_add_response_header(resp, "Content-Type", "application/json");
+			MHD_add_response_header(resp, "Idempotent-Replayed", "true");
+			ret = MHD_queue_response(conn, status, resp);
+			MHD_destroy_response(resp);
+			return ret;
+		case IDEM_BUSY:
+			return send_error(conn, 409, "conflict",
+					  "a request with this Idempotency-Key is still in progress");
+		case IDEM_MISMATCH:
+			return send_error(conn, 422, "idempotency_mismatch",
+					  "this Idempotency-Key came with a different body before");
+		case IDEM_FULL:
+			return send_error(conn, 503, "unavailable",
+					  "too many Idempotency-Keys in progress; retry later");
+		}
+	}
+	status = do_create(q, &j);
+	if (key) {
+		char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		/* Answers that a retry could change (quota, capacity, boot) are not kept. */
+		bool keep = text && (status == 201 || (status >= 400 && status < 500 && status != 429));
+
+		idem_finish(q->api->c.idem, q->tenant->name, key, keep ? status : 0, text,
+			    (int64_t)time(NULL));
+		free(text);
+	}
+	return send_json(conn, status, j);
 }
 
 static enum MHD_Result h_list(struct req *q, struct MHD_Connection *conn)

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct idem;
 struct procs;
 struct registry;
 struct records;
@@ -19,6 +20,7 @@ struct api_config {
 	struct registry *reg;
 	struct records *rec;
 	struct procs *procs;
+	struct idem *idem;	   /* Idempotency-Keys of creates */
 	struct tokens *tokens;
 	const char *state_dir;	   /* tmp/ holds uploads and downloads on their way */
 	uint64_t max_upload;	   /* bytes, PUT files and GET files */

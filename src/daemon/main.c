@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "daemon/api.h"
+#include "daemon/idem.h"
 #include "daemon/procs.h"
 #include "daemon/records.h"
 #include "daemon/registry.h"
@@ -245,6 +246,7 @@ int main(int argc, char **argv)
 	struct records *rec = NULL;
 	struct registry *reg = NULL;
 	struct procs *procs = NULL;
+	struct idem *idem = NULL;
 	struct api *apis[MAX_LISTEN] = { 0 };
 	struct registry_config rc;
 	struct api_config ac;
@@ -293,7 +295,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kilnd: pipe: %s\n", strerror(errno));
 		goto out;
 	}
-	if (procs_create(rec, stop[0], &procs)) {
+	if (procs_create(rec, stop[0], &procs) || idem_create(&idem)) {
 		fprintf(stderr, "kilnd: out of memory\n");
 		goto out;
 	}
@@ -308,7 +310,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kilnd: %s\n", err);
 		goto out;
 	}
-	ac = (struct api_config){ .reg = reg, .rec = rec, .procs = procs, .tokens = tokens,
+	ac = (struct api_config){ .reg = reg, .rec = rec, .procs = procs, .idem = idem,
+				  .tokens = tokens,
 				  .state_dir = o.state_dir, .max_upload = o.max_upload,
 				  .max_connections = (unsigned)o.max_connections,
 				  .stop_fd = stop[0], .log_json = o.log_json };
@@ -340,6 +343,7 @@ out:
 		api_stop(apis[i]);
 	registry_stop(reg);
 	procs_free(procs);
+	idem_free(idem);
 	records_close(rec);
 	tokens_free(tokens);
 	for (unsigned i = 0; i < o.nlisten; i++)

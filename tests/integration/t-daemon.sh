@@ -97,9 +97,16 @@ expect_eq "wrong method: 405" "405" "$(api "$TA" PATCH /v1/sandboxes | code)"
 expect_eq "bad input started no VM" "0" "$(vmms)"
 
 # --- a sandbox across many execs -----------------------------------------------
-r=$(api "$TA" POST /v1/sandboxes -d '{"image":"tiny","cpus":1,"memory_mib":256,"disk_mib":64,"timeout_s":600,"metadata":{"job":"t-daemon"}}')
+abody='{"image":"tiny","cpus":1,"memory_mib":256,"disk_mib":64,"timeout_s":600,"metadata":{"job":"t-daemon"}}'
+r=$(api "$TA" POST /v1/sandboxes -H "Idempotency-Key: run-42" -d "$abody")
 expect_eq "create: 201" "201" "$(echo "$r" | code)"
 A=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
+r=$(api "$TA" POST /v1/sandboxes -H "Idempotency-Key: run-42" -d "$abody" -D "$work/hdr")
+expect_eq "a retry with the same Idempotency-Key: the same sandbox" "201 $A" "$(echo "$r" | code) $(echo "$r" | body | jget '["id"]' 2>/dev/null)"
+check "the retry is marked Idempotent-Replayed" grep -qi '^Idempotent-Replayed: true' "$work/hdr"
+expect_eq "the retry booted no second VM" "1" "$(vmms)"
+expect_eq "the same key with another body: 422" "422" "$(api "$TA" POST /v1/sandboxes -H "Idempotency-Key: run-42" -d '{"image":"tiny"}' | code)"
+expect_eq "an Idempotency-Key with a space: 400" "400" "$(api "$TA" POST /v1/sandboxes -H "Idempotency-Key: a b" -d '{}' | code)"
 expect_match "create: an unguessable id" '^sb-[0-9a-f]{32}$' "$A"
 expect_eq "create: running" "running" "$(echo "$r" | body | jget '["state"]' 2>/dev/null)"
 exp1=$(echo "$r" | body | jget '["expires_at"]' 2>/dev/null)
