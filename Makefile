@@ -72,7 +72,7 @@ GUEST_BINS := $(B)/guest/kiln-mark $(B)/guest/test-initrd.cpio $(B)/guest/kiln-i
 
 .PHONY: all kernel test unit-test integration-test clean check-banned demo
 
-all: $(BINS) $(GUEST_BINS) $(UNIT_BINS) $(ITEST_BINS) $(HOOK_BINS) check-banned
+all: $(BINS) $(GUEST_BINS) $(UNIT_BINS) $(ITEST_BINS) $(HOOK_BINS) $(B)/bench/kiln-exec-direct check-banned
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -101,6 +101,11 @@ $(B)/kiln: $(patsubst %.c,$(B)/obj/%.o,$(wildcard src/cli/*.c)) $(LIB_OBJS) $(NE
 
 $(B)/kilnd: $(B)/obj/src/daemon/main.o $(DAEMON_OBJS) $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS)
+
+# bench/api's baseline: execs straight through libkiln.
+$(B)/bench/kiln-exec-direct: $(B)/obj/bench/exec_direct.o $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/guest/kiln-init: $(GUEST_STATIC_OBJS)
 	@mkdir -p $(dir $@)
