@@ -113,6 +113,16 @@ check "(b) --get beyond --get-max: no file, no partial file" test -z "$(ls "$wor
 # --get-max 1T: the deadline must be the only limit (a quiet host streams
 # the default 1 GiB cap in under 40 s).
 krun getto --timeout 40 --get-max 1T --get "/big:$work/big2" -- get-forever; rc=$?
+# Seen under emulation, rarely: the stream is reset mid-way (the same hours
+# in which the emulated host's own kernel panicked under heavy vsock traffic;
+# issue 17). Then the guest's console is shown as evidence and the case runs
+# once more, reported; any other failure counts at once.
+if [ "$rc" = 125 ] && grep -q 'Connection reset by peer' "$work/getto.err"; then
+    echo "# RETRY (b): the --get stream was reset: $(tail -n1 "$work/getto.err")"
+    tail -n 15 "$work/getto.console" 2>/dev/null | sed 's/^/#   console: /'
+    rm -f "$work/big2"
+    krun getto --timeout 40 --get-max 1T --get "/big:$work/big2" -- get-forever; rc=$?
+fi
 expect_eq "(b) endless --get under --timeout: 124" 124 "$rc"
 expect_match "(b) endless --get: timed out after the command had exited" 'timed out after 40 s \(after the command had exited\)' "$(cat "$work/getto.err")"
 check "(b) endless --get: kiln's VmHWM ${hwm} kB < ${MEM_BOUND_KB} kB" test "$hwm" -gt 0 -a "$hwm" -lt "$MEM_BOUND_KB"
