@@ -56,6 +56,9 @@ int main(int argc, char **argv)
 	c.mem_mib = 128;
 	c.boot_timeout_ms = 120000;
 	c.cancel_fd = -1;
+	/* Per exec no cgroup is involved; this process is no daemon with a
+	 * delegated subtree, so the VM runs without one. */
+	c.no_cgroup = true;
 	t0 = now_ns();
 	if (kiln_sandbox_create(&s, &c, err, sizeof(err))) {
 		fprintf(stderr, "kiln-exec-direct: %s\n", err);
