@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include "fuzz.h"
+#include "guestnet.h"
 #include "net/rules.h"
 
 #define MAX_PINS 64
@@ -300,12 +301,19 @@ static struct net_ip ip_norm(const struct net_ip *in)
 /* Addresses whose verdict follows from the rules alone: IPv4 outside the
  * always-denied ranges, and global IPv6 (2000::/3) other than 6to4 and
  * Teredo, whose embedded IPv4 addresses kiln-net may judge. */
+/* No special meaning for kiln-net: not reserved, not the guest's own network
+ * (always denied, ;private or not), and no IPv4 address embedded (6to4,
+ * Teredo, ISATAP interface ids), which kiln-net judges as well. */
 static bool plain(const struct net_ip *ip)
 {
+	static const uint8_t guest4[4] = { 10, 0, 2, 0 }; /* GUESTNET_NET4 */
+	const uint8_t *b = ip->b;
+
 	if (ip->family == AF_INET)
-		return !must_deny(ip);
-	return (ip->b[0] & 0xe0) == 0x20 && !(ip->b[0] == 0x20 && ip->b[1] == 0x02) &&
-	       !(ip->b[0] == 0x20 && ip->b[1] == 0x01 && !ip->b[2] && !ip->b[3]);
+		return !must_deny(ip) && !prefix_has(guest4, b, GUESTNET_PREFIX4);
+	return (b[0] & 0xe0) == 0x20 && !(b[0] == 0x20 && b[1] == 0x02) &&
+	       !(b[0] == 0x20 && b[1] == 0x01 && !b[2] && !b[3]) &&
+	       !((b[8] & 0xfd) == 0 && b[9] == 0 && b[10] == 0x5e && b[11] == 0xfe);
 }
 
 static void lower_name(char *dst, const char *src)
