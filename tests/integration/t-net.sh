@@ -121,7 +121,10 @@ krun --image "$DEBIAN" "${rules[@]}" "${trust[@]}" --audit "$work/audit.log" --j
     --put "$(dirname "$0")/net_guest.sh:/tmp/net_guest.sh" \
     --put "$(dirname "$0")/netrig/guest_probe.py:/tmp/guest_probe.py" -- bash /tmp/net_guest.sh \
     > "$work/guest.out" 2> "$work/guest.err"
-expect_eq "the guest's case script ran (kiln run exit 0)" 0 "$?"
+krc=$?
+expect_eq "the guest's case script ran (kiln run exit 0)" 0 "$krc"
+# A failed run says why: kiln's own lines, then the last guest output.
+[ "$krc" = 0 ] || { grep -v '^{' "$work/guest.err" | tail -n 20; tail -n 5 "$work/guest.out"; } | sed 's/^/# /'
 wait "$watcher"
 watcher=
 sed -n '/^R /p' "$work/guest.out" | sed 's/^/# /'
