@@ -431,8 +431,11 @@ static long call_http_status(struct call *k)
 static int api_error(struct call *k, long st)
 {
 	json_t *j = k->body.len ? json_loadb(k->body.p, k->body.len, 0, NULL) : NULL;
-	const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	json_t *e = json_object_get(j, "error");
+	const char *m = json_string_value(json_object_get(e, "message"));
+	const char *code = json_string_value(json_object_get(e, "code"));
 	char msg[MSG_MAX];
+	int ret;
 
 	if (m)
 		fprintf(stderr, "kiln: %s%s\n", clean(msg, sizeof(msg), m),
@@ -440,8 +443,15 @@ static int api_error(struct call *k, long st)
 	else
 		fprintf(stderr, "kiln: kilnd at %s answered HTTP %ld\n",
 			clean(msg, sizeof(msg), k->c->host), st);
+	/* A command that could not start: 127 and 126, as a shell says (and kiln run). */
+	if (code && !strcmp(code, "command_not_found"))
+		ret = 127;
+	else if (code && !strcmp(code, "command_not_runnable"))
+		ret = 126;
+	else
+		ret = st >= 400 && st <= 499 && st != 429 ? EXIT_USAGE : EXIT_KILN;
 	json_decref(j);
-	return st >= 400 && st <= 499 && st != 429 ? EXIT_USAGE : EXIT_KILN;
+	return ret;
 }
 
 /* A transfer's outcome: 0 for a 2xx answer, or (told on stderr) an exit status. */
@@ -1049,12 +1059,6 @@ static int cmd_exec(struct client *c, int argc, char **argv)
 	f.ev = &k;
 	f.in = in ? IN_IDLE : IN_OFF;
 	ret = follow_run(&f);
-	/* It could not start: as a shell says (and kiln run), 127 not found, 126 not runnable. */
-	if (ret == EXIT_USAGE && !f.pid && k.body.len && strstr(k.body.p, "cannot run ")) {
-		long st = call_http_status(&k);
-
-		ret = st == 404 ? 127 : st == 403 ? 126 : ret;
-	}
 out:
 	json_decref(o);
 	json_decref(env);

@@ -198,6 +198,17 @@ static enum MHD_Result send_agent_error(struct MHD_Connection *conn, struct kiln
 	return send_error(conn, status, code, "%s: %s", what, msg && msg[0] ? msg : strerror(-err));
 }
 
+/* A process that could not start: the code says why, as a shell's 127 and
+ * 126 do, so clients need not read the message. */
+static enum MHD_Result send_exec_error(struct MHD_Connection *conn, int err, const char *why)
+{
+	if (err == -ENOENT)
+		return send_error(conn, 404, "command_not_found", "%s", why);
+	if (err == -EACCES)
+		return send_error(conn, 403, "command_not_runnable", "%s", why);
+	return send_error(conn, 400, "bad_request", "%s", why);
+}
+
 /* ---- small parsers ---- */
 
 /* A query value of at most max bytes without NUL; NULL if absent or bad. */
@@ -832,10 +843,11 @@ static enum MHD_Result h_exec(struct req *q, struct MHD_Connection *conn)
 		kiln_agent_set_deadline(s->a, now_ns() + s->timeout_s * 1000000000ULL);
 	r = kiln_agent_exec(s->a, &spec, &stream_ops, s, &s->id);
 	if (r) {
-		ret = send_error(conn, r == -ENOENT ? 404 : r == -EACCES ? 403 : 400,
-				 r == -ENOENT ? "not_found" : "bad_request", "cannot run %s: %s",
-				 argv[0], kiln_agent_error(s->a)[0] ? kiln_agent_error(s->a)
-								     : strerror(-r));
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "cannot run %s: %s", argv[0],
+			 kiln_agent_error(s->a)[0] ? kiln_agent_error(s->a) : strerror(-r));
+		ret = send_exec_error(conn, r, msg);
 		goto out;
 	}
 	registry_count(q->api->c.reg, REG_EXECS, 1);
@@ -1042,8 +1054,7 @@ static enum MHD_Result h_proc_start(struct req *q, struct MHD_Connection *conn)
 	if (r == -EAGAIN)
 		ret = send_error(conn, 429, "quota", "%s", err);
 	else if (r)
-		ret = send_error(conn, r == -ENOENT ? 404 : r == -EACCES ? 403 : 400,
-				 r == -ENOENT ? "not_found" : "bad_request", "%s", err);
+		ret = send_exec_error(conn, r, err);
 	else if (detach)
 		ret = send_json(conn, 201, json_pack("{s:i}", "pid", (json_int_t)proc_pid(p)));
 	else

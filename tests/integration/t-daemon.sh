@@ -122,7 +122,9 @@ expect_eq "env and cwd are applied" "bar /tmp
 expect_eq "stdin reaches the process" "abc|exit=0" "$(exec_events "$A" '{"cmd":["cat"],"stdin":"abc"}' | stdout_of)"
 ev=$(exec_events "$A" '{"cmd":["sh","-c","echo out; echo err >&2"]}')
 expect_match "stderr is its own event" '"type":"stderr","data":"err\\n"' "$ev"
-expect_match "exec of a missing program: 404" '"code":"not_found"' "$(api "$TA" POST "/v1/sandboxes/$A/exec" -d '{"cmd":["/no/such"]}')"
+expect_match "exec of a missing program: 404 command_not_found" '"code":"command_not_found"' "$(api "$TA" POST "/v1/sandboxes/$A/exec" -d '{"cmd":["/no/such"]}')"
+expect_match "a process of a missing program: 404 command_not_found" '"code":"command_not_found"' "$(api "$TA" POST "/v1/sandboxes/$A/processes" -d '{"cmd":["/no/such"]}')"
+expect_match "exec of a file that is not runnable: 403 command_not_runnable" '"code":"command_not_runnable"' "$(api "$TA" POST "/v1/sandboxes/$A/exec" -d '{"cmd":["/etc/hostname"]}')"
 expect_match "exec timeout_s kills the process" 'error=the process timed out after 2 s' "$(exec_events "$A" '{"cmd":["sleep","100"],"timeout_s":2}' | stdout_of)"
 expect_match "non-UTF-8 output comes as base64" '"data_b64":"/w=="' "$(exec_events "$A" '{"cmd":["printf","\\377"]}')"
 expect_match "exec: empty cmd is 400" 'cmd must be an array' "$(api "$TA" POST "/v1/sandboxes/$A/exec" -d '{"cmd":[]}')"

@@ -137,6 +137,8 @@ _BY_CODE: Dict[str, Type[APIError]] = {
     "unauthorized": AuthenticationError,
     "forbidden": ForbiddenError,
     "not_found": NotFoundError,
+    "command_not_found": NotFoundError,
+    "command_not_runnable": ForbiddenError,
     "conflict": ConflictError,
     "too_large": TooLargeError,
     "quota": QuotaError,
