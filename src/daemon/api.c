@@ -40,6 +40,11 @@
 #define LIST_MAX 100000		/* entries in one fs/list */
 #define STREAM_BUF_MAX (4u << 20) /* one exec event, encoded */
 #define THREAD_STACK (512 * 1024)
+/* A connection that moves no byte either way for this long is closed: idle
+ * and half-sent requests cannot hold --max-connections for long, and a
+ * client that stops reading its stream loses it (its process lives on). Event
+ * streams send a keepalive well within it (PROC_KEEPALIVE_MS). */
+#define IDLE_TIMEOUT_S 60
 
 struct api {
 	struct api_config c;
@@ -1758,7 +1763,7 @@ int api_start(const struct api_config *c, int listen_fd, struct api **out, char 
 				  0, NULL, NULL, on_request, a,
 				  MHD_OPTION_LISTEN_SOCKET, listen_fd,
 				  MHD_OPTION_CONNECTION_LIMIT, c->max_connections,
-				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
 				  MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK,
 				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
 				  MHD_OPTION_END);

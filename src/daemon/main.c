@@ -16,6 +16,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -173,6 +174,28 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 }
 
 /* A listening socket for "unix:PATH" or "tcp:HOST:PORT"; -1 with a message. */
+/* Every HTTP connection is a descriptor: the default soft limit (1024) would
+ * let --max-connections idle clients starve everything else, so raise it to
+ * the hard limit, and say so when even that is short of what we may need
+ * (connections, plus per sandbox its VMM's and kiln-net's pipes and sockets). */
+static void raise_fd_limit(const struct opts *o)
+{
+	struct rlimit rl;
+	uint64_t need = (uint64_t)o->nlisten * o->max_connections + o->max_sandboxes * 16 + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+		fprintf(stderr, "kilnd: warning: %llu file descriptors allowed (RLIMIT_NOFILE), "
+			"about %llu needed for --max-connections %llu and --max-sandboxes %llu\n",
+			(unsigned long long)rl.rlim_max, (unsigned long long)need,
+			(unsigned long long)o->max_connections, (unsigned long long)o->max_sandboxes);
+}
+
 static int open_listener(const char *spec)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -279,6 +302,7 @@ int main(int argc, char **argv)
 			o.initrd);
 		goto out;
 	}
+	raise_fd_limit(&o);
 	if (tokens_load(o.tokens, &tokens, err, sizeof(err))) {
 		fprintf(stderr, "kilnd: %s\n", err);
 		goto out;

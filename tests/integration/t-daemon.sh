@@ -240,6 +240,43 @@ expect_eq "another tenant's sandbox: DELETE 404" "404" "$(api "$TB" DELETE "/v1/
 expect_eq "another tenant's list is empty" '{"sandboxes":[]}' "$(api "$TB" GET /v1/sandboxes | body)"
 expect_eq "the owner's list has it" "$A" "$(api "$TA" GET /v1/sandboxes | body | jget '["sandboxes"][0]["id"]' 2>/dev/null)"
 
+# --- 1000 idle connections -------------------------------------------------------
+# Half say nothing, half stop mid-header: kilnd keeps serving everyone else,
+# and once they go, its threads and descriptors are back where they were.
+nthreads() { awk '/^Threads:/ {print $2}' "/proc/$kpid/status"; }
+nfds() { ls "/proc/$kpid/fd" | wc -l; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$kpid/status"; }
+th0=$(nthreads); fd0=$(nfds)
+python3 - "$sock" 1000 "$work/idle" <<'PY' &
+import os, socket, sys, time
+path, n, flag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+held = []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    if i % 2:
+        s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: kiln\r\nX-Slow: ")
+    held.append(s)
+open(flag + ".held", "w").write("%d\n" % len(held))
+while not os.path.exists(flag + ".release"):
+    time.sleep(0.2)
+for s in held:
+    s.close()
+PY
+idlepid=$!
+for _ in $(seq 600); do [ -e "$work/idle.held" ] && break; kill -0 $idlepid 2>/dev/null || break; sleep 0.2; done
+expect_eq "1000 idle connections opened" "1000" "$(cat "$work/idle.held" 2>/dev/null)"
+th1=$(nthreads); fd1=$(nfds)
+echo "# kilnd with 1000 idle connections: $th1 threads (was $th0), $fd1 fds (was $fd0), RSS $(rss_kib) KiB"
+expect_eq "with 1000 idle connections: health answers" "200" "$(api "" GET /v1/health | code)"
+expect_eq "with 1000 idle connections: exec in a sandbox works" "ok|exit=0" "$(exec_events "$A" '{"cmd":["echo","ok"]}' | stdout_of | tr -d '\n')"
+check "kilnd holds them (fds $fd1 >= $((fd0 + 900)))" test "$fd1" -ge $((fd0 + 900))
+touch "$work/idle.release"
+wait "$idlepid"
+for _ in $(seq 100); do [ "$(nfds)" -le $((fd0 + 2)) ] && [ "$(nthreads)" -le $((th0 + 2)) ] && break; sleep 0.2; done
+check "after they close: threads back ($(nthreads), was $th0)" test "$(nthreads)" -le $((th0 + 2))
+check "after they close: descriptors back ($(nfds), was $fd0)" test "$(nfds)" -le $((fd0 + 2))
+
 # --- timeouts -------------------------------------------------------------------
 sleep 1
 r=$(api "$TA" POST "/v1/sandboxes/$A/timeout" -d '{"timeout_s":1200}')
