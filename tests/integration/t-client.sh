@@ -6,36 +6,14 @@
 source "$(dirname "$0")/lib.sh"
 
 KILN="$B/kiln"
-KILND="$B/kilnd"
-work=$(mktemp -d /tmp/t-client.XXXXXX)
-sock="$work/kilnd.sock"
-kpid=
-cleanup() {
-    [ -n "$kpid" ] && kill -9 "$kpid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-mkdir -p "$work/images"
-ln -s "${KILN_TEST_TINY:-$B/images/tiny.img}" "$work/images/tiny.img"
+source "$(dirname "$0")/kilnd.sh"
+kilnd_rig t-client
 TA=client-token-$RANDOM$RANDOM
-ha=$(printf %s "$TA" | sha256sum | cut -d' ' -f1)
-cat > "$work/tokens.json" <<EOF
-{"tenants": [
- {"name": "alpha", "token_sha256": "$ha", "max_sandboxes": 2, "max_vcpus": 2, "max_memory_mib": 1024, "max_timeout_s": 3600}]}
-EOF
-"$KILND" --tokens "$work/tokens.json" --state-dir "$work/state" --listen "unix:$sock" \
-    --image-dir "$work/images" 2>>"$work/kilnd.log" &
-kpid=$!
-for _ in $(seq 300); do
-    grep -q 'kilnd: ready' "$work/kilnd.log" 2>/dev/null && break
-    kill -0 "$kpid" 2>/dev/null || break
-    sleep 0.1
-done
+kilnd_tenant alpha "$TA" 2 2 1024 3600
+start_kilnd
 check "kilnd is listening" test -S "$sock"
 
 export KILN_HOST="unix:$sock" KILN_TOKEN="$TA"
-vmms() { pgrep -x kiln-vmm | wc -l; }
 # run_k NAME ARGS...: kiln's stdout in $work/NAME.out, stderr in NAME.err, status in $rc.
 run_k() { local n=$1; shift; "$KILN" "$@" > "$work/$n.out" 2> "$work/$n.err"; rc=$?; }
 out() { cat "$work/$1.out"; }

@@ -14,29 +14,13 @@ if [ "${KILN_TEST_LOAD:-0}" != 1 ]; then
     exit 0
 fi
 
-KILND="$B/kilnd"
-work=$(mktemp -d /tmp/t-daemon-load.XXXXXX)
-sock="$work/kilnd.sock"
-kpid=
+source "$(dirname "$0")/kilnd.sh"
+kilnd_rig t-daemon-load
 stall=
-cleanup() {
-    [ -n "$stall" ] && kill "$stall" 2>/dev/null
-    [ -n "$kpid" ] && kill -9 "$kpid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-mkdir -p "$work/images"
-ln -s "${KILN_TEST_TINY:-$B/images/tiny.img}" "$work/images/tiny.img"
+kilnd_cleanup_more() { [ -n "$stall" ] && kill "$stall" 2>/dev/null; }
 TA=load-token-$RANDOM$RANDOM
-cat > "$work/tokens.json" <<EOF
-{"tenants": [{"name": "load", "token_sha256": "$(printf %s "$TA" | sha256sum | cut -d' ' -f1)",
-  "max_sandboxes": 4, "max_vcpus": 4, "max_memory_mib": 1024, "max_timeout_s": 3600}]}
-EOF
-"$KILND" --tokens "$work/tokens.json" --state-dir "$work/state" --listen "unix:$sock" \
-    --image-dir "$work/images" 2>>"$work/kilnd.log" &
-kpid=$!
-for _ in $(seq 300); do grep -q 'kilnd: ready' "$work/kilnd.log" 2>/dev/null && break; sleep 0.1; done
+kilnd_tenant load "$TA" 4 4 1024 3600
+start_kilnd
 api() {
     local m=$1 p=$2
     shift 2

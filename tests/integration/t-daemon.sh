@@ -3,47 +3,12 @@
 # many execs, files both ways, tenants, quotas, timeouts, records, metrics,
 # and kill -9 of kilnd. Three VMs in all (tiny image). Runs where /dev/kvm works.
 source "$(dirname "$0")/lib.sh"
-
-KILND="$B/kilnd"
-work=$(mktemp -d /tmp/t-daemon.XXXXXX)
-sock="$work/kilnd.sock"
-state="$work/state"
-kpid=
-cleanup() {
-    [ -n "$kpid" ] && kill -9 "$kpid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The tiny image under the name "tiny" in an image dir of our own.
-mkdir -p "$work/images"
-ln -s "${KILN_TEST_TINY:-$B/images/tiny.img}" "$work/images/tiny.img"
-
+source "$(dirname "$0")/kilnd.sh"
+kilnd_rig t-daemon
 TA=alpha-token-$RANDOM$RANDOM
 TB=beta-token-$RANDOM$RANDOM
-ha=$(printf %s "$TA" | sha256sum | cut -d' ' -f1)
-hb=$(printf %s "$TB" | sha256sum | cut -d' ' -f1)
-cat > "$work/tokens.json" <<EOF
-{"tenants": [
- {"name": "alpha", "token_sha256": "$ha", "max_sandboxes": 3, "max_vcpus": 4, "max_memory_mib": 2048, "max_timeout_s": 3600},
- {"name": "beta", "token_sha256": "$hb", "max_sandboxes": 1, "max_vcpus": 1, "max_memory_mib": 512, "max_timeout_s": 60}]}
-EOF
-
-# start_kilnd: waits for this start's "ready" line (an earlier kilnd's socket may linger).
-start_kilnd() {
-    local before
-    before=$(grep -c 'kilnd: ready' "$work/kilnd.log" 2>/dev/null)
-    "$KILND" --tokens "$work/tokens.json" --state-dir "$state" --listen "unix:$sock" \
-        --image-dir "$work/images" 2>>"$work/kilnd.log" &
-    kpid=$!
-    for _ in $(seq 300); do
-        [ "$(grep -c 'kilnd: ready' "$work/kilnd.log" 2>/dev/null)" -gt "${before:-0}" ] && break
-        kill -0 "$kpid" 2>/dev/null || break
-        sleep 0.1
-    done
-}
-# VMM processes (not their jail's waiters, kiln-vmm-wait).
-vmms() { pgrep -x kiln-vmm | wc -l; }
+kilnd_tenant alpha "$TA" 3 4 2048 3600
+kilnd_tenant beta "$TB" 1 1 512 60
 
 # api TOKEN METHOD PATH [curl args...]: the body on stdout, "HTTP <code>" on fd 3.
 api() {

@@ -5,17 +5,9 @@
 # Three VMs in all (tiny image). Runs where /dev/kvm works.
 source "$(dirname "$0")/lib.sh"
 
-KILND="$B/kilnd"
+source "$(dirname "$0")/kilnd.sh"
 PY=/usr/bin/python3
-work=$(mktemp -d /tmp/t-sdk.XXXXXX)
-sock="$work/kilnd.sock"
-state="$work/state"
-kpid=
-cleanup() {
-    [ -n "$kpid" ] && kill -9 "$kpid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+kilnd_rig t-sdk
 
 if ! $PY -c 'import httpx, pytest, pytest_asyncio' 2>/dev/null; then
     not_ok "python3-httpx, python3-pytest and python3-pytest-asyncio are installed (scripts/install-deps)"
@@ -23,31 +15,8 @@ if ! $PY -c 'import httpx, pytest, pytest_asyncio' 2>/dev/null; then
     exit
 fi
 
-# The tiny image under the name "tiny" in an image dir of our own.
-mkdir -p "$work/images"
-ln -s "${KILN_TEST_TINY:-$B/images/tiny.img}" "$work/images/tiny.img"
-
 TA=sdk-token-$RANDOM$RANDOM$RANDOM
-ha=$(printf %s "$TA" | sha256sum | cut -d' ' -f1)
-cat > "$work/tokens.json" <<EOT
-{"tenants": [
- {"name": "sdk", "token_sha256": "$ha", "max_sandboxes": 4, "max_vcpus": 4, "max_memory_mib": 2048, "max_timeout_s": 3600}]}
-EOT
-
-# start_kilnd: waits for this start's "ready" line.
-start_kilnd() {
-    local before
-    before=$(grep -c 'kilnd: ready' "$work/kilnd.log" 2>/dev/null)
-    "$KILND" --tokens "$work/tokens.json" --state-dir "$state" --listen "unix:$sock" \
-        --image-dir "$work/images" 2>>"$work/kilnd.log" &
-    kpid=$!
-    for _ in $(seq 300); do
-        [ "$(grep -c 'kilnd: ready' "$work/kilnd.log" 2>/dev/null)" -gt "${before:-0}" ] && break
-        kill -0 "$kpid" 2>/dev/null || break
-        sleep 0.1
-    done
-}
-vmms() { pgrep -x kiln-vmm | wc -l; }
+kilnd_tenant sdk "$TA" 4 4 2048 3600
 
 start_kilnd
 check "kilnd is listening" test -S "$sock"
