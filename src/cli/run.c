@@ -1049,8 +1049,13 @@ int cli_run(int argc, char **argv, const char *self)
 			status = EXIT_KILN;
 			goto out;
 		}
-		if (kiln_sandbox_vmm_exited(sb, &vst))
+		if (kiln_sandbox_vmm_exited(sb, &vst)) {
+			char report[2048];
+
 			snprintf(why, sizeof(why), " (kiln-vmm exit %d)", vst);
+			kiln_sandbox_vmm_report(sb, report, sizeof(report));
+			fputs(report, stderr);
+		}
 		else if (conn_err)
 			snprintf(why, sizeof(why), " (agent connection: %s%s%s)", strerror(-conn_err),
 				 kiln_agent_error(a)[0] ? ": " : "", kiln_agent_error(a));

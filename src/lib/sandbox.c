@@ -453,8 +453,16 @@ static int wait_agent(struct kiln_sandbox *s, int timeout_ms, char *err, size_t 
 		struct pollfd c = { .fd = s->cancel_fd, .events = POLLIN };
 
 		if (kiln_sandbox_vmm_exited(s, &st)) {
+			char report[1024];
+			char *nl;
+
 			vmm_last_line(s, why, sizeof(why));
-			snprintf(err, errlen, "the microVM ended while booting: %s", why);
+			kiln_sandbox_vmm_report(s, report, sizeof(report));
+			nl = strchr(report, '\n'); /* its first line: the last exits */
+			if (nl)
+				*nl = 0;
+			snprintf(err, errlen, "the microVM ended while booting: %s%s%s", why,
+				 report[0] ? "; " : "", report);
 			return -ECHILD;
 		}
 		if (kiln_sandbox_net_failed(s, why, sizeof(why))) {
@@ -660,6 +668,45 @@ bool kiln_sandbox_vmm_wait(struct kiln_sandbox *s, int timeout_ms, int *status)
 void kiln_sandbox_vmm_reason(const struct kiln_sandbox *s, char *buf, size_t len)
 {
 	vmm_last_line(s, buf, len);
+}
+
+void kiln_sandbox_vmm_report(const struct kiln_sandbox *s, char *buf, size_t len)
+{
+	char path[PATH_MAX + 16], tail[4096], line[1024];
+	const char *p, *nl;
+	size_t used = 0;
+	off_t size;
+	ssize_t n;
+	int fd;
+
+	buf[0] = 0;
+	snprintf(path, sizeof(path), "%s/vmm.log", s->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	n = pread(fd, tail, sizeof(tail) - 1,
+		  size > (off_t)sizeof(tail) - 1 ? size - (off_t)sizeof(tail) + 1 : 0);
+	close(fd);
+	if (n <= 0)
+		return;
+	tail[n] = 0;
+	for (p = strstr(tail, "kiln-vmm: vCPU "); p && used + 1 < len; p = strstr(p, "kiln-vmm: vCPU ")) {
+		size_t l;
+
+		nl = strchr(p, '\n');
+		l = nl ? (size_t)(nl - p) : strlen(p);
+		if (l >= sizeof(line))
+			l = sizeof(line) - 1;
+		memcpy(line, p, l);
+		line[l] = 0;
+		/* The VMM wrote it, but keep the terminal safe all the same. */
+		text_sanitize_str(buf + used, len - used, line);
+		used += strlen(buf + used);
+		if (used + 1 < len)
+			buf[used++] = '\n', buf[used] = 0;
+		p += l;
+	}
 }
 
 int kiln_sandbox_cgroup_stat(struct kiln_sandbox *s, struct kiln_cgroup_stat *st)

@@ -102,7 +102,9 @@ static const struct sc_rule sc_main[] = {
 /* A vCPU thread from the top of its run loop, with the devices it runs. */
 static const struct sc_rule sc_vcpu[] = {
 	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_RUN)),	/* the run loop */
-	ALLOW(write),			/* console, irqfds, stop eventfd, vsock kick eventfd */
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_REGS)),	/* report_shutdown() */
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_SREGS)),	/* report_shutdown() */
+	ALLOW(write),			/* console, irqfds, stop eventfd, vsock kick eventfd, report */
 	ALLOW(pread64),			/* virtio-blk reads */
 	ALLOW(pwrite64),		/* virtio-blk writes */
 	ALLOW(fdatasync),		/* virtio-blk flush */

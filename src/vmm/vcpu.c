@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +223,86 @@ static void handle_system_event(struct vcpu *v)
 	}
 }
 
+static void log_exit(struct vcpu *v)
+{
+	const struct kvm_run *r = v->run;
+	struct vcpu_exit_rec *e = &v->exits[v->nexits++ % VCPU_EXIT_LOG];
+
+	memset(e, 0, sizeof(*e));
+	e->reason = r->exit_reason;
+	if (r->exit_reason == KVM_EXIT_IO) {
+		e->addr = r->io.port;
+		e->len = r->io.size;
+		e->write = r->io.direction == KVM_EXIT_IO_OUT;
+	} else if (r->exit_reason == KVM_EXIT_MMIO) {
+		e->addr = r->mmio.phys_addr;
+		e->len = (uint8_t)r->mmio.len;
+		e->write = r->mmio.is_write;
+	}
+}
+
+/* A bounded line buffer: what does not fit is cut. */
+struct text {
+	char buf[2048];
+	size_t n;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	va_start(ap, fmt);
+	k = vsnprintf(t->buf + t->n, sizeof(t->buf) - t->n, fmt, ap);
+	va_end(ap);
+	if (k > 0)
+		t->n = t->n + (size_t)k < sizeof(t->buf) ? t->n + (size_t)k : sizeof(t->buf) - 1;
+}
+
+/* Where the guest was when it triple-faulted, on stderr before the VMM's
+ * exit reason: its last exits, then its registers. KVM on AMD re-INITs a
+ * vCPU at a shutdown intercept (the VMCB is undefined after it), so there the
+ * registers are the reset values and the report says so. */
+static void report_shutdown(struct vcpu *v)
+{
+	struct text t = { .n = 0 };
+	uint64_t first = v->nexits > VCPU_EXIT_LOG ? v->nexits - VCPU_EXIT_LOG : 0;
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+
+	put(&t, "kiln-vmm: vCPU %u shut down (triple fault) after %llu exits; the last, oldest first:",
+	    v->id, (unsigned long long)v->nexits);
+	for (uint64_t i = first; i < v->nexits; i++) {
+		const struct vcpu_exit_rec *e = &v->exits[i % VCPU_EXIT_LOG];
+
+		if (e->reason == KVM_EXIT_IO)
+			put(&t, " io:%s:0x%llx/%u", e->write ? "out" : "in", (unsigned long long)e->addr, e->len);
+		else if (e->reason == KVM_EXIT_MMIO)
+			put(&t, " mmio:%s:0x%llx/%u", e->write ? "w" : "r", (unsigned long long)e->addr, e->len);
+		else
+			put(&t, " exit:%u", e->reason);
+	}
+	put(&t, "\n");
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) == 0 && ioctl(v->fd, KVM_GET_SREGS, &sregs) == 0) {
+		bool reset = regs.rip == 0xfff0 && sregs.cs.base == 0xffff0000;
+
+		put(&t, "kiln-vmm: vCPU %u registers%s: rip=0x%llx rsp=0x%llx rflags=0x%llx cr0=0x%llx "
+		    "cr2=0x%llx cr3=0x%llx cr4=0x%llx efer=0x%llx cs=0x%x/0x%llx ss=0x%x idt=0x%llx/%u "
+		    "gdt=0x%llx/%u\n",
+		    v->id, reset ? " (the reset values: KVM re-INITs the vCPU at a shutdown on AMD)" : "",
+		    (unsigned long long)regs.rip, (unsigned long long)regs.rsp,
+		    (unsigned long long)regs.rflags, (unsigned long long)sregs.cr0,
+		    (unsigned long long)sregs.cr2, (unsigned long long)sregs.cr3,
+		    (unsigned long long)sregs.cr4, (unsigned long long)sregs.efer, sregs.cs.selector,
+		    (unsigned long long)sregs.cs.base, sregs.ss.selector,
+		    (unsigned long long)sregs.idt.base, sregs.idt.limit,
+		    (unsigned long long)sregs.gdt.base, sregs.gdt.limit);
+	}
+	if (write(STDERR_FILENO, t.buf, t.n) < 0) {
+		/* nothing more to tell it with */
+	}
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -244,6 +326,7 @@ static void *vcpu_thread(void *arg)
 			stop(v, VMM_EXIT_KVM_ERROR, why);
 			break;
 		}
+		log_exit(v);
 		switch (v->run->exit_reason) {
 		case KVM_EXIT_IO:
 			handle_io(v);
@@ -254,6 +337,7 @@ static void *vcpu_thread(void *arg)
 					    v->run->mmio.len, v->run->mmio.is_write);
 			break;
 		case KVM_EXIT_SHUTDOWN:
+			report_shutdown(v);
 			stop(v, VMM_EXIT_TRIPLE_FAULT, "guest triple fault (shutdown)");
 			break;
 		case KVM_EXIT_SYSTEM_EVENT:

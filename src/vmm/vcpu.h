@@ -27,8 +27,20 @@ struct vcpu_env {
 	bool seccomp; /* each vCPU thread filters itself before its first KVM_RUN */
 };
 
+/* The last exits of a vCPU, for the report of a triple fault. */
+#define VCPU_EXIT_LOG 16
+
+struct vcpu_exit_rec {
+	uint64_t addr;	 /* port or guest-physical address */
+	uint32_t reason; /* KVM_EXIT_* */
+	uint8_t len;
+	uint8_t write;
+};
+
 struct vcpu {
 	unsigned id;
+	uint64_t nexits;
+	struct vcpu_exit_rec exits[VCPU_EXIT_LOG]; /* a ring: exits[nexits % VCPU_EXIT_LOG] is next */
 	int fd;
 	struct kvm_run *run;
 	pthread_t thread;

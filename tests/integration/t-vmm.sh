@@ -116,6 +116,11 @@ expect_match "panic reason" 'panic' "$(tail -n1 "$work/panic.err")"
 boot triple --kernel "$KERNEL" --initrd "$INITRD" --cmdline "console=ttyS0 reboot=t panic=-1 pci=off"
 expect_eq "triple fault exits 4" 4 "$rc"
 expect_match "triple fault reason" 'triple fault' "$(tail -n1 "$work/triple.err")"
+expect_match "triple fault report: the vCPU's last exits" \
+    'kiln-vmm: vCPU [0-9]+ shut down \(triple fault\) after [1-9][0-9]* exits; the last, oldest first:( (io|mmio):[a-z]+:0x[0-9a-f]+/[0-9]+| exit:[0-9]+)+' \
+    "$(grep 'shut down (triple fault)' "$work/triple.err")"
+expect_match "triple fault report: the vCPU's registers" 'kiln-vmm: vCPU [0-9]+ registers.*rip=0x[0-9a-f]+ .*cr3=0x' \
+    "$(grep 'registers' "$work/triple.err")"
 
 # --- signals stop the guest promptly -----------------------------------------------
 for sig in TERM INT; do
