@@ -30,12 +30,12 @@
 #define SCRATCH_FD 3
 #define IMAGE_FD 4
 #define NET_FD 5
+#define READY_FD 6 /* the VMM's --ready-fd */
+#define BOOT_NOPIDFD_MS 100 /* without a pidfd (Linux < 5.3), how often a boot looks at the VMM */
 #define NET_GRACE_MS 2000  /* kiln-net ending by itself once the VMM is gone */
 #define NET_REAP_MS 500    /* waiting for an ended kiln-net's exit status */
 #define SHUTDOWN_GRACE_MS 10000
 #define SHUTDOWN_REPLY_MS 5000 /* the agent's answer to SHUTDOWN */
-#define CONNECT_TRY_MS 100     /* one attempt to reach the agent while booting */
-#define CONNECT_PAUSE_MS 20    /* between attempts (the VMM has no "listening" event) */
 #define RUN_PREFIX "run."
 
 struct kiln_sandbox {
@@ -44,6 +44,8 @@ struct kiln_sandbox {
 	pid_t vmm;
 	int pidfd;	/* the VMM's, or -1 (then waits look every 5 ms) */
 	int cancel_fd;
+	int ready_fd;	/* while booting: POLLIN once the guest is ready (a byte) or the VMM ended (EOF) */
+	uint64_t boot_deadline;
 	uint64_t deadline; /* 0: none */
 	bool reaped;
 	int vmm_status;
@@ -273,11 +275,12 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		     size_t errlen)
 {
 	char cpus[16], mem[32], drive_img[32], drive_scr[32], net[16], cmdline[512];
-	char log[PATH_MAX + 16];
+	char log[PATH_MAX + 16], ready_arg[16];
 	const char *argv[32];
-	int n = 0;
+	int n = 0, ready[2];
 	pid_t parent = getpid();
 
+	snprintf(ready_arg, sizeof(ready_arg), "%d", READY_FD);
 	snprintf(cpus, sizeof(cpus), "%u", c->cpus);
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->mem_mib);
 	snprintf(drive_img, sizeof(drive_img), "fd=%d,ro,serial=kiln-base", IMAGE_FD);
@@ -316,6 +319,8 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	argv[n++] = "--cmdline";
 	argv[n++] = cmdline;
 	argv[n++] = "--print-boot-time";
+	argv[n++] = "--ready-fd";
+	argv[n++] = ready_arg;
 	if (c->no_jail)
 		argv[n++] = "--no-jail";
 	if (c->no_seccomp)
@@ -324,23 +329,34 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		argv[n++] = "--test-hooks";
 	argv[n] = NULL;
 
+	if (pipe2(ready, O_CLOEXEC) < 0) {
+		int e = errno;
+
+		if (s->net)
+			kiln_netproc_close_vmm_end(s->net);
+		snprintf(err, errlen, "cannot make a pipe for kiln-vmm: %s", strerror(e));
+		return -e;
+	}
 	s->vmm = fork();
 	if (s->vmm < 0) {
 		int e = errno;
 
+		close(ready[0]);
+		close(ready[1]);
 		if (s->net)
 			kiln_netproc_close_vmm_end(s->net);
 		snprintf(err, errlen, "cannot start kiln-vmm: %s", strerror(e));
 		return -e;
 	}
 	if (s->vmm == 0) {
-		const int src[3] = { s->scratch_fd, s->image_fd, s->net ? kiln_netproc_vmm_fd(s->net) : -1 };
-		const int dst[3] = { SCRATCH_FD, IMAGE_FD, NET_FD };
+		const int src[4] = { s->scratch_fd, s->image_fd, s->net ? kiln_netproc_vmm_fd(s->net) : -1,
+				     ready[1] };
+		const int dst[4] = { SCRATCH_FD, IMAGE_FD, NET_FD, READY_FD };
 		sigset_t none;
 		int null, lfd;
 
 		/* Our fds first, out of the way of 0-2 and of each other. */
-		if (kiln_child_place_fds(src, dst, 3) < 0)
+		if (kiln_child_place_fds(src, dst, 4) < 0)
 			_exit(127);
 		null = open("/dev/null", O_RDWR);
 		lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -361,14 +377,19 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 			_exit(127);
 		if (s->scratch_fd < 0)
 			close(SCRATCH_FD);
-		closefrom(s->net ? NET_FD + 1 : IMAGE_FD + 1);
+		if (!s->net)
+			close(NET_FD);
+		closefrom(READY_FD + 1);
 		execv(c->vmm, (char *const *)argv);
 		dprintf(2, "kiln-vmm: cannot execute %s: %s (exit 127)\n", c->vmm, strerror(errno));
 		_exit(127);
 	}
-	/* The VMM holds its own copy now: kiln-net must see the hang-up when it ends. */
+	/* The VMM holds its own copies now: kiln-net must see the hang-up when
+	 * it ends, and so must we on the ready pipe. */
 	if (s->net)
 		kiln_netproc_close_vmm_end(s->net);
+	close(ready[1]);
+	s->ready_fd = ready[0];
 	s->pidfd = (int)syscall(SYS_pidfd_open, s->vmm, 0); /* -1 before Linux 5.3 */
 	return 0;
 }
@@ -442,51 +463,17 @@ bool kiln_sandbox_vmm_exited(struct kiln_sandbox *s, int *status)
 	return s->reaped;
 }
 
-/* Reach the agent and greet it, all within timeout_ms of the spawn. */
-static int wait_agent(struct kiln_sandbox *s, int timeout_ms, char *err, size_t errlen)
+/* The guest is ready: connect once (its agent listens before it marks its
+ * boot) and greet it, within the boot deadline. */
+static int greet_agent(struct kiln_sandbox *s, char *err, size_t errlen)
 {
-	uint64_t deadline = s->t0 + (uint64_t)timeout_ms * 1000000ULL;
-	char why[256];
-	int ret, fd = -1, st;
+	uint64_t deadline = s->boot_deadline;
+	int ret, fd = -1;
 
-	for (;;) {
-		struct pollfd c = { .fd = s->cancel_fd, .events = POLLIN };
-
-		if (kiln_sandbox_vmm_exited(s, &st)) {
-			char report[1024];
-			char *nl;
-
-			vmm_last_line(s, why, sizeof(why));
-			kiln_sandbox_vmm_report(s, report, sizeof(report));
-			nl = strchr(report, '\n'); /* its first line: the last exits */
-			if (nl)
-				*nl = 0;
-			snprintf(err, errlen, "the microVM ended while booting: %s%s%s", why,
-				 report[0] ? "; " : "", report);
-			return -ECHILD;
-		}
-		if (kiln_sandbox_net_failed(s, why, sizeof(why))) {
-			snprintf(err, errlen, "the network process (kiln-net) died while the microVM booted: %s",
-				 why);
-			return -ECHILD;
-		}
-		if (cancelled(s)) {
-			snprintf(err, errlen, "interrupted while booting");
-			return -ECANCELED;
-		}
-		if (now_ns() >= deadline) {
-			snprintf(err, errlen, "the guest agent did not answer within %d s", timeout_ms / 1000);
-			return -ETIMEDOUT;
-		}
-		ret = vsock_uds_connect(s->sock, AGENT_PORT, ms_left(deadline, CONNECT_TRY_MS), &fd);
-		if (ret == 0)
-			break;
-		if (ret != -ECONNREFUSED && ret != -ENOENT && ret != -ETIMEDOUT && ret != -ECONNRESET) {
-			snprintf(err, errlen, "cannot reach the guest agent: %s", strerror(-ret));
-			return ret;
-		}
-		/* A pause that the cancel fd (a signal) cuts short. */
-		poll(&c, s->cancel_fd >= 0 ? 1 : 0, ms_left(deadline, CONNECT_PAUSE_MS));
+	ret = vsock_uds_connect(s->sock, AGENT_PORT, ms_left(deadline, INT_MAX), &fd);
+	if (ret) {
+		snprintf(err, errlen, "cannot reach the guest agent: %s", strerror(-ret));
+		return ret;
 	}
 	ret = kiln_agent_create(fd, &s->agent);
 	if (ret) {
@@ -502,7 +489,7 @@ static int wait_agent(struct kiln_sandbox *s, int timeout_ms, char *err, size_t 
 		return ret;
 	}
 	if (ret == -ETIMEDOUT) {
-		snprintf(err, errlen, "the guest agent did not greet us within %d s", timeout_ms / 1000);
+		snprintf(err, errlen, "the guest agent did not greet us in time");
 		return ret;
 	}
 	if (ret) {
@@ -511,7 +498,81 @@ static int wait_agent(struct kiln_sandbox *s, int timeout_ms, char *err, size_t 
 		return ret;
 	}
 	kiln_agent_set_deadline(s->agent, s->deadline);
+	s->times.boot_ns = now_ns() - s->t0;
+	vmm_boot_times(s);
 	return 0;
+}
+
+int kiln_sandbox_boot_fds(const struct kiln_sandbox *s, int fds[KILN_BOOT_FDS])
+{
+	int n = 0;
+
+	if (s->agent)
+		return 0;
+	if (s->ready_fd >= 0)
+		fds[n++] = s->ready_fd;
+	if (s->pidfd >= 0)
+		fds[n++] = s->pidfd;
+	if (kiln_sandbox_net_fd(s) >= 0)
+		fds[n++] = kiln_sandbox_net_fd(s);
+	if (s->cancel_fd >= 0)
+		fds[n++] = s->cancel_fd;
+	return n;
+}
+
+uint64_t kiln_sandbox_boot_deadline(const struct kiln_sandbox *s)
+{
+	return s->boot_deadline;
+}
+
+int kiln_sandbox_boot_step(struct kiln_sandbox *s, char *err, size_t errlen)
+{
+	struct pollfd p = { .fd = s->ready_fd, .events = POLLIN };
+	char why[256], report[1024], byte;
+	int st;
+	ssize_t n;
+
+	if (s->agent)
+		return 0;
+	if (s->ready_fd >= 0 && poll(&p, 1, 0) > 0) {
+		/* A byte: ready. EOF: the VMM is gone (told below, once reaped). */
+		n = read(s->ready_fd, &byte, 1);
+		if (n >= 0 || errno != EINTR) {
+			close(s->ready_fd);
+			s->ready_fd = -1;
+		}
+		if (n == 1)
+			return greet_agent(s, err, errlen);
+	}
+	if (kiln_sandbox_vmm_exited(s, &st)) {
+		char *nl;
+
+		vmm_last_line(s, why, sizeof(why));
+		kiln_sandbox_vmm_report(s, report, sizeof(report));
+		nl = strchr(report, '\n'); /* its first line: the last exits */
+		if (nl)
+			*nl = 0;
+		snprintf(err, errlen, "the microVM ended while booting: %s%s%s", why,
+			 report[0] ? "; " : "", report);
+		return -ECHILD;
+	}
+	if (kiln_sandbox_net_failed(s, why, sizeof(why))) {
+		snprintf(err, errlen, "the network process (kiln-net) died while the microVM booted: %s",
+			 why);
+		return -ECHILD;
+	}
+	if (cancelled(s)) {
+		snprintf(err, errlen, "interrupted while booting");
+		return -ECANCELED;
+	}
+	if (now_ns() >= s->boot_deadline) {
+		snprintf(err, errlen, "the guest did not become ready within %llu s",
+			 (unsigned long long)((s->boot_deadline - s->t0) / 1000000000ULL));
+		return -ETIMEDOUT;
+	}
+	/* Without a pidfd (Linux < 5.3) a VMM gone before its mark is seen on
+	 * the next wake-up: the caller's deadline or this pause. */
+	return -EINPROGRESS;
 }
 
 /* kiln-net, before the VMM; its stderr goes to net.log in the run directory. */
@@ -526,8 +587,8 @@ static int start_net(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	return kiln_netproc_start(&s->net, c->net, &o, err, errlen);
 }
 
-int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
-			size_t errlen)
+int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
+		       size_t errlen)
 {
 	struct kiln_sandbox *s;
 	int ret = -ENOMEM;
@@ -538,9 +599,10 @@ int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_con
 		snprintf(err, errlen, "out of memory");
 		return ret;
 	}
-	s->scratch_fd = s->image_fd = s->pidfd = -1;
+	s->scratch_fd = s->image_fd = s->pidfd = s->ready_fd = -1;
 	s->cancel_fd = c->cancel_fd;
 	s->t0 = now_ns();
+	s->boot_deadline = s->t0 + (uint64_t)(c->boot_timeout_ms > 0 ? c->boot_timeout_ms : 0) * 1000000ULL;
 	s->image_fd = open(c->image, O_RDONLY | O_CLOEXEC);
 	if (s->image_fd < 0) {
 		ret = -errno;
@@ -574,11 +636,6 @@ int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_con
 	ret = spawn_vmm(s, c, err, errlen);
 	if (ret)
 		goto out;
-	ret = wait_agent(s, c->boot_timeout_ms, err, errlen);
-	if (ret)
-		goto out;
-	s->times.boot_ns = now_ns() - s->t0;
-	vmm_boot_times(s);
 	*out = s;
 	s = NULL;
 out:
@@ -587,6 +644,33 @@ out:
 		kiln_sandbox_destroy(s);
 	}
 	return ret;
+}
+
+int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
+			size_t errlen)
+{
+	struct kiln_sandbox *s;
+	int ret;
+
+	*out = NULL;
+	ret = kiln_sandbox_start(&s, c, err, errlen);
+	if (ret)
+		return ret;
+	while ((ret = kiln_sandbox_boot_step(s, err, errlen)) == -EINPROGRESS) {
+		struct pollfd p[KILN_BOOT_FDS];
+		int fds[KILN_BOOT_FDS], n = kiln_sandbox_boot_fds(s, fds);
+
+		for (int i = 0; i < n; i++)
+			p[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+		poll(p, (nfds_t)n, ms_left(s->boot_deadline, s->pidfd >= 0 ? INT_MAX : BOOT_NOPIDFD_MS));
+	}
+	if (ret) {
+		kiln_sandbox_kill(s);
+		kiln_sandbox_destroy(s);
+		return ret;
+	}
+	*out = s;
+	return 0;
 }
 
 struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s)
@@ -820,6 +904,8 @@ void kiln_sandbox_destroy(struct kiln_sandbox *s)
 	kiln_netproc_free(s->net);
 	if (s->pidfd >= 0)
 		close(s->pidfd);
+	if (s->ready_fd >= 0)
+		close(s->ready_fd);
 	if (s->scratch_fd >= 0)
 		close(s->scratch_fd);
 	if (s->image_fd >= 0)

@@ -59,9 +59,28 @@ struct kiln_sandbox_times {
 	uint64_t walls_ns;      /* the VMM's jail + seccomp set-up (0 if not reported) */
 };
 
-/* Boot a sandbox. On failure returns -errno and writes a one-line reason. */
+/* Boot a sandbox and wait for its guest agent. On failure returns -errno and
+ * writes a one-line reason. The same as start, then boot_step whenever one of
+ * the boot fds turns readable, until it is not -EINPROGRESS. */
 int kiln_sandbox_create(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
 			size_t errlen);
+
+/* For an event loop that boots many at once (kilnd). Start does the host's
+ * part (run directory, scratch disk, cgroup, kiln-net, the VMM's spawn) and
+ * returns while the guest boots. Nothing here polls: the VMM writes a byte
+ * to a pipe when the guest marks its boot (its agent listening), and its
+ * pidfd, kiln-net's fd and the cancel fd tell the rest. */
+#define KILN_BOOT_FDS 4
+int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_config *c, char *err,
+		       size_t errlen);
+/* The fds to wait on for POLLIN while booting (0 once booted), into fds[]. */
+int kiln_sandbox_boot_fds(const struct kiln_sandbox *s, int fds[KILN_BOOT_FDS]);
+/* When booting must have ended (monotonic ns, as now_ns()). */
+uint64_t kiln_sandbox_boot_deadline(const struct kiln_sandbox *s);
+/* After a boot fd turned readable or the deadline passed: 0 when booted (the
+ * agent greeted, bounded by the boot deadline), -EINPROGRESS to wait more,
+ * else -errno with a one-line reason (the caller kills and destroys it). */
+int kiln_sandbox_boot_step(struct kiln_sandbox *s, char *err, size_t errlen);
 struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s);
 /* One more greeted connection to the guest agent, for callers that run
  * requests side by side (kilnd opens one per API request): within

@@ -15,8 +15,8 @@ const char config_usage[] =
 	"usage: kiln-vmm --kernel VMLINUX [--initrd FILE] [--cmdline STR] [--cpus N]\n"
 	"                [--mem MiB] [--console stdio|none|PATH] [--config FILE.json]\n"
 	"                [--drive path=FILE|fd=N[,ro][,serial=ID]]... [--vsock UDS_PATH]\n"
-	"                [--cid N] [--net fd=N[,mac=MAC]] [--print-boot-time] [--uid N] [--gid N]\n"
-	"                [--no-jail] [--no-seccomp]\n"
+	"                [--cid N] [--net fd=N[,mac=MAC]] [--print-boot-time] [--ready-fd N]\n"
+	"                [--uid N] [--gid N] [--no-jail] [--no-seccomp]\n"
 	"Boots one microVM and exits when it ends. Later settings override earlier ones,\n"
 	"so flags after --config override the file. The VMM runs jailed and under\n"
 	"seccomp filters; --no-jail and --no-seccomp are for diagnosis only.\n";
@@ -43,6 +43,7 @@ void config_defaults(struct vmm_config *c)
 	c->vsock_cid = 3;
 	c->jail_uid = c->jail_gid = JAIL_DEFAULT_ID;
 	c->net_fd = -1;
+	c->ready_fd = -1;
 	memcpy(c->net_mac, (const uint8_t[6])GUESTNET_GUEST_MAC, 6);
 	snprintf(c->cmdline, sizeof(c->cmdline), "%s", CONFIG_DEFAULT_CMDLINE);
 }
@@ -200,6 +201,19 @@ static int parse_mac(const char *s, uint8_t mac[6])
 	return 0;
 }
 
+static int set_ready_fd(struct vmm_config *c, const char *val, char *err, size_t errlen)
+{
+	uint64_t v;
+
+	if (parse_u64(val, 3, 1023, &v)) {
+		snprintf(err, errlen, "--ready-fd must be a descriptor number from 3 to 1023, not '%.32s'",
+			 val);
+		return -EINVAL;
+	}
+	c->ready_fd = (int)v;
+	return 0;
+}
+
 int config_set_net(struct vmm_config *c, const char *spec, char *err, size_t errlen)
 {
 	char buf[64];
@@ -338,7 +352,8 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(val));
 			r = set_id(key[0] == 'u' ? &c->jail_uid : &c->jail_gid, num,
 				   key[0] == 'u' ? "uid" : "gid", err, errlen);
-		} else if (!strcmp(key, "cpus") || !strcmp(key, "mem_mib") || !strcmp(key, "cid")) {
+		} else if (!strcmp(key, "cpus") || !strcmp(key, "mem_mib") || !strcmp(key, "cid") ||
+			   !strcmp(key, "ready_fd")) {
 			if (!json_is_integer(val) || json_integer_value(val) < 0) {
 				snprintf(err, errlen, "config file %s: \"%s\" must be a whole number",
 					 path, key);
@@ -347,6 +362,8 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(val));
 			if (!strcmp(key, "cid"))
 				r = set_cid(c, num, err, errlen);
+			else if (!strcmp(key, "ready_fd"))
+				r = set_ready_fd(c, num, err, errlen);
 			else
 				r = key[0] == 'c' ? set_cpus(c, num, err, errlen) : set_mem(c, num, err, errlen);
 		} else if (!strcmp(key, "drives")) {
@@ -390,7 +407,8 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		      size_t errlen)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_CPUS, O_MEM, O_CONSOLE, O_CONFIG, O_BOOTTIME,
-	       O_DRIVE, O_VSOCK, O_CID, O_NET, O_UID, O_GID, O_NO_JAIL, O_NO_SECCOMP, O_TEST_HOOKS };
+	       O_DRIVE, O_VSOCK, O_CID, O_NET, O_READY, O_UID, O_GID, O_NO_JAIL, O_NO_SECCOMP,
+	       O_TEST_HOOKS };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
@@ -404,6 +422,7 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		{ "vsock", required_argument, NULL, O_VSOCK },
 		{ "cid", required_argument, NULL, O_CID },
 		{ "net", required_argument, NULL, O_NET },
+		{ "ready-fd", required_argument, NULL, O_READY },
 		{ "uid", required_argument, NULL, O_UID },
 		{ "gid", required_argument, NULL, O_GID },
 		{ "no-jail", no_argument, NULL, O_NO_JAIL },
@@ -470,6 +489,9 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 			break;
 		case O_NET:
 			r = config_set_net(c, optarg, err, errlen);
+			break;
+		case O_READY:
+			r = set_ready_fd(c, optarg, err, errlen);
 			break;
 		case O_UID:
 			r = set_id(&c->jail_uid, optarg, "--uid", err, errlen);

@@ -172,7 +172,7 @@ kill:
 
 int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 {
-	int keep[CONFIG_MAX_DRIVES + 1], pipefd[2];
+	int keep[CONFIG_MAX_DRIVES + 2], pipefd[2];
 	unsigned nkeep = 0;
 	sigset_t set, old;
 	uid_t uid = getuid();
@@ -186,6 +186,8 @@ int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 			keep[nkeep++] = c->drives[i].fd;
 	if (c->net_fd >= 0)
 		keep[nkeep++] = c->net_fd;
+	if (c->ready_fd >= 0)
+		keep[nkeep++] = c->ready_fd;
 	ret = close_others(keep, nkeep);
 	if (ret)
 		return fail(why, whylen, -ret, "cannot close inherited file descriptors");

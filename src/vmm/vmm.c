@@ -135,6 +135,11 @@ static void on_boot_mark(void *ctx, uint64_t elapsed_ns)
 {
 	struct vmm *v = ctx;
 
+	/* Whoever waits for the guest learns it without asking (a pipe's
+	 * POLLIN; its POLLHUP if we die first). Once: the first mark wins. */
+	if (v->cfg->ready_fd >= 0 && write(v->cfg->ready_fd, "r", 1) < 0) {
+		/* the reader went away: nobody to tell */
+	}
 	if (v->cfg->print_boot_time)
 		fprintf(stderr, "kiln-vmm: boot-time-us=%llu walls-us=%llu\n",
 			(unsigned long long)(elapsed_ns / 1000),
@@ -251,6 +256,25 @@ static void free_virtio(struct vmm *v)
 		free_device(v->virtio[i].ops, v->virtio[i].dev);
 	}
 	v->nvirtio = 0;
+}
+
+/* --ready-fd: open for writing, and never able to block a vCPU thread. */
+static int check_ready_fd(struct vmm *v, char *why, size_t whylen)
+{
+	int fl, fd = v->cfg->ready_fd;
+
+	if (fd < 0)
+		return 0;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY) {
+		snprintf(why, whylen, "--ready-fd %d is not open for writing", fd);
+		return VMM_EXIT_USAGE;
+	}
+	if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		snprintf(why, whylen, "--ready-fd %d: %s", fd, strerror(errno));
+		return VMM_EXIT_USAGE;
+	}
+	return 0;
 }
 
 /* Disks: opened (or taken from an inherited fd) here, so a bad path is bad input. */
@@ -561,7 +585,9 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 	status = VMM_EXIT_ERROR;
 	if (open_console(v, why, whylen))
 		goto out;
-	status = add_drives(v, why, whylen);
+	status = check_ready_fd(v, why, whylen);
+	if (!status)
+		status = add_drives(v, why, whylen);
 	if (!status)
 		status = add_vsock(v, why, whylen);
 	if (!status)

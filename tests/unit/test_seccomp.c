@@ -283,7 +283,7 @@ static void test_vcpu_allowed(void **state)
 /* Forbidden calls, one per child, on a thread holding the given role. */
 enum bad_call {
 	BAD_EXECVE,
-	BAD_IOCTL_OTHER,	/* an ioctl but KVM_RUN */
+	BAD_IOCTL_OTHER,	/* an ioctl the vCPU may not make (it may run and read registers) */
 	BAD_IOCTL_ANY,
 	BAD_SOCKET_INET,
 	BAD_SOCKET_DGRAM,
@@ -324,7 +324,7 @@ static void make_bad_call(enum bad_call call)
 		execve(argv[0], argv, environ);
 		break;
 	case BAD_IOCTL_OTHER:
-		ioctl(STDIN_FILENO, KVM_GET_REGS, NULL);
+		ioctl(STDIN_FILENO, KVM_SET_REGS, NULL);
 		break;
 	case BAD_IOCTL_ANY:
 		ioctl(STDIN_FILENO, FIONREAD, &b);
