@@ -60,6 +60,7 @@ struct reg_sandbox {
 	struct reg_sandbox *next, *qnext;
 	pthread_mutex_t vm_mu;
 	struct kiln_sandbox *vm; /* NULL before boot and once destroyed */
+	struct kiln_sandbox *booting; /* the lifecycle thread's alone, while it boots */
 };
 
 static const char *const counter_names[REG_NCOUNTERS] = {
@@ -171,17 +172,20 @@ static void tenant_usage(struct registry *r, const char *tenant, unsigned *n, un
 
 /* ---- the lifecycle thread ---- */
 
-static void boot_one(struct registry *r, struct reg_sandbox *sb)
+static void boot_end(struct registry *r, struct reg_sandbox *sb, int ret, const char *err);
+
+/* Lifecycle thread: the host's part of a boot (run directory, scratch disk,
+ * cgroup, kiln-net, the VMM's spawn); the guest boots on while the thread
+ * waits on every booting VM's fds at once (boot_poll). */
+static void boot_begin(struct registry *r, struct reg_sandbox *sb)
 {
 	char image[PATH_MAX], console[PATH_MAX], audit[PATH_MAX];
 	struct kiln_sandbox_config cfg = { 0 };
 	struct kiln_net_config net;
-	struct kiln_sandbox_times t;
 	struct kiln_sandbox *vm = NULL;
 	struct records_sandbox rec;
 	char err[256] = "";
 	int audit_fd = -1, ret;
-	double secs;
 
 	snprintf(image, sizeof(image), "%s/%s.img", r->c.image_dir, sb->image);
 	snprintf(console, sizeof(console), "%s/consoles/%s.log", r->c.state_dir, sb->id);
@@ -227,9 +231,50 @@ static void boot_one(struct registry *r, struct reg_sandbox *sb)
 						.rate = sb->net_rate };
 		cfg.net = &net;
 	}
-	ret = kiln_sandbox_create(&vm, &cfg, err, sizeof(err));
+	ret = kiln_sandbox_start(&vm, &cfg, err, sizeof(err));
 	if (audit_fd >= 0)
-		close(audit_fd);
+		close(audit_fd); /* kiln-net has its own */
+	if (ret)
+		boot_end(r, sb, ret, err);
+	else
+		sb->booting = vm;
+}
+
+/* Lifecycle thread: a boot step for each booting VM with news (or past its
+ * deadline); each that is done, either way, is ended. */
+static void boot_steps(struct registry *r, const struct pollfd *pfd, struct reg_sandbox *const *who,
+		       size_t n)
+{
+	uint64_t now = now_ns();
+
+	for (size_t i = 1; i < n; i++) {
+		struct reg_sandbox *sb = who[i];
+		char err[256] = "";
+		int ret;
+
+		/* A VM with news, or late, or without a pidfd to tell its end. */
+		if (!sb->booting || (!pfd[i].revents && now < kiln_sandbox_boot_deadline(sb->booting) &&
+				     kiln_sandbox_pidfd(sb->booting) >= 0))
+			continue;
+		ret = kiln_sandbox_boot_step(sb->booting, err, sizeof(err));
+		if (ret != -EINPROGRESS)
+			boot_end(r, sb, ret, err);
+	}
+}
+
+/* Lifecycle thread: a boot is over (ret 0: the guest agent greeted us). */
+static void boot_end(struct registry *r, struct reg_sandbox *sb, int ret, const char *err)
+{
+	struct kiln_sandbox *vm = sb->booting;
+	struct kiln_sandbox_times t;
+	double secs;
+
+	sb->booting = NULL;
+	if (ret && vm) {
+		kiln_sandbox_kill(vm);
+		kiln_sandbox_destroy(vm);
+		vm = NULL;
+	}
 	if (!ret)
 		kiln_sandbox_times(vm, &t);
 
@@ -341,8 +386,8 @@ static void *lifecycle(void *arg)
 	for (;;) {
 		struct reg_sandbox *sb;
 		uint64_t now = now_ns(), next = 0, count;
-		size_t n = 1, need = r->nlive + 1;
-		int ms;
+		size_t n = 1, need = (size_t)r->nlive * KILN_BOOT_FDS + 1;
+		int ms, blind_ms = -1;
 
 		/* Deadlines first, then boots, then VMs that ended by themselves. */
 		for (sb = r->list; sb; sb = sb->next) {
@@ -354,7 +399,7 @@ static void *lifecycle(void *arg)
 		if ((sb = r->queue) && !r->stopping) {
 			r->queue = sb->qnext;
 			pthread_mutex_unlock(&r->mu);
-			boot_one(r, sb);
+			boot_begin(r, sb);
 			pthread_mutex_lock(&r->mu);
 			continue;
 		}
@@ -385,7 +430,21 @@ static void *lifecycle(void *arg)
 			}
 		}
 		pfd[0] = (struct pollfd){ .fd = r->evfd, .events = POLLIN };
-		for (sb = r->list; sb && n < cap; sb = sb->next) {
+		for (sb = r->list; sb && n + KILN_BOOT_FDS <= cap; sb = sb->next) {
+			if (sb->state == REG_BOOTING && sb->booting) {
+				int fds[KILN_BOOT_FDS], k = kiln_sandbox_boot_fds(sb->booting, fds);
+				uint64_t d = kiln_sandbox_boot_deadline(sb->booting);
+
+				if (!next || d < next)
+					next = d;
+				for (int i = 0; i < k; i++) {
+					pfd[n] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+					who[n++] = sb;
+				}
+				if (kiln_sandbox_pidfd(sb->booting) < 0)
+					blind_ms = 100;
+				continue;
+			}
 			if (sb->state != REG_RUNNING)
 				continue;
 			if (!next || sb->deadline_ns < next)
@@ -394,18 +453,21 @@ static void *lifecycle(void *arg)
 				pfd[n] = (struct pollfd){ .fd = kiln_sandbox_pidfd(sb->vm),
 							  .events = POLLIN };
 				who[n++] = sb;
+			} else if (blind_ms < 0) {
+				blind_ms = 1000;
 			}
 		}
 		ms = -1;
 		if (next)
 			ms = next <= now ? 0 : (int)((next - now) / 1000000ULL) + 1;
-		/* Without pidfds (old kernels) a VM's own end is noticed once a second. */
-		if (n < r->nlive + 1 - (r->queue ? 1 : 0) && (ms < 0 || ms > 1000))
-			ms = 1000;
+		/* Without pidfds (old kernels) a VM's own end is noticed by looking. */
+		if (blind_ms >= 0 && (ms < 0 || ms > blind_ms))
+			ms = blind_ms;
 		pthread_mutex_unlock(&r->mu);
 		poll(pfd, n, ms);
 		if (pfd[0].revents && read(r->evfd, &count, sizeof(count)) < 0)
 			count = 0;
+		boot_steps(r, pfd, who, n);
 		pthread_mutex_lock(&r->mu);
 		for (size_t i = 1; i < n; i++) {
 			int status;
