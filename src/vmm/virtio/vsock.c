@@ -119,6 +119,7 @@ struct vsock_rst {
 
 struct vsock {
 	uint64_t guest_cid;
+	uint64_t nfailed;		/* connections ended for a fault (vsock_conn_fail()) */
 	unsigned max_conns;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	bool bound;			/* path is our socket file (dev, ino) */
@@ -154,6 +155,7 @@ struct vsock {
 };
 
 static void vsock_conn_kill(struct vsock *v, struct vsock_conn *c, bool rst);
+static void vsock_conn_fail(struct vsock *v, struct vsock_conn *c, bool rst, const char *why);
 static void vsock_flush(struct vsock *v, struct vsock_conn *c);
 
 static uint64_t vsock_now_ms(void)
@@ -407,7 +409,7 @@ static void vsock_conn_arm(struct vsock *v, struct vsock_conn *c)
 	else if (epoll_ctl(v->epfd, op, c->fd, &ev) == 0)
 		c->events = want;
 	else
-		vsock_conn_kill(v, c, c->guest_knows);
+		vsock_conn_fail(v, c, c->guest_knows, "epoll_ctl failed");
 }
 
 /* ---- connection life ---- */
@@ -437,6 +439,27 @@ static void vsock_conn_kill(struct vsock *v, struct vsock_conn *c, bool rst)
 		vsock_rst_queue(v, c->host_port, c->guest_port);
 	c->deadnext = v->dead;
 	v->dead = c;
+}
+
+/* A connection ended for a fault, not a close: said on stderr (the first 16,
+ * then one in 1024: the guest can cause these), then killed. */
+static void vsock_conn_fail(struct vsock *v, struct vsock_conn *c, bool rst, const char *why)
+{
+	char line[200];
+	int n;
+
+	if (c->dead)
+		return;
+	if (v->nfailed < 16 || v->nfailed % 1024 == 0) {
+		n = snprintf(line, sizeof(line),
+			     "kiln-vmm: vsock: connection host port %u, guest port %u ended: %s%s\n",
+			     c->host_port, c->guest_port, why, rst ? " (reset sent to the guest)" : "");
+		if (n > 0 && write(STDERR_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0) {
+			/* nowhere to say it */
+		}
+	}
+	v->nfailed++;
+	vsock_conn_kill(v, c, rst);
 }
 
 static void vsock_reap(struct vsock *v)
@@ -742,31 +765,40 @@ out:
 static void vsock_guest_data(struct vsock *v, struct vsock_conn *c, const struct virtq_chain *ch,
 			     uint32_t len)
 {
+	const char *why = NULL;
 	ssize_t n = 0;
 	bool ok = false;
 	unsigned k;
 
 	/* The credit we last advertised is all the guest may use (§5.10.6.3).
 	 * g2h_cnt - fwd_sent <= VSOCK_BUF_ALLOC, so this cannot wrap. */
-	if (c->g2h_cnt - c->fwd_sent + len > VSOCK_BUF_ALLOC)
+	if (c->g2h_cnt - c->fwd_sent + len > VSOCK_BUF_ALLOC) {
+		why = "the guest sent beyond the credit it was given";
 		goto out;
+	}
 	c->g2h_cnt += len;
 	if (!c->ring_len && c->reply_off == c->reply_len && len) {
 		k = vsock_iov_slice(ch->iov, ch->nout, VSOCK_HDR, len, v->iov);
 		n = vsock_sendv(c->fd, v->iov, k);
-		if (n < 0 && n != -EAGAIN)
+		if (n < 0 && n != -EAGAIN) {
+			why = NULL; /* the host end closed: not a fault */
 			goto out;
+		}
 		if (n < 0)
 			n = 0;
 		c->fwd_cnt += (uint32_t)n;
 	}
 	if ((uint32_t)n < len &&
-	    vsock_ring_put(c, ch, VSOCK_HDR + (size_t)n, len - (uint32_t)n) < 0)
+	    vsock_ring_put(c, ch, VSOCK_HDR + (size_t)n, len - (uint32_t)n) < 0) {
+		why = "no room for the guest's data";
 		goto out;
+	}
 	vsock_credit_check(v, c);
 	ok = true;
 out:
-	if (!ok)
+	if (!ok && why)
+		vsock_conn_fail(v, c, true, why);
+	else if (!ok)
 		vsock_conn_kill(v, c, true);
 }
 
@@ -832,7 +864,7 @@ static void vsock_conn_packet(struct vsock *v, struct vsock_conn *c,
 	}
 	/* The guest sent it, so it knows the connection: it gets the reset. */
 	if (!ok)
-		vsock_conn_kill(v, c, true);
+		vsock_conn_fail(v, c, true, "the guest sent a request for a connection it has");
 }
 
 static bool vsock_hdr_ok(const struct vsock *v, const struct virtio_vsock_hdr *h,
@@ -860,7 +892,7 @@ static void vsock_tx_packet(struct vsock *v, const struct virtq_chain *ch)
 	c = vsock_lookup(v, h.dst_port, h.src_port);
 	if (!vsock_hdr_ok(v, &h, ch->out_bytes - VSOCK_HDR)) {
 		if (c)
-			vsock_conn_kill(v, c, h.op != VIRTIO_VSOCK_OP_RST);
+			vsock_conn_fail(v, c, h.op != VIRTIO_VSOCK_OP_RST, "a malformed packet from the guest");
 		else if (h.op != VIRTIO_VSOCK_OP_RST)
 			vsock_rst_queue(v, h.dst_port, h.src_port);
 	} else if (c && h.op == VIRTIO_VSOCK_OP_RST) {
@@ -950,7 +982,8 @@ static uint16_t vsock_conn_read(struct vsock *v, struct vsock_conn *c,
 	} else if (errno == EAGAIN) {
 		c->want_rw = false;
 	} else {
-		vsock_conn_kill(v, c, true);
+		vsock_conn_fail(v, c, true, errno == ECONNRESET ? "the host end reset it"
+							       : "reading the host end failed");
 	}
 	return op;
 }
@@ -1114,7 +1147,10 @@ static void vsock_tick(struct vsock *v)
 	for (unsigned i = 0; i < v->max_conns && v->ndeadlines; i++) {
 		c = v->slots[i];
 		if (c && c->deadline && v->now >= c->deadline)
-			vsock_conn_kill(v, c, c->guest_knows);
+			vsock_conn_fail(v, c, c->guest_knows,
+					c->state == VSOCK_LINE ? "no CONNECT line in time"
+					: c->state == VSOCK_CONNECTING ? "the guest did not answer the connection in time"
+					: "the shutdown did not complete in time");
 	}
 }
 
