@@ -1095,7 +1095,11 @@ stop:
 		limit = "timeout";
 		status = EXIT_TIMEOUT;
 	} else {
+		char report[2048];
+
 		report_agent(a);
+		kiln_sandbox_vmm_report(sb, report, sizeof(report));
+		fputs(report, stderr);
 		if (!st.exited || status == 0)
 			status = EXIT_KILN;
 	}

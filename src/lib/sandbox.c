@@ -754,6 +754,15 @@ void kiln_sandbox_vmm_reason(const struct kiln_sandbox *s, char *buf, size_t len
 	vmm_last_line(s, buf, len);
 }
 
+/* The next line of the VMM's that says where a vCPU or a vsock connection
+ * ended for a fault. */
+static const char *next_report(const char *p)
+{
+	const char *a = strstr(p, "kiln-vmm: vCPU "), *b = strstr(p, "kiln-vmm: vsock: ");
+
+	return !a ? b : !b ? a : a < b ? a : b;
+}
+
 void kiln_sandbox_vmm_report(const struct kiln_sandbox *s, char *buf, size_t len)
 {
 	char path[PATH_MAX + 16], tail[4096], line[1024];
@@ -775,7 +784,7 @@ void kiln_sandbox_vmm_report(const struct kiln_sandbox *s, char *buf, size_t len
 	if (n <= 0)
 		return;
 	tail[n] = 0;
-	for (p = strstr(tail, "kiln-vmm: vCPU "); p && used + 1 < len; p = strstr(p, "kiln-vmm: vCPU ")) {
+	for (p = next_report(tail); p && used + 1 < len; p = next_report(p)) {
 		size_t l;
 
 		nl = strchr(p, '\n');

@@ -106,8 +106,8 @@ bool kiln_sandbox_vmm_exited(struct kiln_sandbox *s, int *status);
 bool kiln_sandbox_vmm_wait(struct kiln_sandbox *s, int timeout_ms, int *status);
 /* The VMM's last stderr line (its exit reason, or a seccomp report). */
 void kiln_sandbox_vmm_reason(const struct kiln_sandbox *s, char *buf, size_t len);
-/* The VMM's report of a vCPU that shut down (its last exits, registers), as
- * lines ending in '\n'; "" when there is none. */
+/* The VMM's reports of faults: a vCPU that shut down (its last exits,
+ * registers), vsock connections it ended; lines ending in '\n', "" for none. */
 void kiln_sandbox_vmm_report(const struct kiln_sandbox *s, char *buf, size_t len);
 /* Kill the VM at once (timeouts, signals); destroy still has to be called. */
 void kiln_sandbox_kill(struct kiln_sandbox *s);

@@ -982,8 +982,8 @@ static uint16_t vsock_conn_read(struct vsock *v, struct vsock_conn *c,
 	} else if (errno == EAGAIN) {
 		c->want_rw = false;
 	} else {
-		vsock_conn_fail(v, c, true, errno == ECONNRESET ? "the host end reset it"
-							       : "reading the host end failed");
+		/* The host end's doing (a reset when it closed unread), not a fault. */
+		vsock_conn_kill(v, c, true);
 	}
 	return op;
 }
