@@ -5,12 +5,12 @@
 # resident size is printed). Four VMs (tiny image). Runs where /dev/kvm works.
 source "$(dirname "$0")/lib.sh"
 
-# Opt-in: under this load the emulated KVM host's own kernel has panicked
-# (a stack guard page hit in its page-fault handler, in a kiln-vmm thread; the
-# same signature as a CI failure, README "scripts/with-kvm"). Run it with
-# KILN_TEST_LOAD=1 scripts/with-kvm -- bash tests/integration/t-daemon-load.sh
-if [ "${KILN_TEST_LOAD:-0}" != 1 ]; then
-    echo "# t-daemon-load skipped: KILN_TEST_LOAD=1 runs it"
+# Under this load the emulated KVM host's own kernel has panicked once (a
+# stack guard page hit in its page-fault handler, in a kiln-vmm thread; README
+# "scripts/with-kvm"); scripts/run-tests then runs it again in a new host.
+# KILN_TEST_LOAD=0 skips it.
+if [ "${KILN_TEST_LOAD:-1}" = 0 ]; then
+    echo "# t-daemon-load skipped (KILN_TEST_LOAD=0)"
     exit 0
 fi
 
@@ -93,7 +93,7 @@ print("full" if lines == want and code == 0 else "short %d lines, exit %s" % (le
     [ "$got" = full ] && full=$((full + 1)) || echo "# $id/$pid: $got"
 done < "$work/procs"
 expect_eq "every followed stream came whole to its exit, beside a client that reads nothing" 32 "$full"
-check "the stalled client is still connected" kill -0 "$stall"
+expect_eq "the client that reads nothing did ask for its stream" stalled "$(head -n1 "$work/stall.out")"
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$kpid/status")
 echo "# kilnd peak resident memory: $((hwm / 1024)) MiB (32 processes, 33 streams, 4 VMs)"
 check "kilnd's peak resident memory stays under 128 MiB ($((hwm / 1024)) MiB)" test "$hwm" -lt $((128 * 1024))
