@@ -563,6 +563,7 @@ struct stream {
 	bool exited, done, overflow;
 	int code, sig;
 	uint64_t bytes_out, timeout_s;
+	uint64_t deadline_ns;	/* timeout_s's, absolute; 0: none */
 	int64_t row;
 	char *stdin_data;
 	size_t stdin_len, stdin_off;
@@ -670,7 +671,7 @@ static void stream_step(struct stream *s)
 	struct pollfd p[2] = { { .fd = kiln_agent_fd(s->a), .events = POLLIN },
 			       { .fd = s->client_fd, .events = POLLRDHUP } };
 	char msg[512];
-	int r;
+	int r, woke, ms;
 
 	if (s->stdin_data) {
 		size_t room = kiln_agent_stdin_room(s->a, s->id);
@@ -689,8 +690,21 @@ static void stream_step(struct stream *s)
 			s->stdin_data = NULL;
 		}
 	}
-	if (poll(p, 2, s->stdin_data ? 100 : -1) < 0 && errno != EINTR)
+	/* Woken by the agent, the client's hang-up, the deadline (a silent
+	 * process still times out), stdin to feed, or a keepalive due. */
+	ms = s->stdin_data ? 100 : PROC_KEEPALIVE_MS;
+	if (s->deadline_ns) {
+		uint64_t now = now_ns();
+		uint64_t left = now >= s->deadline_ns ? 0 : (s->deadline_ns - now) / 1000000 + 1;
+
+		if (left < (uint64_t)ms)
+			ms = (int)left;
+	}
+	woke = poll(p, 2, ms);
+	if (woke < 0 && errno != EINTR)
 		return;
+	if (woke == 0 && !s->stdin_data && (!s->deadline_ns || now_ns() < s->deadline_ns))
+		stream_event(s, json_pack("{s:s}", "type", "keepalive"));
 	if (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
 		/* The client went away: closing the agent connection kills the process. */
 		s->done = true;
@@ -844,8 +858,10 @@ static enum MHD_Result h_exec(struct req *q, struct MHD_Connection *conn)
 		ret = send_agent_error(conn, NULL, r, "cannot reach the sandbox's agent");
 		goto out;
 	}
-	if (s->timeout_s)
-		kiln_agent_set_deadline(s->a, now_ns() + s->timeout_s * 1000000000ULL);
+	if (s->timeout_s) {
+		s->deadline_ns = now_ns() + s->timeout_s * 1000000000ULL;
+		kiln_agent_set_deadline(s->a, s->deadline_ns);
+	}
 	r = kiln_agent_exec(s->a, &spec, &stream_ops, s, &s->id);
 	if (r) {
 		char msg[512];

@@ -121,10 +121,13 @@ static __attribute__((noreturn)) void child(const struct kiln_netproc *np,
 					    pid_t parent)
 {
 	const int src[3] = { sock, status_w, c->audit_fd }, dst[3] = { FD_NET, FD_STATUS, FD_AUDIT };
+	/* In the VM's cgroup first: the cgroup's own fd may have one of the
+	 * numbers the fds move to. */
+	int cg_err = o->cg ? kiln_cgroup_attach(o->cg, 0) : 0;
 	sigset_t none;
 	int null, lfd;
 
-	/* Dies with us; out of the terminal's process group; in the VM's cgroup. */
+	/* Dies with us; out of the terminal's process group. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(127);
 	/* Our fds first, out of the way of 0-2 and the targets. */
@@ -134,7 +137,7 @@ static __attribute__((noreturn)) void child(const struct kiln_netproc *np,
 	lfd = open(o->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	if (null < 0 || lfd < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(lfd, 2) < 0)
 		_exit(127);
-	if (o->cg && kiln_cgroup_attach(o->cg, 0) < 0) {
+	if (cg_err < 0) {
 		dprintf(2, "kiln-net: cannot join the VM's cgroup (exit 127)\n");
 		_exit(127);
 	}

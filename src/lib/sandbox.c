@@ -352,6 +352,9 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		const int src[4] = { s->scratch_fd, s->image_fd, s->net ? kiln_netproc_vmm_fd(s->net) : -1,
 				     ready[1] };
 		const int dst[4] = { SCRATCH_FD, IMAGE_FD, NET_FD, READY_FD };
+		/* In the VM's cgroup before it runs a single instruction, and before
+		 * the fds move: the cgroup's own fd may have one of their numbers. */
+		int cg_err = s->cg ? kiln_cgroup_attach(s->cg, 0) : 0;
 		sigset_t none;
 		int null, lfd;
 
@@ -361,11 +364,10 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		null = open("/dev/null", O_RDWR);
 		lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
-		/* Dies with us, whatever kills us; out of the terminal's process group;
-		 * in the VM's cgroup before it runs a single instruction. */
+		/* Dies with us, whatever kills us; out of the terminal's process group. */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 			_exit(127);
-		if (s->cg && kiln_cgroup_attach(s->cg, 0) < 0) {
+		if (cg_err < 0) {
 			dprintf(lfd >= 0 ? lfd : 2, "kiln-vmm: cannot join the VM's cgroup (exit 127)\n");
 			_exit(127);
 		}
