@@ -69,12 +69,13 @@ def oneline(s, cap=400):
 
 
 def on_signal(sig, _frame):
-    if child is not None and child.poll() is None:
+    # Not child.wait(): the interrupted code may hold Popen's wait lock.
+    if child is not None:
         try:
             os.killpg(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)
         except OSError:
             pass
-        child.wait()
     cleanup()
     sys.stderr.write("kiln image import: interrupted (signal %d); nothing was imported\n" % sig)
     os._exit(128 + sig)
