@@ -88,7 +88,11 @@ def layer2(tf):
 CONFIG = {
     "Env": ["PATH=/bin", "FIXTURE=yes", "SHADOW=image"],
     "Entrypoint": ["/bin/sh", "-c"],
-    "Cmd": ["echo from-cmd; pwd; id -u"],
+    # t-image runs the image with no CMD: this checks what the VM sees.
+    "Cmd": ['echo "from-cmd $FIXTURE $SHADOW $PATH"; pwd; id -u; id -g; '
+            'cat /keep.txt /opq/new1; ls /opq; test -e /gone.txt || echo gone; '
+            'stat -c "%u:%g %a" /app/run.sh; /app/run.sh; readlink /link; '
+            'touch /work/w && echo writable'],
     "WorkingDir": "/work",
     "User": "1000",
 }
