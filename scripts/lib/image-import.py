@@ -383,9 +383,13 @@ def main():
     for d in os.listdir(os.path.join(cache, "tmp")):
         shutil.rmtree(os.path.join(cache, "tmp", d), ignore_errors=True)
     staging = tempfile.mkdtemp(prefix="import.", dir=os.path.join(cache, "tmp"))
+    # The tools' own temporary files (skopeo unpacks archives) stay in staging too.
+    tmp = os.path.join(staging, "tmp")
+    os.mkdir(tmp)
+    os.environ["TMPDIR"] = tmp
 
     # The key: the source's manifest (or index) digest and the converter.
-    raw = capture("skopeo inspect", ["skopeo", "inspect", "--raw", a.src])
+    raw = capture("skopeo inspect", ["skopeo", "--tmpdir", tmp, "inspect", "--raw", a.src])
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     key = "%s-c%d" % (digest.split(":")[1], CONVERTER)
     img = os.path.join(cache, "images", key + ".img")
@@ -398,7 +402,7 @@ def main():
 
     layout = os.path.join(staging, "layout")
     tag = "import"
-    run("skopeo copy", ["skopeo", "copy", "--quiet", "--format", "oci",
+    run("skopeo copy", ["skopeo", "--tmpdir", tmp, "copy", "--quiet", "--format", "oci",
                         a.src, "oci:%s:%s" % (layout, tag)], os.path.join(staging, "skopeo.log"))
     index = load_json(read_blob_file(os.path.join(layout, "index.json")), "index.json")
     mans = [m for m in index.get("manifests", []) if isinstance(m, dict)]
