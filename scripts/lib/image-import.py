@@ -372,6 +372,9 @@ def main():
         if not shutil.which(tool):
             die("%s is missing: install %s (scripts/install-deps)" % (tool, pkg))
     check_source(a.src)
+    named = os.path.join(a.image_dir, a.name)
+    if os.path.lexists(named + ".img") and not os.path.lexists(named + ".json"):
+        die("'%s' is an image built by make, not an imported one: choose another --name" % a.name)
 
     cache = os.path.abspath(a.cache)
     a.image_dir = os.path.abspath(a.image_dir)
@@ -391,6 +394,14 @@ def main():
     # The key: the source's manifest (or index) digest and the converter.
     raw = capture("skopeo inspect", ["skopeo", "--tmpdir", tmp, "inspect", "--raw", a.src])
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    # A manifest declares its blobs' sizes (skopeo holds the blobs to them):
+    # refuse before copying what could not fit under the cap anyway.
+    try:
+        declared = sum(int(l.get("size", 0)) for l in json.loads(raw).get("layers") or [])
+    except (ValueError, TypeError, AttributeError):
+        declared = 0
+    if declared > a.max_size:
+        raise Refused("the layers are %d bytes compressed, more than --max-size %d" % (declared, a.max_size))
     key = "%s-c%d" % (digest.split(":")[1], CONVERTER)
     img = os.path.join(cache, "images", key + ".img")
     cfgp = os.path.join(cache, "images", key + ".json")

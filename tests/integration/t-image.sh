@@ -103,6 +103,13 @@ expect_eq "kiln run: a bad image config exits 2" 2 "$rc"
 expect_match "kiln run: a bad image config is one line" '^kiln run: .*badcfg.json: bad env' "$err"
 rm -f "$KILN_IMAGE_DIR"/badcfg.*
 
+# A built image's name is not taken over.
+: > "$KILN_IMAGE_DIR/built.img"
+err=$("$KILN" image import "oci:$work/fx/layout:v1" --name built 2>&1); rc=$?
+expect_match "import refuses the name of a built image" "^kiln image import: 'built' is an image built by make" "$err"
+check "the built image's file is untouched" test -f "$KILN_IMAGE_DIR/built.img" -a ! -L "$KILN_IMAGE_DIR/built.img" -a ! -s "$KILN_IMAGE_DIR/built.img"
+rm -f "$KILN_IMAGE_DIR/built.img"
+
 # --- bad input: one line, non-zero, nothing left -------------------------------
 state() { ls -A "$cache/images" "$KILN_IMAGE_DIR"; ls -A "$cache/tmp"; }
 before=$(state)
