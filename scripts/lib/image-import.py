@@ -402,7 +402,8 @@ def main():
         declared = 0
     if declared > a.max_size:
         raise Refused("the layers are %d bytes compressed, more than --max-size %d" % (declared, a.max_size))
-    key = "%s-c%d" % (digest.split(":")[1], CONVERTER)
+    # Not root: owners are lost, so that image is another one.
+    key = "%s-c%d%s" % (digest.split(":")[1], CONVERTER, "" if os.geteuid() == 0 else "-rootless")
     img = os.path.join(cache, "images", key + ".img")
     cfgp = os.path.join(cache, "images", key + ".json")
     if os.path.exists(img) and os.path.exists(cfgp):
