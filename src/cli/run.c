@@ -4,6 +4,7 @@
  * with the command's status. See docs/run.md.
  */
 #include "cli/run.h"
+#include "cli/image.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -64,9 +65,10 @@ struct run_opts {
 	uint64_t mem_mib;
 	uint64_t disk_mib;
 	uint64_t timeout_s;
-	const char *env[MAX_ENV + 3];
+	const char *env[2 * MAX_ENV + 3]; /* defaults, the image's Env, then -e */
 	unsigned nenv;
 	const char *cwd;
+	bool cwd_set, user_set;
 	uint32_t uid, gid;
 	struct xfer put[MAX_XFER];
 	unsigned nput;
@@ -122,12 +124,99 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
 	return EXIT_USAGE;
 }
 
+static const char *g_self; /* kiln's argv[0], for the image dir */
+
+/* Add K=V to o->env, replacing an entry with the same K. */
+static int env_set(struct run_opts *o, const char *kv)
+{
+	size_t k = strcspn(kv, "=");
+
+	for (unsigned i = 0; i < o->nenv; i++)
+		if (!strncmp(o->env[i], kv, k) && o->env[i][k] == '=') {
+			o->env[i] = kv;
+			return 0;
+		}
+	if (o->nenv >= 2 * MAX_ENV + 2)
+		return -1;
+	o->env[o->nenv++] = kv;
+	return 0;
+}
+
+/* An imported image's defaults under what the command line said: Env
+ * under -e, WorkingDir under -w, a numeric User under --user, and its
+ * Entrypoint + Cmd when no CMD was given. */
+static int apply_image_config(struct run_opts *o, int argc, char **argv, int cmd_at)
+{
+	const char *user_env[MAX_ENV];
+	unsigned nuser = 0, i;
+	struct image_config c;
+	char why[PATH_MAX + 128];
+
+	if (image_config_load(o->image, &c, why, sizeof(why)))
+		return usage_error("%s", why);
+	for (i = 2; i < o->nenv; i++)
+		user_env[nuser++] = o->env[i];
+	o->nenv = 2;
+	for (i = 0; c.env && c.env[i]; i++)
+		if (env_set(o, c.env[i]))
+			return usage_error("too many environment variables");
+	for (i = 0; i < nuser; i++)
+		if (env_set(o, user_env[i]))
+			return usage_error("too many environment variables");
+	o->env[o->nenv] = NULL;
+	if (!o->cwd_set && c.workdir)
+		o->cwd = c.workdir;
+	if (!o->user_set && c.user) {
+		char *colon = strchr(c.user, ':');
+		uint64_t uid, gid;
+
+		if (colon)
+			*colon = 0;
+		if (!parse_u64(c.user, 0, 65534, &uid) && (!colon || !parse_u64(colon + 1, 0, 65534, &gid))) {
+			o->uid = (uint32_t)uid;
+			o->gid = colon ? (uint32_t)gid : (uint32_t)uid;
+		} else if (colon || strcmp(c.user, "root")) {
+			/* TODO: names need a passwd/group lookup in the guest. */
+			if (colon)
+				*colon = ':';
+			fprintf(stderr, "kiln run: the image's user '%s' is not numeric; running as root (give --user UID)\n",
+				c.user);
+		}
+	}
+	if (cmd_at < argc) {
+		o->argv = argv + cmd_at;
+		return 0;
+	}
+	{
+		size_t ne = 0, nc = 0, k = 0;
+		char **v;
+
+		while (c.entrypoint && c.entrypoint[ne])
+			ne++;
+		while (c.cmd && c.cmd[nc])
+			nc++;
+		if (ne + nc == 0)
+			return usage_error("no command given (kiln run [OPTIONS] -- CMD [ARGS...])");
+		v = calloc(ne + nc + 1, sizeof(*v));
+		if (!v)
+			return usage_error("out of memory");
+		for (i = 0; i < ne; i++)
+			v[k++] = c.entrypoint[i];
+		for (i = 0; i < nc; i++)
+			v[k++] = c.cmd[i];
+		o->argv = v;
+	}
+	return 0;
+}
+
 static void print_help(void)
 {
 	puts("usage: kiln run [OPTIONS] -- CMD [ARGS...]\n"
 	     "Boots a fresh microVM, runs CMD in it with this process's stdin, stdout and\n"
 	     "stderr, destroys the VM and exits with CMD's status (128+N on signal N).\n"
-	     "  --image NAME|PATH   base image: a name under build/images (debian, tiny) or a file\n"
+	     "  --image NAME|PATH   base image: a name in the image dir (debian, tiny, imported ones:\n"
+	     "                      kiln image ls) or a file. An imported image's Env, WorkingDir,\n"
+	     "                      numeric User and Entrypoint + Cmd (with no CMD) are the defaults\n"
 	     "  --cpus N            vCPUs (1..32, default 1)\n"
 	     "  --mem MiB           guest memory (64..65536, default 512)\n"
 	     "  --disk MiB          writable scratch disk (0: in guest RAM; default 1024)\n"
@@ -175,6 +264,8 @@ static void self_dir(const char *self, char *buf, size_t len)
 
 static int resolve_image(struct run_opts *o, const char *name, const char *dir)
 {
+	char idir[PATH_MAX];
+
 	struct stat st;
 	int n;
 
@@ -185,12 +276,14 @@ static int resolve_image(struct run_opts *o, const char *name, const char *dir)
 			if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
 				return usage_error("bad image name '%s' (a name is [a-z0-9_-]; a path has a '/')",
 						   name);
-		n = snprintf(o->image, sizeof(o->image), "%s/images/%s.img", dir, name);
+		(void)dir;
+		image_dir(g_self, idir, sizeof(idir));
+		n = snprintf(o->image, sizeof(o->image), "%s/%s.img", idir, name);
 	}
 	if (n < 0 || (size_t)n >= sizeof(o->image))
 		return usage_error("image path too long: %s", name);
 	if (stat(o->image, &st) < 0 || !S_ISREG(st.st_mode) || access(o->image, R_OK) < 0) {
-		fprintf(stderr, "kiln run: unknown image '%s' (no readable file %s; `make image` builds debian, `make image-tiny` tiny)\n",
+		fprintf(stderr, "kiln run: unknown image '%s' (no readable file %s; `make image` builds debian, `make image-tiny` tiny, `kiln image import` others)\n",
 			name, o->image);
 		return EXIT_USAGE;
 	}
@@ -359,6 +452,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 	uint64_t v;
 	int opt, r;
 
+	g_self = self;
 	self_dir(self, dir, sizeof(dir));
 	o->cpus = 1;
 	o->mem_mib = 512;
@@ -417,11 +511,13 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 			if (optarg[0] != '/' || strlen(optarg) >= 4096)
 				return usage_error("-w wants an absolute directory, not '%s'", optarg);
 			o->cwd = optarg;
+			o->cwd_set = true;
 			break;
 		case O_USER: {
 			char *colon = strchr(optarg, ':');
 			uint64_t uid, gid;
 
+			o->user_set = true;
 			if (!strcmp(optarg, "root")) {
 				o->uid = o->gid = 0;
 				break;
@@ -516,11 +612,11 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 			return usage_error("unknown option '%s' (see kiln run --help)", argv[optind - 1]);
 		}
 	}
-	if (optind >= argc)
-		return usage_error("no command given (kiln run [OPTIONS] -- CMD [ARGS...])");
-	o->argv = argv + optind;
 	o->env[o->nenv] = NULL;
 	r = resolve_image(o, image, dir);
+	if (r)
+		return r;
+	r = apply_image_config(o, argc, argv, optind);
 	if (r)
 		return r;
 	if (access(o->kernel, R_OK) < 0)
