@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -93,9 +94,12 @@ def serve_stdio(server: Server, rfile: Optional[IO[bytes]] = None,
     finally:
         for s in old:
             signal.signal(s, signal.SIG_IGN)  # the clean-up must not be cut short
+        booting = session.booting
         killed = session.close()
         log(f"stdio session {session.id[:8]} closed; destroyed {len(killed)} sandbox(es)")
-        deadline = time.monotonic() + 10
+        # A sandbox_create still booting destroys its sandbox when the boot
+        # ends (the session is closed): wait for it, or it would outlive us.
+        deadline = time.monotonic() + (server.tools.config.boot_timeout + 30 if booting else 10)
         for w in workers:
             w.join(max(0.0, deadline - time.monotonic()))
     return 0
@@ -127,7 +131,7 @@ class MCPHTTPServer(ThreadingHTTPServer):
                  allowed_origins: Optional[List[str]] = None, session_idle: float = 3600,
                  max_sessions: int = 100, verbose: bool = False) -> None:
         if ":" in addr[0]:
-            self.address_family = __import__("socket").AF_INET6
+            self.address_family = socket.AF_INET6
         super().__init__(addr, _Handler)
         self.mcp = server
         self.path = path
@@ -216,6 +220,7 @@ class MCPHTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kiln-mcp"
+    timeout = 120  # seconds a connection may sit idle or send a body slowly
     server: MCPHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -321,12 +326,14 @@ class _Handler(BaseHTTPRequestHandler):
         s = self._session()
         if s is None:
             return
-        s.active += 1
+        with s.lock:
+            s.active += 1
         try:
             ans = self.server.mcp.handle_parsed(s, msg)
         finally:
-            s.active -= 1
-            s.last_used = time.monotonic()
+            with s.lock:
+                s.active -= 1
+                s.last_used = time.monotonic()
         if ans is None:
             self._send(202)
         else:
