@@ -243,6 +243,7 @@ await step('http: DELETE ends the session', async () => {
   await h1.close();
 });
 
+let killed = false;
 await step('http: server shutdown', async () => {
   const h3 = new Client({ name: 'kiln-t-mcp-shutdown', version: '1.0.0' });
   const h3T = new StreamableHTTPClientTransport(url);
@@ -254,9 +255,12 @@ await step('http: server shutdown', async () => {
   const still = await sandboxIds();
   check('http: it outlives the client\'s transport', still.includes(id), still.join(','));
   process.kill(Number(process.env.KILN_MCP_PID), 'SIGTERM');
+  killed = true;
   const left = await goneFromKilnd([id]);
   check('http: SIGTERM to kiln-mcp destroys every session\'s sandboxes', left.length === 0, `left: ${left}`);
 });
+// Whatever failed above, the HTTP server is told to stop (t-mcp.sh checks it ends).
+if (!killed) { try { process.kill(Number(process.env.KILN_MCP_PID), 'SIGTERM'); } catch { /* gone */ } }
 
 note(`client.mjs: ${passed} ok, ${failed} not ok`);
 process.exit(failed ? 1 : 0);

@@ -486,15 +486,23 @@ class Tools:
                    eof: bool = False) -> str:
         sb = self._sandbox(session, sandbox)
         h = CommandHandle(sb, int(pid))
+        n = len(data.encode("utf-8"))
         try:
             if data:
                 h.send_stdin(data.encode("utf-8"))
-            if eof:
-                h.close_stdin()
         except exc.ConflictError:
             raise ToolError(f"process {pid} has ended or its stdin is closed") from None
-        n = len(data.encode("utf-8"))
-        return f"sent {n} bytes to process {pid}" + ("; stdin closed" if eof else "")
+        closed = ""
+        if eof:
+            try:
+                h.close_stdin()
+                closed = "; stdin closed"
+            except exc.ConflictError:
+                if not data:
+                    raise ToolError(f"process {pid} has ended or its stdin is closed") from None
+                # It ended (or closed stdin) after taking the data: nothing left to close.
+                closed = "; its stdin was already closed (the process may have ended)"
+        return f"sent {n} bytes to process {pid}{closed}"
 
     def kill_process(self, session: Session, sandbox: str, pid: int, signal: str = "KILL") -> str:
         sb = self._sandbox(session, sandbox)
