@@ -35,7 +35,8 @@ run_pytest() {
     sed 's/^/# /' "$work/$name.out" | grep -v ' PASSED' | tail -n 40
     rc=$(sed -n 's/^rc=//p' "$work/$name.out" | tail -n1)
     while IFS= read -r line; do
-        if [[ "$line" =~ ^tests/[^:]+::([^ ]+)\ (PASSED|FAILED|ERROR|XPASS|XFAIL|SKIPPED) ]]; then
+        # (parametrized ids may hold spaces)
+        if [[ "$line" =~ ^tests/[^:]+::(.+)\ (PASSED|FAILED|ERROR|XPASS|XFAIL|SKIPPED)(\ |$) ]]; then
             n=$((n + 1))
             case ${BASH_REMATCH[2]} in
             PASSED) ok "${BASH_REMATCH[1]}" ;;
@@ -45,6 +46,8 @@ run_pytest() {
         fi
     done < "$work/$name.out"
     check "$name: pytest ran tests ($n)" test "$n" -gt 0
+    expect_eq "$name: a line for every test collected" \
+        "$(sed -n 's/^collected \([0-9]*\) items.*/\1/p; s/.*collecting .* collected \([0-9]*\) items.*/\1/p' "$work/$name.out" | head -n1)" "$n"
     expect_eq "$name: pytest exit status" "0" "$rc"
 }
 
@@ -101,6 +104,7 @@ else
         case "$line" in
         "ok - "*) ok "${line#ok - }" ;;
         "not ok - "*) not_ok "${line#not ok - }" ;;
+        "#"*) echo "$line" ;;
         *) echo "# $line" ;;
         esac
     done < "$work/client.out"
