@@ -6,19 +6,12 @@
 # and the example's on the debian image). Runs where /dev/kvm works.
 source "$(dirname "$0")/lib.sh"
 
-KILND="$B/kilnd"
+source "$(dirname "$0")/kilnd.sh"
 PY=/usr/bin/python3
 CLIENT_DIR="$B/mcp-client"
-work=$(mktemp -d /tmp/t-mcp.XXXXXX)
-sock="$work/kilnd.sock"
-state="$work/state"
-kpid= hpid=
-cleanup() {
-    [ -n "$hpid" ] && kill -9 "$hpid" 2>/dev/null
-    [ -n "$kpid" ] && kill -9 "$kpid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+kilnd_rig t-mcp
+hpid=
+kilnd_cleanup_more() { [ -n "$hpid" ] && kill -9 "$hpid" 2>/dev/null; }
 export PYTHONPATH="$top/sdk/python" PYTHONDONTWRITEBYTECODE=1
 
 if ! $PY -c 'import httpx, pytest' 2>/dev/null; then
@@ -55,26 +48,12 @@ run_pytest() {
 run_pytest protocol tests/mcp
 
 # 2. A kilnd of our own: the tiny and debian images in an image dir of ours.
-mkdir -p "$work/images"
-ln -s "${KILN_TEST_TINY:-$B/images/tiny.img}" "$work/images/tiny.img"
 ln -s "${KILN_TEST_DEBIAN:-$B/images/debian.img}" "$work/images/debian.img"
 TA=mcp-token-$RANDOM$RANDOM$RANDOM
-ha=$(printf %s "$TA" | sha256sum | cut -d' ' -f1)
-cat > "$work/tokens.json" <<EOT
-{"tenants": [
- {"name": "mcp", "token_sha256": "$ha", "max_sandboxes": 4, "max_vcpus": 4, "max_memory_mib": 2048, "max_timeout_s": 3600}]}
-EOT
-"$KILND" --tokens "$work/tokens.json" --state-dir "$state" --listen "unix:$sock" \
-    --image-dir "$work/images" 2>>"$work/kilnd.log" &
-kpid=$!
-for _ in $(seq 300); do
-    grep -q 'kilnd: ready' "$work/kilnd.log" 2>/dev/null && break
-    kill -0 "$kpid" 2>/dev/null || break
-    sleep 0.1
-done
+kilnd_tenant mcp "$TA" 4 4 2048 3600
+start_kilnd
 check "kilnd is listening" test -S "$sock"
 export KILN_HOST="unix:$sock" KILN_TOKEN="$TA"
-vmms() { pgrep -x kiln-vmm | wc -l; }
 sandboxes() {
     curl -sS --max-time 30 --unix-socket "$sock" -H "Authorization: Bearer $TA" http://kiln/v1/sandboxes |
         $PY -c 'import json,sys; print(len(json.load(sys.stdin)["sandboxes"]))'
