@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/io.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
@@ -45,6 +46,8 @@
 #include "proto.h"
 
 #define PORT 52
+#define BOOT_MARK_PORT 0x440 /* kiln.bootmark= of libkiln's command line */
+#define BOOT_MARK_MAGIC 0x6b696c6eu
 #define CHUNK 65536
 
 static uint8_t rx[PROTO_MAX_FRAME];
@@ -310,6 +313,12 @@ int main(void)
 		reboot(RB_AUTOBOOT);
 		return 1;
 	}
+	/* Listening: tell the VMM, as kiln-init does (its boot timer port; the
+	 * host waits for this mark before it connects). */
+	if (ioperm(BOOT_MARK_PORT, 4, 1) == 0)
+		outl(BOOT_MARK_MAGIC, BOOT_MARK_PORT);
+	else
+		say("boot mark: ioperm: %s\n", strerror(errno));
 	for (;;) {
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
