@@ -40,6 +40,7 @@ static const struct proto_type_info proto_types[] = {
 	[PROTO_STDERR] = { "STDERR", A2C, 0, PROTO_MAX_PAYLOAD },
 	[PROTO_EXIT] = { "EXIT", A2C, 0, 8 },
 	[PROTO_SIGNAL] = { "SIGNAL", C2A, 0, 12 },
+	[PROTO_RESIZE] = { "RESIZE", C2A, 0, 8 },
 	[PROTO_FILE_PUT] = { "FILE_PUT", C2A, 0, PATH_REQ_MAX },
 	[PROTO_FILE_GET] = { "FILE_GET", C2A, 0, PATH_REQ_MAX },
 	[PROTO_FILE_DATA] = { "FILE_DATA", C2A | A2C, PROTO_F_EOF | PROTO_F_ABORT,
@@ -422,6 +423,11 @@ int proto_dec_error(const void *p, size_t len, struct proto_error *m)
 	return 0;
 }
 
+static bool winsize_valid(uint32_t rows, uint32_t cols)
+{
+	return rows >= 1 && rows <= PROTO_PTY_DIM_MAX && cols >= 1 && cols <= PROTO_PTY_DIM_MAX;
+}
+
 int proto_enc_exec(void *buf, size_t cap, uint32_t id, const struct proto_exec *m)
 {
 	struct proto_wr w;
@@ -429,7 +435,9 @@ int proto_enc_exec(void *buf, size_t cap, uint32_t id, const struct proto_exec *
 
 	if (m->argc < 1 || m->argc > PROTO_ARGC_MAX || m->envc > PROTO_ENVC_MAX)
 		return -EINVAL;
-	if (m->flags & ~PROTO_EXEC_STDIN)
+	if (m->flags & ~PROTO_EXEC_FLAGS)
+		return -EINVAL;
+	if ((m->flags & PROTO_EXEC_PTY) && !winsize_valid(m->rows, m->cols))
 		return -EINVAL;
 	proto_wr_begin(&w, buf, cap, PROTO_EXEC, 0, id);
 	proto_wr_u32(&w, m->flags);
@@ -467,6 +475,10 @@ int proto_enc_exec(void *buf, size_t cap, uint32_t id, const struct proto_exec *
 	}
 	if (total > PROTO_ENV_BYTES_MAX)
 		return -E2BIG;
+	if (m->flags & PROTO_EXEC_PTY) {
+		proto_wr_u32(&w, m->rows);
+		proto_wr_u32(&w, m->cols);
+	}
 	return proto_wr_end(&w);
 }
 
@@ -478,7 +490,7 @@ int proto_dec_exec(const void *p, size_t len, struct proto_exec **out)
 {
 	struct proto_rd r;
 	struct proto_exec *m = NULL;
-	uint32_t flags, uid, gid, argc, envc, n;
+	uint32_t flags, uid, gid, argc, envc, n, rows = 0, cols = 0;
 	size_t argv_bytes = 0, env_bytes = 0, size;
 	const char *s;
 	char **vec, *str;
@@ -491,7 +503,7 @@ int proto_dec_exec(const void *p, size_t len, struct proto_exec **out)
 	gid = proto_rd_u32(&r);
 	argc = proto_rd_u32(&r);
 	envc = proto_rd_u32(&r);
-	if (r.err || flags & ~PROTO_EXEC_STDIN)
+	if (r.err || flags & ~PROTO_EXEC_FLAGS)
 		goto out;
 	if (argc < 1 || argc > PROTO_ARGC_MAX || envc > PROTO_ENVC_MAX)
 		goto out;
@@ -512,6 +524,12 @@ int proto_dec_exec(const void *p, size_t len, struct proto_exec **out)
 			env_bytes += n;
 		size += (size_t)n + 1;
 	}
+	if (flags & PROTO_EXEC_PTY) {
+		rows = proto_rd_u32(&r);
+		cols = proto_rd_u32(&r);
+		if (r.err || !winsize_valid(rows, cols))
+			goto out;
+	}
 	if (proto_rd_end(&r) || argv_bytes > PROTO_ARGV_BYTES_MAX ||
 	    env_bytes > PROTO_ENV_BYTES_MAX)
 		goto out;
@@ -529,6 +547,8 @@ int proto_dec_exec(const void *p, size_t len, struct proto_exec **out)
 	m->gid = gid;
 	m->argc = argc;
 	m->envc = envc;
+	m->rows = rows;
+	m->cols = cols;
 	m->argv = (const char *const *)vec;
 	m->envp = (const char *const *)(vec + argc + 1);
 
@@ -642,6 +662,32 @@ int proto_dec_signal(const void *p, size_t len, struct proto_signal *m)
 		return -EBADMSG;
 	m->signo = (int32_t)signo;
 	return 0;
+}
+
+int proto_enc_resize(void *buf, size_t cap, uint32_t exec_id, const struct proto_winsize *m)
+{
+	struct proto_wr w;
+
+	if (!winsize_valid(m->rows, m->cols))
+		return -EINVAL;
+	proto_wr_begin(&w, buf, cap, PROTO_RESIZE, 0, exec_id);
+	proto_wr_u32(&w, m->rows);
+	proto_wr_u32(&w, m->cols);
+	return proto_wr_end(&w);
+}
+
+int proto_dec_resize(const void *p, size_t len, struct proto_winsize *m)
+{
+	struct proto_rd r;
+	int ret;
+
+	proto_rd_init(&r, p, len);
+	m->rows = proto_rd_u32(&r);
+	m->cols = proto_rd_u32(&r);
+	ret = proto_rd_end(&r);
+	if (!ret && !winsize_valid(m->rows, m->cols))
+		ret = -EBADMSG;
+	return ret;
 }
 
 int proto_enc_credit(void *buf, size_t cap, uint32_t id, uint16_t flags, uint32_t bytes)

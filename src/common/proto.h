@@ -30,6 +30,7 @@
 #define PROTO_ARGV_BYTES_MAX 262144u /* all argv strings together */
 #define PROTO_ENV_BYTES_MAX  262144u /* all env strings together */
 #define PROTO_SIGNO_MAX	     64
+#define PROTO_PTY_DIM_MAX    4096u /* terminal rows and columns: 1..this */
 
 enum proto_type {
 	PROTO_HELLO = 0x01,	   /* c->a proto_hello */
@@ -47,6 +48,7 @@ enum proto_type {
 	PROTO_STDERR = 0x15,	   /* a->c bytes, id = exec id */
 	PROTO_EXIT = 0x16,	   /* a->c proto_exit, id = exec id, last frame of an exec */
 	PROTO_SIGNAL = 0x17,	   /* c->a proto_signal */
+	PROTO_RESIZE = 0x18,	   /* c->a proto_winsize, id = exec id; no reply */
 	PROTO_FILE_PUT = 0x20,	   /* c->a proto_path, then FILE_DATA frames with its id */
 	PROTO_FILE_GET = 0x21,	   /* c->a proto_path; answered by FILE_DATA frames */
 	PROTO_FILE_DATA = 0x22,	   /* both: bytes; F_EOF marks the last */
@@ -70,9 +72,12 @@ enum proto_type {
 #define PROTO_CAP_EXEC	   0x1u
 #define PROTO_CAP_FILES	   0x2u
 #define PROTO_CAP_REBOOT   0x4u /* SHUTDOWN powers the VM off (PID-1 mode) */
+#define PROTO_CAP_PTY	   0x8u /* EXEC with PROTO_EXEC_PTY, RESIZE */
 
 /* EXEC flags. */
-#define PROTO_EXEC_STDIN 0x1u /* else stdin is /dev/null */
+#define PROTO_EXEC_STDIN 0x1u /* else stdin is /dev/null (or, with PTY, nothing to send) */
+#define PROTO_EXEC_PTY	 0x2u /* on a new terminal of rows x cols; stderr merged into stdout */
+#define PROTO_EXEC_FLAGS 0x3u
 
 /* SIGNAL flags. */
 #define PROTO_SIG_GROUP 0x1u /* to the process group (the exec is a session leader) */
@@ -124,6 +129,11 @@ struct proto_exec {
 	const char *cwd; /* "" = "/" */
 	const char *const *argv;
 	const char *const *envp;
+	uint32_t rows, cols; /* PROTO_EXEC_PTY: 1..PROTO_PTY_DIM_MAX (encoded after envp); else 0 */
+};
+
+struct proto_winsize {
+	uint32_t rows, cols; /* 1..PROTO_PTY_DIM_MAX */
 };
 
 struct proto_exec_ok {
@@ -230,6 +240,8 @@ int proto_enc_exit(void *buf, size_t cap, uint32_t id, const struct proto_exit *
 int proto_dec_exit(const void *p, size_t len, struct proto_exit *m);
 int proto_enc_signal(void *buf, size_t cap, uint32_t id, const struct proto_signal *m);
 int proto_dec_signal(const void *p, size_t len, struct proto_signal *m);
+int proto_enc_resize(void *buf, size_t cap, uint32_t exec_id, const struct proto_winsize *m);
+int proto_dec_resize(const void *p, size_t len, struct proto_winsize *m);
 int proto_enc_credit(void *buf, size_t cap, uint32_t id, uint16_t flags, uint32_t bytes);
 int proto_dec_credit(const void *p, size_t len, uint32_t *bytes);
 int proto_enc_path(void *buf, size_t cap, uint16_t type, uint32_t id, const struct proto_path *m);

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -109,6 +110,7 @@ struct exec {
 	bool reaped;
 	int status;
 	struct ev pidfd, out, err, in;
+	int pty;	/* the terminal's master (PROTO_EXEC_PTY) for RESIZE, or -1 */
 	uint8_t *inbuf; /* STDIN_WINDOW bytes when stdin is on */
 	size_t in_off, in_len;
 	bool in_eof;	  /* the client sent F_EOF */
@@ -577,6 +579,8 @@ static void do_exec(struct conn *c, const struct proto_hdr *h, const uint8_t *pa
 		goto out;
 	}
 	e = calloc(1, sizeof(*e));
+	if (e)
+		e->pty = -1;
 	if (!e || ((req->flags & PROTO_EXEC_STDIN) && !(e->inbuf = malloc(STDIN_WINDOW)))) {
 		reply_err(c, h->id, ENOMEM, "out of memory");
 		goto out;
@@ -594,6 +598,7 @@ static void do_exec(struct conn *c, const struct proto_hdr *h, const uint8_t *pa
 	ev_init(&e->out, EV_OUT, ch.out, e);
 	ev_init(&e->err, EV_ERR, ch.err, e);
 	ev_init(&e->in, EV_IN, ch.in, e);
+	e->pty = ch.pty;
 	e->in_closed = ch.in < 0;
 	d->execs[slot] = e;
 	c->nexecs++;
@@ -668,6 +673,27 @@ static void do_signal(struct conn *c, const struct proto_hdr *h, const uint8_t *
 		reply_err(c, h->id, errno, "kill: %s", strerror(errno));
 	else
 		reply_ok(c, h->id, 0);
+}
+
+/* A terminal's new size (the kernel sends SIGWINCH to its foreground group).
+ * No reply: a process that ended meanwhile, or has no terminal, ignores it. */
+static void do_resize(struct conn *c, const struct proto_hdr *h, const uint8_t *payload)
+{
+	struct proto_winsize m;
+	struct winsize ws = { 0 };
+	struct exec *e;
+
+	if (proto_dec_resize(payload, h->len, &m)) {
+		proto_fail(c, "malformed RESIZE");
+		return;
+	}
+	e = exec_find(c, h->id);
+	if (!e || e->pty < 0)
+		return;
+	ws.ws_row = (unsigned short)m.rows;
+	ws.ws_col = (unsigned short)m.cols;
+	if (ioctl(e->pty, TIOCSWINSZ, &ws))
+		dlog(c->d, "kiln-init: exec %u: TIOCSWINSZ: %s\n", e->id, strerror(errno));
 }
 
 /* ---------------------------------------------------------- file streams */
@@ -944,7 +970,7 @@ static void do_hello(struct conn *c, const struct proto_hdr *h, const uint8_t *p
 	}
 	memset(&ok, 0, sizeof(ok));
 	ok.version = PROTO_VERSION;
-	ok.caps = PROTO_CAP_EXEC | PROTO_CAP_FILES | (c->d->cfg.pid1 ? PROTO_CAP_REBOOT : 0);
+	ok.caps = PROTO_CAP_EXEC | PROTO_CAP_FILES | PROTO_CAP_PTY | (c->d->cfg.pid1 ? PROTO_CAP_REBOOT : 0);
 	ok.max_payload = PROTO_MAX_PAYLOAD;
 	ok.stdin_window = STDIN_WINDOW;
 	snprintf(ok.agent, sizeof(ok.agent), "%s", AGENT_NAME);
@@ -988,6 +1014,9 @@ static void handle_frame(struct conn *c, const struct proto_hdr *h, const uint8_
 		break;
 	case PROTO_SIGNAL:
 		do_signal(c, h, payload);
+		break;
+	case PROTO_RESIZE:
+		do_resize(c, h, payload);
 		break;
 	case PROTO_FILE_DATA:
 		do_put_data(c, h, payload);
@@ -1231,6 +1260,8 @@ static void sweep(struct agentd *d)
 		ev_close(d, &e->out);
 		ev_close(d, &e->err);
 		ev_close(d, &e->in);
+		if (e->pty >= 0)
+			close(e->pty);
 		free(e->inbuf);
 		free(e);
 		d->execs[i] = NULL;

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,6 +38,7 @@ struct spawn {
 	gid_t gid;
 	bool set_ids;
 	bool reset_oom;
+	bool ctty; /* fds[0] is a terminal to make the controlling one */
 	rlim_t nofile_soft;
 	int fds[3];
 	int report;
@@ -101,6 +104,42 @@ static int candidates(const char *file, const char *path, char ***out)
 	return 0;
 }
 
+/*
+ * A new pseudo-terminal of rows x cols: the master (non-blocking) and its
+ * slave, both close-on-exec; the slave owned by the user the process runs as.
+ */
+static int pty_open(uint32_t rows, uint32_t cols, uid_t uid, gid_t gid, int *master,
+		    int *slave)
+{
+	struct winsize ws = { .ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols };
+	int m, sl = -1, ret;
+
+	*master = *slave = -1;
+	m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0)
+		return -errno;
+	if (unlockpt(m) || ioctl(m, TIOCSWINSZ, &ws) || fcntl(m, F_SETFL, O_RDWR | O_NONBLOCK)) {
+		ret = -errno;
+		goto out;
+	}
+	/* The slave of this very master, not whatever a path names by now. */
+	sl = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (sl < 0 || fchown(sl, uid, gid) || fchmod(sl, 0620)) {
+		ret = -errno;
+		goto out;
+	}
+	*master = m;
+	*slave = sl;
+	m = sl = -1;
+	ret = 0;
+out:
+	if (m >= 0)
+		close(m);
+	if (sl >= 0)
+		close(sl);
+	return ret;
+}
+
 /* Async-signal-safe from here to execve. */
 static __attribute__((noreturn)) void child(const struct spawn *s)
 {
@@ -115,6 +154,8 @@ static __attribute__((noreturn)) void child(const struct spawn *s)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (setsid() < 0)
+		goto fail;
+	if (s->ctty && ioctl(s->fds[0], TIOCSCTTY, 0) < 0)
 		goto fail;
 	for (int i = 0; i < 3; i++) {
 		if (s->fds[i] == i) {
@@ -182,12 +223,12 @@ int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 	const char *defenv[3];
 	char home[16];
 	int in[2] = { -1, -1 }, o[2] = { -1, -1 }, e[2] = { -1, -1 }, rep[2] = { -1, -1 };
-	int nul = -1, pidfd, err, ret;
+	int nul = -1, ptm = -1, pts = -1, ptin = -1, ptctl = -1, pidfd, err, ret;
 	pid_t pid = -1;
 	ssize_t n;
 
 	out->pid = -1;
-	out->pidfd = out->in = out->out = out->err = -1;
+	out->pidfd = out->in = out->out = out->err = out->pty = -1;
 	memset(&s, 0, sizeof(s));
 	s.argv = req->argv;
 	s.cwd = req->cwd[0] ? req->cwd : "/";
@@ -212,13 +253,31 @@ int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 		if (ret)
 			goto out;
 	}
-	/* O_NONBLOCK applies to the parent's ends only (separate open files). */
-	if (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || pipe2(rep, O_CLOEXEC) ||
-	    fcntl(o[0], F_SETFL, O_NONBLOCK) || fcntl(e[0], F_SETFL, O_NONBLOCK)) {
+	if (pipe2(rep, O_CLOEXEC)) {
 		ret = -errno;
 		goto out;
 	}
-	if (req->flags & PROTO_EXEC_STDIN) {
+	if (req->flags & PROTO_EXEC_PTY) {
+		ret = pty_open(req->rows, req->cols, s.uid, s.gid, &ptm, &pts);
+		if (ret)
+			goto out;
+		ptctl = fcntl(ptm, F_DUPFD_CLOEXEC, 0);
+		if (ptctl < 0 || ((req->flags & PROTO_EXEC_STDIN) &&
+				  (ptin = fcntl(ptm, F_DUPFD_CLOEXEC, 0)) < 0)) {
+			ret = -errno;
+			goto out;
+		}
+		s.fds[0] = s.fds[1] = s.fds[2] = pts;
+		s.ctty = true;
+	} else if (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || fcntl(o[0], F_SETFL, O_NONBLOCK) ||
+		   fcntl(e[0], F_SETFL, O_NONBLOCK)) {
+		/* O_NONBLOCK applies to the parent's ends only (separate open files). */
+		ret = -errno;
+		goto out;
+	}
+	if (s.ctty) {
+		/* the terminal is its stdin */
+	} else if (req->flags & PROTO_EXEC_STDIN) {
 		if (pipe2(in, O_CLOEXEC) || fcntl(in[1], F_SETFL, O_NONBLOCK)) {
 			ret = -errno;
 			goto out;
@@ -232,8 +291,10 @@ int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 		}
 		s.fds[0] = nul;
 	}
-	s.fds[1] = o[1];
-	s.fds[2] = e[1];
+	if (!s.ctty) {
+		s.fds[1] = o[1];
+		s.fds[2] = e[1];
+	}
 	s.report = rep[1];
 
 	pid = fork();
@@ -268,10 +329,17 @@ int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 	}
 	out->pid = pid;
 	out->pidfd = pidfd;
-	out->in = in[1];
-	out->out = o[0];
-	out->err = e[0];
-	in[1] = o[0] = e[0] = -1;
+	if (s.ctty) {
+		out->in = ptin;
+		out->out = ptm;
+		out->pty = ptctl;
+		ptin = ptm = ptctl = -1;
+	} else {
+		out->in = in[1];
+		out->out = o[0];
+		out->err = e[0];
+		in[1] = o[0] = e[0] = -1;
+	}
 	ret = 0;
 out:
 	for (int i = 0; i < 2; i++) {
@@ -286,6 +354,12 @@ out:
 	}
 	if (nul >= 0)
 		close(nul);
+	for (int i = 0; i < 4; i++) {
+		int fd = i == 0 ? ptm : i == 1 ? pts : i == 2 ? ptin : ptctl;
+
+		if (fd >= 0)
+			close(fd);
+	}
 	free(s.cand);
 	return ret;
 }

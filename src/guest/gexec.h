@@ -16,7 +16,8 @@ struct gexec_child {
 	int pidfd; /* readable when the process has exited */
 	int in;	   /* write end of its stdin, or -1 (stdin is /dev/null) */
 	int out;   /* read end of its stdout */
-	int err;   /* read end of its stderr */
+	int err;   /* read end of its stderr, or -1 (on a terminal: merged into out) */
+	int pty;   /* the terminal's master for TIOCSWINSZ, or -1 */
 };
 
 struct gexec_opts {
@@ -29,6 +30,11 @@ struct gexec_opts {
  * dispositions and an empty signal mask. All returned fds are non-blocking
  * and close-on-exec. Fails with the child's execve errno (-ENOENT, -EACCES,
  * ...) when the program cannot run.
+ *
+ * With PROTO_EXEC_PTY its stdin, stdout and stderr are the slave of a new
+ * pseudo-terminal (rows x cols), its controlling terminal: out reads the
+ * master (everything the process writes, echo included), in (if stdin is on)
+ * writes to it, err is -1, and pty is one more descriptor of the master.
  */
 int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 		struct gexec_child *out);

@@ -45,6 +45,7 @@
 struct kexec {
 	bool used;
 	bool stdin_open;
+	bool pty;
 	uint32_t id;
 	uint32_t credit;
 	uint32_t window;
@@ -71,6 +72,7 @@ struct kreq {
 	const struct kiln_exec_ops *ops;
 	void *ctx;
 	bool want_stdin;
+	bool want_pty;
 };
 
 struct kiln_agent {
@@ -268,6 +270,7 @@ static int reply_frame(struct kiln_agent *a, const struct proto_hdr *h, const ui
 			x->ops = *r->ops;
 		x->ctx = r->ctx;
 		x->stdin_open = r->want_stdin && eok.stdin_window > 0;
+		x->pty = r->want_pty;
 		x->window = eok.stdin_window;
 		x->credit = x->stdin_open ? eok.stdin_window : 0;
 		r->value = eok.pid;
@@ -683,7 +686,7 @@ int kiln_agent_exec(struct kiln_agent *a, const struct kiln_exec_spec *spec,
 {
 	static const char *const noenv[] = { NULL };
 	struct proto_exec m;
-	size_t size = PROTO_HDR_SIZE + 24;
+	size_t size = PROTO_HDR_SIZE + 24 + 8;
 	uint8_t *buf = NULL;
 	uint32_t id;
 	bool room = false;
@@ -698,6 +701,9 @@ int kiln_agent_exec(struct kiln_agent *a, const struct kiln_exec_spec *spec,
 	if (spec->cwd)
 		size += strnlen(spec->cwd, PROTO_PATH_MAX + 1);
 	if (m.argc < 1)
+		return -EINVAL;
+	if (spec->pty && (spec->rows < 1 || spec->rows > PROTO_PTY_DIM_MAX || spec->cols < 1 ||
+			  spec->cols > PROTO_PTY_DIM_MAX))
 		return -EINVAL;
 	if (m.argc > PROTO_ARGC_MAX || m.envc > PROTO_ENVC_MAX)
 		return -E2BIG;
@@ -715,7 +721,9 @@ int kiln_agent_exec(struct kiln_agent *a, const struct kiln_exec_spec *spec,
 		a->req.active = false;
 		return -ENOMEM;
 	}
-	m.flags = spec->stdin ? PROTO_EXEC_STDIN : 0;
+	m.flags = (spec->stdin ? PROTO_EXEC_STDIN : 0) | (spec->pty ? PROTO_EXEC_PTY : 0);
+	m.rows = spec->pty ? spec->rows : 0;
+	m.cols = spec->pty ? spec->cols : 0;
 	m.uid = spec->uid;
 	m.gid = spec->gid;
 	m.cwd = spec->cwd;
@@ -724,6 +732,7 @@ int kiln_agent_exec(struct kiln_agent *a, const struct kiln_exec_spec *spec,
 	a->req.ops = ops;
 	a->req.ctx = ctx;
 	a->req.want_stdin = spec->stdin;
+	a->req.want_pty = spec->pty;
 	ret = req_run(a, buf, proto_enc_exec(buf, size, id, &m));
 	free(buf);
 	if (!ret)
@@ -804,6 +813,26 @@ int kiln_agent_signal(struct kiln_agent *a, uint32_t exec_id, int signo, bool gr
 	if (ret)
 		return ret;
 	return req_run(a, buf, proto_enc_signal(buf, sizeof(buf), id, &m));
+}
+
+int kiln_agent_resize(struct kiln_agent *a, uint32_t exec_id, unsigned rows, unsigned cols)
+{
+	struct proto_winsize m = { .rows = rows, .cols = cols };
+	uint8_t buf[PROTO_HDR_SIZE + 8];
+	struct kexec *x;
+	int len, ret = ka_ready(a);
+
+	if (ret)
+		return ret;
+	x = exec_find(a, exec_id);
+	if (!x)
+		return -ESRCH;
+	if (!x->pty)
+		return -ENOTTY;
+	len = proto_enc_resize(buf, sizeof(buf), exec_id, &m);
+	if (len < 0)
+		return len;
+	return send_frame(a, buf, (size_t)len, NULL, 0);
 }
 
 int kiln_agent_poll(struct kiln_agent *a, int timeout_ms)

@@ -52,7 +52,10 @@ struct kiln_exec_spec {
 	const char *const *envp; /* NULL-terminated; NULL: PATH and HOME only */
 	const char *cwd;	 /* absolute; NULL: "/" */
 	uint32_t uid, gid;
-	bool stdin; /* false: the process reads /dev/null */
+	bool stdin; /* false: the process reads /dev/null (or, with pty, gets no input) */
+	bool pty;   /* on a new guest terminal of rows x cols (1..4096): stdin, stdout and
+		     * stderr are its slave; output comes as stream 1, echo included */
+	unsigned rows, cols;
 };
 
 struct kiln_exec_ops {
@@ -117,6 +120,8 @@ size_t kiln_agent_stdin_room(const struct kiln_agent *a, uint32_t exec_id);
 ssize_t kiln_agent_stdin_write(struct kiln_agent *a, uint32_t exec_id, const void *buf,
 			       size_t len);
 int kiln_agent_stdin_close(struct kiln_agent *a, uint32_t exec_id);
+/* A pty process's terminal size (1..4096 each); no answer. -ENOTTY: no pty. */
+int kiln_agent_resize(struct kiln_agent *a, uint32_t exec_id, unsigned rows, unsigned cols);
 /* To the process, or to its whole process group. */
 int kiln_agent_signal(struct kiln_agent *a, uint32_t exec_id, int signo, bool group);
 /* Waits up to timeout_ms (-1: forever) for frames and dispatches them. */

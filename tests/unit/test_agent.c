@@ -952,6 +952,133 @@ static struct {
 } mux;
 
 /* The VMM's side of one connection: parse CONNECT, then splice to the agent. */
+/* Runs argv on a terminal of rows x cols with stdin open; id in *id. */
+static void pty_start(struct kiln_agent *a, const char *const *argv, unsigned rows,
+		      unsigned cols, struct run *r, uint32_t *id)
+{
+	struct kiln_exec_spec s = spec_of(argv, true);
+
+	s.pty = true;
+	s.rows = rows;
+	s.cols = cols;
+	run_init(r);
+	assert_int_equal(kiln_agent_exec(a, &s, &run_ops, r, id), 0);
+}
+
+/* Polls until the process's output holds want (or it exits). */
+static void pty_expect(struct kiln_agent *a, struct run *r, const char *want)
+{
+	while (!r->exited && !(r->out && strstr(r->out, want)))
+		assert_int_equal(kiln_agent_poll(a, 5000), 0);
+	assert_non_null(r->out);
+	assert_non_null(strstr(r->out, want));
+}
+
+static void test_pty(void **state)
+{
+	const char *const info[] = { "sh", "-c", "tty; stty size; echo err >&2; [ -t 0 ] && echo t0",
+				     NULL };
+	const char *const rd[] = { "sh", "-c", "stty size; read x; stty size; echo \"[$x]\"", NULL };
+	const char *const slp[] = { "sleep", "100", NULL };
+	const char *const plain[] = { "cat", NULL };
+	struct kiln_agent *a = client();
+	struct kiln_exec_spec s;
+	struct run r;
+	uint32_t id;
+
+	/* Its own terminal of that size; stderr comes with stdout. */
+	pty_start(a, info, 24, 80, &r, &id);
+	assert_int_equal(kiln_agent_wait(a, id), 0);
+	assert_int_equal(r.code, 0);
+	assert_non_null(strstr(r.out, "/dev/pts/"));
+	assert_non_null(strstr(r.out, "24 80\r\n"));
+	assert_non_null(strstr(r.out, "err\r\n"));
+	assert_non_null(strstr(r.out, "t0\r\n"));
+	assert_int_equal(r.err_len, 0);
+	run_free(&r);
+
+	/* A resize, then input: the size changed before the line came. */
+	pty_start(a, rd, 10, 20, &r, &id);
+	pty_expect(a, &r, "10 20\r\n");
+	assert_int_equal(kiln_agent_resize(a, id, 33, 101), 0);
+	assert_int_equal(kiln_agent_stdin_write(a, id, "hello\n", 6), 6);
+	assert_int_equal(kiln_agent_wait(a, id), 0);
+	assert_int_equal(r.code, 0);
+	assert_non_null(strstr(r.out, "33 101\r\n"));
+	assert_non_null(strstr(r.out, "[hello]"));
+	run_free(&r);
+
+	/* Ctrl-C is a byte: the terminal turns it into SIGINT. Sizes out of range are refused. */
+	pty_start(a, slp, 24, 80, &r, &id);
+	assert_int_equal(kiln_agent_resize(a, id, 0, 80), -EINVAL);
+	assert_int_equal(kiln_agent_resize(a, id, 24, 4097), -EINVAL);
+	assert_int_equal(kiln_agent_stdin_write(a, id, "\x03", 1), 1);
+	assert_int_equal(kiln_agent_wait(a, id), 0);
+	assert_int_equal(r.code, -1);
+	assert_int_equal(r.sig, SIGINT);
+	run_free(&r);
+
+	/* No terminal, no resize; a bad size is refused before anything is sent. */
+	s = spec_of(plain, true);
+	run_init(&r);
+	assert_int_equal(kiln_agent_exec(a, &s, &run_ops, &r, &id), 0);
+	assert_int_equal(kiln_agent_resize(a, id, 24, 80), -ENOTTY);
+	assert_int_equal(kiln_agent_stdin_close(a, id), 0);
+	assert_int_equal(kiln_agent_wait(a, id), 0);
+	run_free(&r);
+	s.pty = true;
+	s.rows = 0;
+	s.cols = 80;
+	assert_int_equal(kiln_agent_exec(a, &s, &run_ops, &r, &id), -EINVAL);
+	assert_int_equal(kiln_agent_status(a), 0);
+	kiln_agent_free(a);
+	still_serving();
+}
+
+/* A RESIZE out of bounds, or for a process that is not there, from a raw peer. */
+static void test_pty_raw(void **state)
+{
+	uint8_t b[64];
+	struct proto_hdr h = { .len = 8, .type = PROTO_RESIZE, .flags = 0, .id = 42 };
+	int fd = unix_connect(srv.sock), len;
+
+	raw_hello(fd, PROTO_VERSION);
+	/* For no such process: ignored, the connection goes on. */
+	len = proto_enc_resize(b, sizeof(b), 42, &(struct proto_winsize){ .rows = 5, .cols = 5 });
+	raw_send(fd, b, (size_t)len);
+	len = proto_enc_data(b, sizeof(b), PROTO_PING, 0, 7, "p", 1);
+	raw_send(fd, b, (size_t)len);
+	{
+		uint8_t in[256];
+		size_t got = 0;
+		bool pong = false;
+
+		while (!pong) {
+			struct proto_hdr g;
+			ssize_t n = read(fd, in + got, sizeof(in) - got);
+
+			assert_true(n > 0);
+			got += (size_t)n;
+			while (got >= PROTO_HDR_SIZE) {
+				assert_int_equal(proto_hdr_decode(in, PROTO_FROM_AGENT, &g), 0);
+				if (got < PROTO_HDR_SIZE + g.len)
+					break;
+				pong |= g.type == PROTO_PONG && g.id == 7;
+				memmove(in, in + PROTO_HDR_SIZE + g.len, got - PROTO_HDR_SIZE - g.len);
+				got -= PROTO_HDR_SIZE + g.len;
+			}
+		}
+	}
+	/* Zero rows: a protocol error, the connection closes. */
+	proto_hdr_encode(b, &h);
+	memset(b + PROTO_HDR_SIZE, 0, 8);
+	b[PROTO_HDR_SIZE + 4] = 80;
+	raw_send(fd, b, PROTO_HDR_SIZE + 8);
+	assert_true(raw_expect_error_close(fd, 0, EPROTO));
+	close(fd);
+	still_serving();
+}
+
 static void *mux_conn(void *arg)
 {
 	int fd = (int)(intptr_t)arg, agent = -1;
@@ -1523,6 +1650,8 @@ int main(void)
 		cmocka_unit_test(test_echo),
 		cmocka_unit_test(test_exit_codes),
 		cmocka_unit_test(test_stdin_cat),
+		cmocka_unit_test(test_pty),
+		cmocka_unit_test(test_pty_raw),
 		cmocka_unit_test(test_large_output),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_files),

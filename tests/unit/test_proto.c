@@ -317,6 +317,94 @@ static void test_exec_caps(void **state)
 	assert_int_equal(proto_enc_exec(buf, 4, 1, &m), -ENOSPC);
 }
 
+/* EXEC on a terminal: rows and cols after envp, bounded; RESIZE likewise. */
+static void test_pty(void **state)
+{
+	static const uint32_t bad[][2] = { { 0, 80 }, { 24, 0 }, { PROTO_PTY_DIM_MAX + 1, 80 },
+					   { 24, PROTO_PTY_DIM_MAX + 1 }, { 0xffffffffu, 0xffffffffu } };
+	const char *const argv[] = { "bash", NULL };
+	struct proto_exec m = { .flags = PROTO_EXEC_STDIN | PROTO_EXEC_PTY, .argc = 1, .argv = argv,
+				.envp = test_env, .envc = 2, .cwd = "/", .rows = 24, .cols = 80 };
+	struct proto_winsize ws = { .rows = 50, .cols = PROTO_PTY_DIM_MAX }, dws;
+	struct proto_exec *d;
+	struct proto_hdr h;
+	static uint8_t pl[4096];
+	const uint8_t *p;
+	int len, plain;
+
+	len = proto_enc_exec(buf, sizeof(buf), 5, &m);
+	p = payload_of(len, PROTO_EXEC, 5, PROTO_FROM_CLIENT, &h);
+	memcpy(pl, p, h.len);
+	assert_int_equal(proto_dec_exec(pl, h.len, &d), 0);
+	assert_int_equal(d->flags, PROTO_EXEC_STDIN | PROTO_EXEC_PTY);
+	assert_int_equal(d->rows, 24);
+	assert_int_equal(d->cols, 80);
+	assert_string_equal(d->argv[0], "bash");
+	assert_string_equal(d->envp[1], "PATH=/bin");
+	free(d);
+	/* Every truncation, and one byte more, is malformed. */
+	for (uint32_t n = 0; n < h.len; n++) {
+		assert_int_equal(proto_dec_exec(pl, n, &d), -EBADMSG);
+		assert_null(d);
+	}
+	assert_int_equal(proto_dec_exec(pl, h.len + 1, &d), -EBADMSG);
+	/* Zero and huge sizes: refused on encode and on decode. */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		m.rows = bad[i][0];
+		m.cols = bad[i][1];
+		assert_int_equal(proto_enc_exec(buf, sizeof(buf), 5, &m), -EINVAL);
+		put32(pl + h.len - 8, bad[i][0]);
+		put32(pl + h.len - 4, bad[i][1]);
+		assert_int_equal(proto_dec_exec(pl, h.len, &d), -EBADMSG);
+	}
+	/* Without the flag the frame is what it always was: no size, and a
+	 * size tacked on is trailing garbage. */
+	m.flags = PROTO_EXEC_STDIN;
+	m.rows = m.cols = 0;
+	plain = proto_enc_exec(buf, sizeof(buf), 5, &m);
+	assert_int_equal(plain, len - 8);
+	p = payload_of(plain, PROTO_EXEC, 5, PROTO_FROM_CLIENT, &h);
+	memcpy(pl, p, h.len);
+	assert_int_equal(proto_dec_exec(pl, h.len, &d), 0);
+	assert_int_equal(d->rows, 0);
+	free(d);
+	put32(pl + h.len, 24);
+	put32(pl + h.len + 4, 80);
+	assert_int_equal(proto_dec_exec(pl, h.len + 8, &d), -EBADMSG);
+	/* The flag alone, without the size: malformed. */
+	put32(pl, PROTO_EXEC_PTY);
+	assert_int_equal(proto_dec_exec(pl, h.len, &d), -EBADMSG);
+	/* Unknown flags still are. */
+	put32(pl, 0x4);
+	assert_int_equal(proto_dec_exec(pl, h.len, &d), -EBADMSG);
+
+	len = proto_enc_resize(buf, sizeof(buf), 9, &ws);
+	p = payload_of(len, PROTO_RESIZE, 9, PROTO_FROM_CLIENT, &h);
+	assert_int_equal(h.len, 8);
+	assert_int_equal(proto_dec_resize(p, h.len, &dws), 0);
+	assert_int_equal(dws.rows, 50);
+	assert_int_equal(dws.cols, PROTO_PTY_DIM_MAX);
+	for (uint32_t n = 0; n < h.len; n++)
+		assert_int_equal(proto_dec_resize(p, n, &dws), -EBADMSG);
+	assert_int_equal(proto_dec_resize(p, h.len + 1, &dws), -EBADMSG);
+	/* From the client only, and never longer than its 8 bytes. */
+	assert_int_equal(proto_hdr_decode(buf, PROTO_FROM_AGENT, &h), -EBADMSG);
+	put32(buf, 9);
+	assert_int_equal(proto_hdr_decode(buf, PROTO_FROM_CLIENT, &h), -EBADMSG);
+	put32(buf, 8);
+	memcpy(pl, buf + PROTO_HDR_SIZE, 8);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ws.rows = bad[i][0];
+		ws.cols = bad[i][1];
+		assert_int_equal(proto_enc_resize(buf, sizeof(buf), 9, &ws), -EINVAL);
+		put32(pl, bad[i][0]);
+		put32(pl + 4, bad[i][1]);
+		assert_int_equal(proto_dec_resize(pl, 8, &dws), -EBADMSG);
+	}
+	ws.rows = ws.cols = 1;
+	assert_int_equal(proto_enc_resize(buf, 12, 9, &ws), -ENOSPC);
+}
+
 static void test_small_messages(void **state)
 {
 	struct proto_exec_ok eok = { .pid = 1234, .stdin_window = 65536 }, deok;
@@ -607,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_ok_error),
 		cmocka_unit_test(test_exec),
 		cmocka_unit_test(test_exec_caps),
+		cmocka_unit_test(test_pty),
 		cmocka_unit_test(test_small_messages),
 		cmocka_unit_test(test_path_stat),
 		cmocka_unit_test(test_dirents),
