@@ -89,6 +89,14 @@ static void check_exec(const uint8_t *p, size_t n)
 		total += 4 + strlen(m->argv[i]);
 	for (uint32_t i = 0; i < m->envc; i++)
 		total += 4 + strlen(m->envp[i]);
+	if (m->flags & PROTO_EXEC_PTY) {
+		FZ_CHECK(m->rows >= 1 && m->rows <= PROTO_PTY_DIM_MAX && m->cols >= 1 &&
+				 m->cols <= PROTO_PTY_DIM_MAX,
+			 "exec pty %ux%u", m->rows, m->cols);
+		total += 8;
+	} else {
+		FZ_CHECK(m->rows == 0 && m->cols == 0, "exec size without pty");
+	}
 	FZ_CHECK(total == n, "exec strings add up to %zu of %zu", total, n);
 	same_payload(proto_enc_exec(out, sizeof(out), 1, m), PROTO_EXEC, p, n, "exec");
 	free(m);
@@ -127,6 +135,7 @@ static void check_payload(const uint8_t *p, size_t n)
 	struct proto_exec_ok eok;
 	struct proto_exit ex;
 	struct proto_signal sig;
+	struct proto_winsize ws;
 	struct proto_path path;
 	struct proto_stat st;
 	uint64_t v;
@@ -160,6 +169,13 @@ static void check_payload(const uint8_t *p, size_t n)
 		FZ_CHECK(sig.signo >= 1 && sig.signo <= PROTO_SIGNO_MAX, "signo %d", sig.signo);
 		same_payload(proto_enc_signal(out, sizeof(out), 1, &sig), PROTO_SIGNAL, p, n,
 			     "signal");
+	}
+	if (proto_dec_resize(p, n, &ws) == 0) {
+		FZ_CHECK(ws.rows >= 1 && ws.rows <= PROTO_PTY_DIM_MAX && ws.cols >= 1 &&
+				 ws.cols <= PROTO_PTY_DIM_MAX,
+			 "resize %ux%u", ws.rows, ws.cols);
+		same_payload(proto_enc_resize(out, sizeof(out), 1, &ws), PROTO_RESIZE, p, n,
+			     "resize");
 	}
 	if (proto_dec_credit(p, n, &credit) == 0)
 		same_payload(proto_enc_credit(out, sizeof(out), 1, 0, credit), PROTO_STDIN_CREDIT, p,
