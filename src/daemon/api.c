@@ -1004,6 +1004,39 @@ static bool parse_user(const char *s, uint32_t *uid, uint32_t *gid)
 	return true;
 }
 
+/* A terminal size {"rows": R, "cols": C}, each 1..PROC_PTY_DIM_MAX; what names
+ * the object in messages ("pty" or "the body"). */
+static bool parse_winsize(json_t *o, const char *what, const char *prefix, unsigned *rows,
+			  unsigned *cols, char *why, size_t whylen)
+{
+	static const char *const names[] = { "rows", "cols" };
+	unsigned *dst[] = { rows, cols };
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(o)) {
+		snprintf(why, whylen, "%s must be an object {\"rows\": R, \"cols\": C}", what);
+		return false;
+	}
+	json_object_foreach(o, key, v) {
+		if (strcmp(key, "rows") && strcmp(key, "cols")) {
+			snprintf(why, whylen, "unknown field '%s%.64s'", prefix, key);
+			return false;
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		v = json_object_get(o, names[i]);
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > PROC_PTY_DIM_MAX) {
+			snprintf(why, whylen, "%s%s must be an integer from 1 to %u", prefix, names[i],
+				 PROC_PTY_DIM_MAX);
+			return false;
+		}
+		*dst[i] = (unsigned)json_integer_value(v);
+	}
+	return true;
+}
+
 static enum MHD_Result h_proc_start(struct req *q, struct MHD_Connection *conn)
 {
 	static const char *const keys[] = { "cmd", "env", "cwd", "user", "stdin", "pty",
@@ -1045,8 +1078,11 @@ static enum MHD_Result h_proc_start(struct req *q, struct MHD_Connection *conn)
 	spec.stdin = json_is_true(v);
 	v = json_object_get(o, "pty");
 	if (v && !json_is_null(v)) {
-		snprintf(why, sizeof(why), "pty: terminals are not supported yet");
-		goto bad;
+		if (!parse_winsize(v, "pty", "pty.", &spec.rows, &spec.cols, why, sizeof(why)))
+			goto bad;
+		spec.pty = true;
+		/* A terminal takes input unless told otherwise. */
+		spec.stdin = !json_is_false(json_object_get(o, "stdin"));
 	}
 	v = json_object_get(o, "tag");
 	if (v && (!json_is_string(v) || json_string_length(v) > 128 ||
@@ -1213,9 +1249,31 @@ static enum MHD_Result h_proc_signal(struct req *q, struct MHD_Connection *conn)
 
 static enum MHD_Result h_proc_resize(struct req *q, struct MHD_Connection *conn)
 {
+	static const char *const keys[] = { "rows", "cols", NULL };
+	char why[256] = "";
+	json_t *o = body_object(q, keys, why, sizeof(why));
+	enum MHD_Result ret;
+	unsigned rows = 0, cols = 0;
+	bool ok;
+	int r;
+
+	if (!o)
+		return send_error(conn, 400, "bad_request", "%s", why);
+	ok = parse_winsize(o, "the body", "", &rows, &cols, why, sizeof(why));
+	json_decref(o);
+	if (!ok)
+		return send_error(conn, 400, "bad_request", "%s", why);
 	WITH_PROC(q, conn, p);
+	r = proc_resize(p, rows, cols);
+	if (r == -ENOTTY)
+		ret = send_error(conn, 409, "conflict", "process %u has no terminal (start it with \"pty\")",
+				 q->pid);
+	else if (r == -ESRCH)
+		ret = send_error(conn, 409, "conflict", "process %u has ended", q->pid);
+	else
+		ret = send_empty(conn, 204);
 	proc_put(p);
-	return send_error(conn, 409, "conflict", "process %u has no terminal", q->pid);
+	return ret;
 }
 
 /* ---- files ---- */

@@ -60,6 +60,8 @@ struct proc {
 	bool stdin_open, stdin_eof, stdin_closed;
 	struct { int signo; bool group; } sigq[MAX_SIGNALS];
 	unsigned nsig;
+	bool pty, resize;      /* on a terminal; a new size waits to be sent */
+	unsigned rows, cols;
 	int followers[PROC_FOLLOWERS_MAX]; /* their eventfds, -1: free */
 };
 
@@ -224,10 +226,15 @@ static void feed(struct proc *p)
 	struct { int signo; bool group; } sigs[MAX_SIGNALS];
 	char chunk[STDIN_CHUNK];
 	size_t n = 0, room;
-	unsigned nsig;
+	unsigned nsig, rows = 0, cols = 0;
 	bool close_it = false;
 
 	pthread_mutex_lock(&p->mu);
+	if (p->resize) {
+		rows = p->rows;
+		cols = p->cols;
+		p->resize = false;
+	}
 	nsig = p->nsig;
 	memcpy(sigs, p->sigq, nsig * sizeof(sigs[0]));
 	p->nsig = 0;
@@ -241,6 +248,8 @@ static void feed(struct proc *p)
 	}
 	pthread_mutex_unlock(&p->mu);
 
+	if (rows)
+		kiln_agent_resize(p->a, p->exec_id, rows, cols);
 	for (unsigned i = 0; i < nsig; i++)
 		kiln_agent_signal(p->a, p->exec_id, sigs[i].signo, sigs[i].group);
 	if (n) {
@@ -458,6 +467,9 @@ int procs_start(struct procs *ps, struct kiln_agent *a, const struct proc_start 
 	p->timeout_s = st->timeout_s;
 	p->stdin_open = st->spec->stdin;
 	p->stdin_closed = !st->spec->stdin;
+	p->pty = st->spec->pty;
+	p->rows = st->spec->rows;
+	p->cols = st->spec->cols;
 	p->next_seq = 1;
 	if (p->wake < 0 || !p->cmd_json || (st->tag && !p->tag) ||
 	    (p->stdin_open && !(p->stdin_buf = malloc(PROC_STDIN_MAX)))) {
@@ -563,6 +575,9 @@ json_t *proc_json(struct proc *p)
 		      rfc3339(p->started_ms, t1, sizeof(t1)), "ended_at",
 		      rfc3339(p->ended_ms, t2, sizeof(t2)), "next_seq", (json_int_t)p->next_seq,
 		      "stdin", p->stdin_open && !p->stdin_closed && !p->stdin_eof);
+	if (j && p->pty)
+		json_object_set_new(j, "pty", json_pack("{s:i,s:i}", "rows", (json_int_t)p->rows,
+							 "cols", (json_int_t)p->cols));
 	if (j && p->exited) {
 		json_object_set_new(j, "exit_code", json_integer(p->sig ? -1 : p->code));
 		json_object_set_new(j, "signal", json_integer(p->sig));
@@ -625,6 +640,23 @@ int proc_stdin(struct proc *p, const void *buf, size_t len, bool eof)
 		p->stdin_len += len;
 		p->stdin_eof = eof;
 	}
+	pthread_mutex_unlock(&p->mu);
+	if (!r)
+		wake_pump(p);
+	return r;
+}
+
+int proc_resize(struct proc *p, unsigned rows, unsigned cols)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&p->mu);
+	if (!p->pty)
+		r = -ENOTTY;
+	else if (p->ended)
+		r = -ESRCH;
+	else
+		p->rows = rows, p->cols = cols, p->resize = true;
 	pthread_mutex_unlock(&p->mu);
 	if (!r)
 		wake_pump(p);

@@ -25,6 +25,7 @@ struct records;
 #define PROC_FOLLOWERS_MAX 8	  /* streams of one process at a time */
 #define PROC_STDIN_MAX (1u << 20) /* stdin bytes queued and not yet taken */
 #define PROC_KEEPALIVE_MS 15000
+#define PROC_PTY_DIM_MAX 4096u	  /* terminal rows and columns: 1..this */
 
 struct procs;
 struct proc;
@@ -61,6 +62,9 @@ void procs_drop_sandbox(struct procs *ps, const char *tenant, const char *sandbo
 /* Queues stdin (eof: then closes it). -EPIPE: stdin is closed or was never
  * open; -ESRCH: the process ended; -EAGAIN: over PROC_STDIN_MAX queued. */
 int proc_stdin(struct proc *p, const void *buf, size_t len, bool eof);
+/* A terminal's new size (the latest one wins). -ENOTTY: it has no terminal;
+ * -ESRCH: it ended. */
+int proc_resize(struct proc *p, unsigned rows, unsigned cols);
 /* To the process or its whole group. -ESRCH: it ended. */
 int proc_signal(struct proc *p, int signo, bool group);
 

@@ -185,7 +185,40 @@ expect_eq "an unknown process: 404" "404" "$(api "$TA" GET "$P/999999" | code)"
 expect_eq "pid 0 is no process path: 404" "404" "$(api "$TA" GET "$P/0/events" | code)"
 expect_eq "another tenant's process: 404" "404" "$(api "$TB" GET "$P/$CP/events" | code)"
 expect_eq "resize without a terminal: 409" "409" "$(api "$TA" POST "$P/$CP/resize" -d '{"rows":24,"cols":80}' | code)"
-expect_match "pty is refused for now" 'pty: terminals are not supported yet' "$(api "$TA" POST "$P" -d '{"cmd":["sh"],"pty":{"rows":24,"cols":80}}')"
+# --- terminals: a process on a guest pty -----------------------------------------
+expect_match "pty: zero rows is 400 naming the field" '"bad_request".*pty.rows must be an integer from 1 to 4096' \
+    "$(api "$TA" POST "$P" -d '{"cmd":["sh"],"pty":{"rows":0,"cols":80}}')"
+expect_match "pty: huge cols is 400 naming the field" 'pty.cols must be an integer from 1 to 4096' \
+    "$(api "$TA" POST "$P" -d '{"cmd":["sh"],"pty":{"rows":24,"cols":99999}}')"
+expect_match "pty: a missing size is 400" 'pty.cols must be' "$(api "$TA" POST "$P" -d '{"cmd":["sh"],"pty":{"rows":24}}')"
+expect_match "pty: not an object is 400" 'pty must be an object' "$(api "$TA" POST "$P" -d '{"cmd":["sh"],"pty":"yes"}')"
+expect_match "pty: an unknown field is 400" "unknown field 'pty.x'" \
+    "$(api "$TA" POST "$P" -d '{"cmd":["sh"],"pty":{"rows":24,"cols":80,"x":1}}')"
+r=$(api "$TA" POST "$P?detach=1" -d '{"cmd":["sh","-c","tty; echo err >&2; stty size; read x; stty size; echo \"[$x]\""],"pty":{"rows":24,"cols":80}}')
+expect_eq "pty: detached start 201" "201" "$(echo "$r" | code)"
+TP=$(echo "$r" | body | jget '["pid"]' 2>/dev/null)
+# The first size must be printed before the resize (else it would print the new one).
+for _ in $(seq 120); do
+    [[ "$(api "$TA" GET "$P/$TP/events?after_seq=0" -m 2 2>/dev/null | body | pout)" == *"24 80"* ]] && break
+    sleep 0.5
+done
+expect_eq "pty: resize 204" "204" "$(api "$TA" POST "$P/$TP/resize" -d '{"rows":33,"cols":101}' | code)"
+expect_match "pty: resize with zero rows is 400 naming the field" 'rows must be an integer from 1 to 4096' \
+    "$(api "$TA" POST "$P/$TP/resize" -d '{"rows":0,"cols":101}')"
+expect_match "pty: resize with an unknown field is 400" "unknown field 'depth'" \
+    "$(api "$TA" POST "$P/$TP/resize" -d '{"rows":3,"cols":3,"depth":1}')"
+expect_match "pty: the process shows its terminal and size" '"pty":\{"rows":33,"cols":101\}' "$(api "$TA" GET "$P/$TP" | body)"
+expect_eq "pty: stdin is typed into the terminal" "204" "$(api "$TA" POST "$P/$TP/stdin" --data-binary 'hello
+' | code)"
+ev=$(api "$TA" GET "$P/$TP/events?after_seq=0" | body)
+expect_match "pty: tty, stderr merged, the size, the resize, the echo and the line, as stdout" \
+    $'^/dev/pts/[0-9]+\r\nerr\r\n24 80\r\nhello\r\n33 101\r\n\\[hello\\]\r\n\\|exit=0/0$' "$(echo "$ev" | pout)"
+check "pty: no stderr events" test -z "$(echo "$ev" | grep '"type":"stderr"')"
+expect_eq "pty: resize after it ended: 409" "409" "$(api "$TA" POST "$P/$TP/resize" -d '{"rows":5,"cols":5}' | code)"
+r=$(api "$TA" POST "$P?detach=1" -d '{"cmd":["sleep","1000"],"pty":{"rows":24,"cols":80}}')
+SP=$(echo "$r" | body | jget '["pid"]' 2>/dev/null)
+expect_eq "pty: a Ctrl-C byte as stdin: 204" "204" "$(printf '\003' | api "$TA" POST "$P/$SP/stdin" --data-binary @- | code)"
+expect_match "pty: Ctrl-C interrupts sleep (SIGINT)" '\|exit=-1/2$' "$(api "$TA" GET "$P/$SP/events" -m 60 | body | pout)"
 # A chatty process keeps only the last MiB: an early reattach is told what it lost.
 r=$(api "$TA" POST "$P?detach=1" -d '{"cmd":["sh","-c","i=0; while [ $i -lt 3000 ]; do printf \"%01000d\\n\" $i; i=$((i+1)); done"]}')
 FP=$(echo "$r" | body | jget '["pid"]' 2>/dev/null)
