@@ -12,6 +12,7 @@
  * 125 when kiln or kilnd failed or kilnd cannot be reached.
  */
 #include "cli/remote.h"
+#include "cli/tty.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -661,6 +662,8 @@ struct follow {
 	bool in_eof;
 	uint64_t retry_at;
 	bool sig_pending, sig_sent;
+	bool tty;		/* exec -t: a guest terminal (raw local one with -i) */
+	int winch_fd;		/* -t: SIGWINCH, or -1 */
 };
 
 static int out_event(struct follow *f, json_t *e, int fd)
@@ -772,6 +775,28 @@ static int send_signal(struct follow *f)
 	return r;
 }
 
+/* The local terminal's size to the process's (-t); a failure is not fatal. */
+static void send_resize(struct follow *f)
+{
+	char path[160];
+	unsigned rows, cols;
+	struct call k;
+	int r;
+
+	tty_size(&rows, &cols);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes/%u/resize", f->id, f->pid);
+	if (call_init(&k, f->c, "POST", path, SINK_BUF) ||
+	    call_json(&k, json_pack("{s:i,s:i}", "rows", (json_int_t)rows, "cols", (json_int_t)cols))) {
+		call_free(&k);
+		return;
+	}
+	curl_easy_setopt(k.h, CURLOPT_TIMEOUT, 30L);
+	r = curl_easy_perform(k.h);
+	/* 409: it has ended already; its exit event is on its way. */
+	(void)r;
+	call_free(&k);
+}
+
 /* Starts the POST of the chunk in f->in_buf (with ?eof=1 when it is the last). */
 static int stdin_send(struct follow *f, CURLM *m)
 {
@@ -801,6 +826,11 @@ static int stdin_read(struct follow *f, CURLM *m)
 		return 0;
 	f->in_len = n > 0 ? (size_t)n : 0;
 	f->in_eof = n <= 0;
+	if (f->in_eof && f->tty) {
+		/* A terminal stays open: its end-of-file is a ^D typed into it. */
+		f->in_buf[0] = 0x04;
+		f->in_len = 1;
+	}
 	return stdin_send(f, m);
 }
 
@@ -833,11 +863,12 @@ static int handle_sigint(struct follow *f)
 
 	while (read(g_sigpipe[0], c, sizeof(c)) > 0)
 		;
-	if (g_signals >= 2) {
+	if (g_signals >= 2 || g_last_signal != SIGINT) {
+		tty_restore();
 		if (f->pid && !f->ended)
 			fprintf(stderr, "kiln: interrupted; process %u may still run in %s (kiln attach %s %u --after %" PRIu64 ")\n",
 				f->pid, f->id, f->id, f->pid, f->seq);
-		return 128 + SIGINT;
+		return 128 + (g_last_signal != SIGINT ? g_last_signal : SIGINT);
 	}
 	if (g_signals == 1 && !f->sig_sent)
 		f->sig_pending = true;
@@ -856,13 +887,17 @@ static int handle_sigint(struct follow *f)
  */
 static int follow_run(struct follow *f)
 {
-	static const int sigs[] = { SIGINT, 0 };
+	/* In raw mode nothing else may end kiln without giving the terminal back. */
+	static const int sigs[] = { SIGINT, 0 }, raw_sigs[] = { SIGINT, SIGTERM, SIGHUP, 0 };
+	bool raw = f->tty && f->in != IN_OFF;
 	CURLM *m = curl_multi_init();
 	CURLcode ev_cc = CURLE_OK;
 	bool ev_done = false;
 	int ret = EXIT_KILN;
 
-	if (!m || catch_signals(sigs) || curl_multi_add_handle(m, f->ev->h) != CURLM_OK) {
+	f->winch_fd = f->tty ? tty_winch_fd() : -1;
+	if (!m || catch_signals(raw ? raw_sigs : sigs) ||
+	    curl_multi_add_handle(m, f->ev->h) != CURLM_OK) {
 		fprintf(stderr, "kiln: cannot set up the event stream\n");
 		goto out;
 	}
@@ -870,8 +905,12 @@ static int follow_run(struct follow *f)
 		fprintf(stderr, "kiln: out of memory\n");
 		goto out;
 	}
+	if (raw && (ret = tty_raw()))
+		fprintf(stderr, "kiln: warning: cannot put the terminal in raw mode: %s\n",
+			strerror(-ret));
+	ret = EXIT_KILN;
 	while (!ev_done) {
-		struct curl_waitfd w[2];
+		struct curl_waitfd w[3];
 		unsigned nw = 0;
 		int running, timeout = 1000;
 		CURLMsg *msg;
@@ -898,16 +937,23 @@ static int follow_run(struct follow *f)
 		if (f->in == IN_RETRY)
 			timeout = STDIN_RETRY_MS;
 		w[nw++] = (struct curl_waitfd){ .fd = g_sigpipe[0], .events = CURL_WAIT_POLLIN };
+		if (f->winch_fd >= 0)
+			w[nw++] = (struct curl_waitfd){ .fd = f->winch_fd, .events = CURL_WAIT_POLLIN };
 		if (f->in == IN_IDLE && f->pid)
 			w[nw++] = (struct curl_waitfd){ .fd = STDIN_FILENO, .events = CURL_WAIT_POLLIN };
 		mc = curl_multi_poll(m, w, nw, timeout, NULL);
 		if (mc != CURLM_OK && !(mc == CURLM_UNRECOVERABLE_POLL && errno == EINTR)) {
+			tty_restore();
 			fprintf(stderr, "kiln: %s\n", curl_multi_strerror(mc));
 			goto out;
 		}
-		if (nw == 2 && w[1].revents && stdin_read(f, m))
+		/* Before this round's stdin: keys typed after a resize see the new size. */
+		if (f->winch_fd >= 0 && tty_winch_take() && f->pid && !f->ended)
+			send_resize(f);
+		if (w[nw - 1].fd == STDIN_FILENO && w[nw - 1].revents && stdin_read(f, m))
 			goto nomem;
 	}
+	tty_restore();
 	/* A last line without its newline. */
 	if (ev_cc == CURLE_OK && f->ev->line.len && !f->ended &&
 	    f->ev->on_line(f, f->ev->line.p, f->ev->line.len))
@@ -922,8 +968,10 @@ static int follow_run(struct follow *f)
 	}
 	goto out;
 nomem:
+	tty_restore();
 	fprintf(stderr, "kiln: cannot pass stdin on: out of memory\n");
 out:
+	tty_restore();
 	if (f->in_call.h)
 		curl_multi_remove_handle(m, f->in_call.h);
 	call_free(&f->in_call);
@@ -939,18 +987,23 @@ out:
 /* ---- exec ---- */
 
 static const char exec_usage[] =
-	"usage: kiln exec [-i] [-e K=V]... [-w DIR] [--user UID[:GID]] [--timeout SEC] [--tag TAG]\n"
+	"usage: kiln exec [-i] [-t] [-e K=V]... [-w DIR] [--user UID[:GID]] [--timeout SEC] [--tag TAG]\n"
 	"                 ID -- CMD [ARGS...]\n"
 	"Runs CMD in sandbox ID, its output streamed here, and exits with its status\n"
-	"(128+N on signal N). -i passes this process's stdin on. Ctrl-C sends INT to\n"
-	"CMD's process group; a second one leaves (130) with CMD still running.\n";
+	"(128+N on signal N). -i passes this process's stdin on. -t runs CMD on a guest\n"
+	"terminal of this terminal's size (window changes follow); with -i a terminal\n"
+	"stdin goes raw, so Ctrl-C is typed into CMD's terminal, and is put back on exit.\n"
+	"Otherwise Ctrl-C sends INT to CMD's process group; a second one leaves (130)\n"
+	"with CMD still running.\n";
 
 /* Options before "--" (or before ID when there is none) into o; *first: ID's index. */
-static int exec_opts(int argc, char **argv, json_t *o, json_t *env, bool *in, int *first)
+static int exec_opts(int argc, char **argv, json_t *o, json_t *env, bool *in, bool *tty,
+		     int *first)
 {
 	enum { O_TIMEOUT = 256, O_USER, O_TAG };
 	static const struct option opts[] = {
 		{ "interactive", no_argument, NULL, 'i' },
+		{ "tty", no_argument, NULL, 't' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "cwd", required_argument, NULL, 'w' },
 		{ "workdir", required_argument, NULL, 'w' },
@@ -967,13 +1020,16 @@ static int exec_opts(int argc, char **argv, json_t *o, json_t *env, bool *in, in
 	optind = 0;
 	opterr = 0;
 	/* With "--", options may come after ID; without, ID ends them. */
-	while ((opt = getopt_long(dd, argv, dd < argc ? ":ie:w:h" : "+:ie:w:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(dd, argv, dd < argc ? ":ite:w:h" : "+:ite:w:h", opts, NULL)) != -1) {
 		char *eq;
 
 		ret = 0;
 		switch (opt) {
 		case 'i':
 			*in = true;
+			break;
+		case 't':
+			*tty = true;
 			break;
 		case 'e':
 			eq = strchr(optarg, '=');
@@ -1023,15 +1079,15 @@ static int exec_opts(int argc, char **argv, json_t *o, json_t *env, bool *in, in
 static int cmd_exec(struct client *c, int argc, char **argv)
 {
 	json_t *o = json_object(), *env = json_object(), *cmd = json_array();
-	struct follow f = { .c = c };
+	struct follow f = { .c = c, .winch_fd = -1 };
 	struct call k = { 0 };
-	bool in = false;
+	bool in = false, tty = false;
 	char path[128];
 	int first = 0, ret = EXIT_KILN, i;
 
 	if (!o || !env || !cmd)
 		goto out;
-	ret = exec_opts(argc, argv, o, env, &in, &first);
+	ret = exec_opts(argc, argv, o, env, &in, &tty, &first);
 	if (ret)
 		goto out;
 	ret = check_id("exec", argv[first]);
@@ -1051,6 +1107,14 @@ static int cmd_exec(struct client *c, int argc, char **argv)
 		goto out;
 	}
 	ret = EXIT_KILN;
+	if (tty) {
+		unsigned rows, cols;
+
+		tty_size(&rows, &cols);
+		if (json_object_set_new(o, "pty", json_pack("{s:i,s:i}", "rows", (json_int_t)rows,
+							     "cols", (json_int_t)cols)))
+			goto out;
+	}
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes", f.id);
 	if (call_init(&k, c, "POST", path, SINK_LINES) || call_json(&k, json_incref(o)))
 		goto out;
@@ -1058,6 +1122,7 @@ static int cmd_exec(struct client *c, int argc, char **argv)
 	k.ctx = &f;
 	f.ev = &k;
 	f.in = in ? IN_IDLE : IN_OFF;
+	f.tty = tty;
 	ret = follow_run(&f);
 out:
 	json_decref(o);
@@ -1081,7 +1146,7 @@ static int cmd_attach(struct client *c, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct follow f = { .c = c, .in = IN_OFF };
+	struct follow f = { .c = c, .in = IN_OFF, .winch_fd = -1 };
 	struct call k = { 0 };
 	uint64_t after = 0, pid;
 	char path[192];

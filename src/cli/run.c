@@ -5,6 +5,7 @@
  */
 #include "cli/run.h"
 #include "cli/image.h"
+#include "cli/tty.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +77,7 @@ struct run_opts {
 	unsigned nget;
 	uint64_t get_max;
 	bool json;
+	bool tty;
 	unsigned cpu_pct;
 	bool no_cgroup, no_jail, no_seccomp, test_hooks;
 	const char *allow[NET_RULES_MAX];
@@ -221,6 +223,10 @@ static void print_help(void)
 	     "  --mem MiB           guest memory (64..65536, default 512)\n"
 	     "  --disk MiB          writable scratch disk (0: in guest RAM; default 1024)\n"
 	     "  --timeout SEC       the whole run's deadline (boot to teardown): destroy the VM, exit 124\n"
+	     "  -t, --tty           run CMD on a guest terminal of this terminal's size; a\n"
+	     "                      terminal stdin goes raw (Ctrl-C reaches CMD) and comes back as\n"
+	     "                      it was; window size changes follow\n"
+	     "  -i, --interactive   accepted for -it: stdin always goes to CMD\n"
 	     "  -e, --env K=V       environment for CMD (repeatable)\n"
 	     "  -w, --workdir DIR   working directory for CMD (default /root)\n"
 	     "  --user UID[:GID]    run CMD as this numeric user (default root)\n"
@@ -425,6 +431,8 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "env", required_argument, NULL, 'e' },
 		{ "workdir", required_argument, NULL, 'w' },
+		{ "tty", no_argument, NULL, 't' },
+		{ "interactive", no_argument, NULL, 'i' },
 		{ "user", required_argument, NULL, O_USER },
 		{ "put", required_argument, NULL, O_PUT },
 		{ "get", required_argument, NULL, O_GET },
@@ -469,8 +477,13 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 
 	optind = 1;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "+:e:w:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:e:w:hti", opts, NULL)) != -1) {
 		switch (opt) {
+		case 't':
+			o->tty = true;
+			break;
+		case 'i':
+			break; /* stdin always goes to CMD */
 		case O_IMAGE:
 			image = optarg;
 			break;
@@ -960,7 +973,7 @@ int cli_run(int argc, char **argv, const char *self)
 	long long oom_before = -1, oom_after = -1;
 	const char *limit = NULL;
 	bool stdin_open = true, net_down = false, have_ns = false;
-	int conn_err = 0, audit_fd = -1;
+	int conn_err = 0, audit_fd = -1, winch_fd = -1;
 	uint32_t id = 0;
 	char err[512];
 	int status = EXIT_KILN, ret;
@@ -1048,6 +1061,9 @@ int cli_run(int argc, char **argv, const char *self)
 	spec.uid = o.uid;
 	spec.gid = o.gid;
 	spec.stdin = true;
+	spec.pty = o.tty;
+	if (o.tty)
+		tty_size(&spec.rows, &spec.cols);
 	t_exec = now_ns();
 	snprintf(g_step, sizeof(g_step), "starting %s", o.argv[0]);
 	ret = kiln_agent_exec(a, &spec, &ops, &st, &id);
@@ -1062,13 +1078,21 @@ int cli_run(int argc, char **argv, const char *self)
 	 * periodic wake-up: stdin room is recomputed after every agent frame. */
 	kiln_sandbox_set_deadline(sb, g_deadline);
 	snprintf(g_step, sizeof(g_step), "running %s", o.argv[0]);
+	if (o.tty) {
+		winch_fd = tty_winch_fd();
+		ret = tty_raw();
+		if (ret)
+			fprintf(stderr, "kiln run: warning: cannot put the terminal in raw mode: %s\n",
+				strerror(-ret));
+	}
 	while (!st.exited && !stopping()) {
 		size_t room = stdin_open ? kiln_agent_stdin_room(a, id) : 0;
-		struct pollfd p[4] = {
+		struct pollfd p[5] = {
 			{ .fd = kiln_agent_fd(a), .events = POLLIN },
 			{ .fd = room ? STDIN_FILENO : -1, .events = POLLIN },
 			{ .fd = g_sigpipe[0], .events = POLLIN },
 			{ .fd = kiln_sandbox_net_fd(sb), .events = POLLIN },
+			{ .fd = winch_fd, .events = POLLIN },
 		};
 		int wait_ms = -1;
 
@@ -1077,10 +1101,21 @@ int cli_run(int argc, char **argv, const char *self)
 
 			wait_ms = now >= g_deadline ? 0 : (int)((g_deadline - now) / 1000000ULL) + 1;
 		}
-		if (poll(p, 4, wait_ms) < 0 && errno != EINTR)
+		if (poll(p, 5, wait_ms) < 0 && errno != EINTR)
 			break;
 		if (g_signal || p[3].revents || timed_out())
 			break;
+		/* Before this round's stdin: keys typed after a resize see the new size. */
+		if (winch_fd >= 0 && tty_winch_take()) {
+			unsigned rows, cols;
+
+			tty_size(&rows, &cols);
+			ret = kiln_agent_resize(a, id, rows, cols);
+			if (ret < 0 && agent_broken(a)) {
+				conn_err = ret;
+				break;
+			}
+		}
 		if (p[0].revents) {
 			ret = kiln_agent_poll(a, 0);
 			if (ret < 0 && agent_broken(a)) {
@@ -1103,11 +1138,15 @@ int cli_run(int argc, char **argv, const char *self)
 				}
 				st.in_bytes += (uint64_t)n;
 			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+				/* A terminal stays open: its end-of-file is a ^D typed into it. */
+				if (o.tty)
+					kiln_agent_stdin_write(a, id, "\x04", 1);
 				kiln_agent_stdin_close(a, id);
 				stdin_open = false;
 			}
 		}
 	}
+	tty_restore();
 	t_exec_end = now_ns();
 
 	if (stopping()) {
@@ -1179,6 +1218,7 @@ int cli_run(int argc, char **argv, const char *self)
 stop:
 	/* A step was cut short: by a signal, the --timeout, or a guest agent
 	 * that broke its side of the protocol (too slow, too much, malformed). */
+	tty_restore();
 	disarm_alarm();
 	kiln_sandbox_kill(sb);
 	if (g_signal) {
@@ -1200,6 +1240,7 @@ stop:
 			status = EXIT_KILN;
 	}
 out:
+	tty_restore();
 	disarm_alarm();
 	t_down = now_ns();
 	kiln_sandbox_shutdown(sb);
