@@ -110,6 +110,26 @@ sleep 1
 expect_eq "no VMM process left behind" 0 "$(vmms)"
 expect_eq "no run directory left in $run_dir" 0 "$(leftovers)"
 
+# --- a guest terminal (-t), driven from a host pty -----------------------------------------
+# ptyrun: kiln on a fresh host terminal of 24 x 80, as a user at it; prints "rc=N restored=yes|no steps=done|stuck".
+ptyrun() { /usr/bin/python3 "$top/tests/integration/ptyrun.py" "$@"; }
+r=$(ptyrun --rows 24 --cols 80 --out "$work/tty1" --expect '24 80\r\n' --winsize 33x101 --send 'hello\r' \
+    --expect '\[hello\]' --send '\x03' -- \
+    "$KILN" run -it --image "$TINY" -- sh -c 'tty; stty size; read x; stty size; echo "[$x]"; sleep 300; echo after')
+expect_eq "-it: Ctrl-C (a 0x03 byte) interrupts sleep: 130; the host terminal is restored" \
+    "rc=130 restored=yes steps=done" "$r"
+expect_match "-it: a guest pty of the host's size, resized on SIGWINCH; typed input echoed by the guest" \
+    $'^/dev/pts/[0-9]+\r\n24 80\r\nhello\r\n33 101\r\n\\[hello\\]\r\n' "$(cat "$work/tty1")"
+check "-it: the command did not go on after Ctrl-C" test -z "$(grep -a after "$work/tty1")"
+r=$(ptyrun --expect ready -- "$KILN" run -t --timeout 30 --image "$TINY" -- sh -c 'echo ready; sleep 300' 2>&1)
+expect_eq "-t --timeout: 124, the host terminal is restored" "rc=124 restored=yes steps=done" "$r"
+r=$(ptyrun --out "$work/tty3" --expect ready --signal TERM -- "$KILN" run -t --image "$TINY" -- sh -c 'echo ready; sleep 300')
+expect_eq "-t and SIGTERM: 143, the host terminal is restored" "rc=143 restored=yes steps=done" "$r"
+expect_match "-t and SIGTERM: the message comes after the terminal is back (its newline made CR LF again)" \
+    $'kiln run: interrupted by Terminated[^\r\n]*\r$' "$(cat "$work/tty3")"
+expect_match "-t with a piped stdin: its end is a ^D typed into the guest terminal" '\[hi\]$' \
+    "$(printf 'hi\n' | krun -t -- sh -c 'cat > /tmp/in; printf "[%s]" "$(cat /tmp/in)"')"
+
 # --- bad input: one line, exit 2, nothing started ----------------------------------------
 bad() {
     local desc=$1 pattern=$2; shift 2
@@ -129,6 +149,7 @@ bad "--cpus 0" 'cpus' --image "$TINY" --cpus 0 -- true
 bad "relative --put target" 'must be absolute' --image "$TINY" --put "$work/put.bin:rel" -- true
 bad "--get-max 0" 'get-max must be bytes' --image "$TINY" --get-max 0 -- true
 bad "--get-max beyond 1T" 'get-max must be bytes' --image "$TINY" --get-max 2T -- true
+bad "--tty takes no value" "unknown option '--tty=5'" --image "$TINY" --tty=5 -- true
 expect_eq "bad input started no VMM" 0 "$(vmms)"
 
 # --- the default Debian image --------------------------------------------------------------

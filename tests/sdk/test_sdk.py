@@ -5,6 +5,8 @@ import asyncio
 import hashlib
 import io
 import os
+import re
+import threading
 import time
 
 import pytest
@@ -154,6 +156,66 @@ def test_background_on_stdout(sb):
     h = sb.commands.run("echo a; sleep 0.3; echo b", background=True, on_stdout=got.append)
     r = h.wait(timeout=30)
     assert "".join(got) == r.stdout == "a\nb\n"
+
+
+# --- terminals ----------------------------------------------------------------------
+
+def until(pred, limit=60.0):
+    """Waits (bounded) for a condition the test then asserts; no timed assertion."""
+    end = time.monotonic() + limit
+    while not pred() and time.monotonic() < end:
+        time.sleep(0.05)
+    return pred()
+
+
+PTY_SCRIPT = 'tty; echo "$A $(pwd)"; stty size; read x; stty size; echo "[$x]"'
+PTY_WANT = rb"^/dev/pts/\d+\r\n1 /tmp\r\n24 80\r\nhello\r\n33 101\r\n\[hello\]\r\n$"
+
+
+def test_pty_create_resize_input(sb):
+    got = bytearray()
+    lock = threading.Lock()
+
+    def on_data(b):
+        assert isinstance(b, bytes)
+        with lock:
+            got.extend(b)
+
+    def seen():
+        with lock:
+            return bytes(got)
+    h = sb.pty.create(24, 80, on_data=on_data, cmd=["sh", "-c", PTY_SCRIPT], cwd="/tmp",
+                      env={"A": "1"})
+    assert isinstance(h.pid, int) and h.pid > 0
+    assert until(lambda: b"24 80\r\n" in seen())  # the first size came before the resize
+    h.resize(33, 101)
+    h.send_input("hello\n")
+    r = h.wait(timeout=60)
+    assert r.exit_code == 0
+    assert re.match(PTY_WANT, seen()), seen()
+    assert r.stdout == seen().decode() and r.stderr == ""
+    assert h.info().raw["pty"] == {"rows": 33, "cols": 101}
+    with pytest.raises(kiln.ConflictError):
+        h.resize(5, 5)
+
+
+def test_pty_ctrl_c_kill_and_bad_size(sb):
+    h = sb.pty.create(cmd=["sh", "-c", "echo go; sleep 1001; echo after"])
+    assert until(lambda: "go" in h.stdout or h.info().next_seq > 1)
+    h.send_input(b"\x03")
+    r = h.wait(timeout=60)
+    assert (r.exit_code, r.signal) == (-1, 2) and "after" not in r.stdout
+    h2 = sb.pty.create(40, 120, cmd=["sleep", "1002"])
+    assert h2.kill() is True
+    assert h2.wait(timeout=60).signal == 9
+    for rows, cols in ((0, 80), (24, 4097)):
+        with pytest.raises(kiln.BadRequestError):
+            sb.pty.create(rows, cols)
+    # A process without a terminal cannot be resized.
+    h3 = sb.commands.run("sleep 1003", background=True)
+    with pytest.raises(kiln.ConflictError):
+        h3.sandbox._api.send("POST", h3._base + "/resize", json={"rows": 5, "cols": 5})
+    h3.kill()
 
 
 def test_unknown_process(sb):
@@ -335,6 +397,34 @@ async def test_async_background_connect_kill(asb):
     await h3.send_stdin("zz")
     await h3.close_stdin()
     assert (await h3.wait(timeout=30)).stdout == "zz"
+
+
+@pytest.mark.asyncio
+async def test_async_pty(asb):
+    got = bytearray()
+
+    async def on_data(b):
+        got.extend(b)
+    h = await asb.pty.create(24, 80, on_data=on_data, cmd=["sh", "-c", PTY_SCRIPT], cwd="/tmp",
+                             env={"A": "1"})
+    for _ in range(1200):
+        if b"24 80\r\n" in got:
+            break
+        await asyncio.sleep(0.05)
+    assert b"24 80\r\n" in got
+    await h.resize(33, 101)
+    await h.send_input(b"hello\n")
+    r = await h.wait(timeout=60)
+    assert r.exit_code == 0
+    assert re.match(PTY_WANT, bytes(got)), bytes(got)
+    h2 = await asb.pty.create(cmd=["sleep", "1004"], on_data=lambda b: None)
+    assert await h2.kill() is True
+    assert (await h2.wait(timeout=60)).signal == 9
+    h3 = await asb.pty.create(cmd=["sleep", "1005"])
+    with pytest.raises(kiln.TimeoutError):
+        await h3.wait(timeout=0.5)
+    assert await h3.kill() is True
+    assert (await h3.wait(timeout=60)).signal == 9
 
 
 @pytest.mark.asyncio

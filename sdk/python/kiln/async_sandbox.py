@@ -12,7 +12,7 @@ import httpx
 from . import _http
 from . import exceptions as exc
 from .models import CommandResult, EntryInfo, EventAccumulator, ProcessInfo, SandboxInfo
-from .sandbox import DEFAULT_COMMAND_TIMEOUT, Data
+from .sandbox import DEFAULT_COMMAND_TIMEOUT, Data, _pty_body
 
 AsyncOutputCallback = Callable[[str], Union[Any, Awaitable[Any]]]
 _DEFAULT: Any = object()
@@ -115,8 +115,7 @@ class AsyncCommandHandle:
                     async for line in r.aiter_lines():
                         out = acc.feed(line)
                         if out:
-                            await _call(self.on_stdout if out[0] == "stdout" else self.on_stderr,
-                                        out[1])
+                            await self._emit(out[0], out[1])
                         if acc.done:
                             break
                         if deadline is not None and time.monotonic() >= deadline:
@@ -149,6 +148,9 @@ class AsyncCommandHandle:
         if self.check and not res.ok:
             raise exc.CommandExitError(res)
         return res
+
+    async def _emit(self, stream: str, data: bytes) -> None:
+        await _call(self.on_stdout if stream == "stdout" else self.on_stderr, data)
 
     async def send_stdin(self, data: Data) -> None:
         """Sends bytes (or text, as UTF-8) to the process's stdin."""
@@ -246,6 +248,65 @@ class AsyncCommands:
 
     async def kill(self, pid: int, signal: Union[str, int] = "KILL") -> bool:
         return await AsyncCommandHandle(self._sb, int(pid)).kill(signal)
+
+
+AsyncDataCallback = Callable[[bytes], Union[Any, Awaitable[Any]]]
+
+
+class AsyncPtyHandle(AsyncCommandHandle):
+    """A process on a guest terminal of an :class:`AsyncSandbox`; see
+    :class:`kiln.sandbox.PtyHandle`. ``on_data`` (a function or a coroutine
+    function) runs in a task of the loop that created it."""
+
+    def __init__(self, sandbox: "AsyncSandbox", pid: int,
+                 on_data: Optional[AsyncDataCallback] = None) -> None:
+        super().__init__(sandbox, pid, check=False)
+        self.on_data = on_data
+        self._task = asyncio.ensure_future(AsyncCommandHandle.wait(self, timeout=None))
+
+    def __repr__(self) -> str:
+        return f"<AsyncPtyHandle pid={self.pid} sandbox={self.sandbox.id}>"
+
+    async def _emit(self, stream: str, data: bytes) -> None:
+        if self.on_data is not None:
+            v = self.on_data(bytes(data))
+            if inspect.isawaitable(v):
+                await v
+
+    async def wait(self, timeout: Optional[float] = None) -> CommandResult:  # type: ignore[override]
+        """Waits for the process to end; its result (a non-zero exit does not
+        raise). :class:`kiln.TimeoutError` after ``timeout`` seconds (it keeps running)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except asyncio.TimeoutError:
+            raise exc.TimeoutError(f"process {self.pid} still runs after {timeout} s") from None
+
+    async def send_input(self, data: Union[str, bytes, bytearray, memoryview]) -> None:
+        """Types bytes (or text, as UTF-8) into the terminal."""
+        await self.send_stdin(data)
+
+    async def resize(self, rows: int, cols: int) -> None:
+        """The terminal's new size (1..4096 each); ConflictError once it ended."""
+        await self.sandbox._api.send("POST", self._base + "/resize",
+                                     json={"rows": int(rows), "cols": int(cols)})
+
+
+class AsyncPty:
+    """``sandbox.pty`` of an :class:`AsyncSandbox`; see :class:`kiln.sandbox.Pty`."""
+
+    def __init__(self, sandbox: "AsyncSandbox") -> None:
+        self._sb = sandbox
+
+    async def create(self, rows: int = 24, cols: int = 80, *,
+                     on_data: Optional[AsyncDataCallback] = None, cwd: Optional[str] = None,
+                     env: Optional[Dict[str, str]] = None,
+                     cmd: Union[str, List[str], None] = None, user: Union[str, int, None] = None,
+                     timeout: Optional[float] = None, tag: Optional[str] = None) -> AsyncPtyHandle:
+        """Starts ``cmd`` (default ``/bin/sh``) on a new terminal; see :meth:`kiln.sandbox.Pty.create`."""
+        body = _pty_body(rows, cols, cmd, cwd, env, user, timeout, tag)
+        d = await self._sb._api.json("POST", f"/v1/sandboxes/{self._sb.id}/processes",
+                                     params={"detach": "1"}, json=body)
+        return AsyncPtyHandle(self._sb, int(d["pid"]), on_data)
 
 
 class AsyncFiles:
@@ -372,6 +433,7 @@ class AsyncSandbox:
         self.id = info.id
         self.commands = AsyncCommands(self)
         self.files = AsyncFiles(self)
+        self.pty = AsyncPty(self)
 
     def __repr__(self) -> str:
         return f"<AsyncSandbox {self.id}>"

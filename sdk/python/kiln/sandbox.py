@@ -1,6 +1,7 @@
 """The synchronous client: :class:`Sandbox`, its ``commands`` and ``files``."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import IO, Any, Callable, Dict, Iterator, List, Literal, Optional, Union, overload
 
@@ -130,8 +131,7 @@ class CommandHandle:
                     for line in r.iter_lines():
                         out = acc.feed(line)
                         if out:
-                            _call(self.on_stdout if out[0] == "stdout" else self.on_stderr,
-                                  out[1])
+                            self._emit(out[0], out[1])
                         if acc.done:
                             break
                         if deadline is not None and time.monotonic() >= deadline:
@@ -158,6 +158,9 @@ class CommandHandle:
                     raise
                 time.sleep(min(0.2 * failures, 1.0))
         return self._finish()
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        _call(self.on_stdout if stream == "stdout" else self.on_stderr, data)
 
     def _finish(self) -> CommandResult:
         acc = self._acc
@@ -278,6 +281,91 @@ class Commands:
     def kill(self, pid: int, signal: Union[str, int] = "KILL") -> bool:
         """Sends a signal to a process's group; False if it had ended."""
         return CommandHandle(self._sb, int(pid)).kill(signal)
+
+
+DataCallback = Callable[[bytes], Any]
+
+
+def _pty_body(rows: int, cols: int, cmd: Union[str, List[str], None], cwd: Optional[str],
+              env: Optional[Dict[str, str]], user: Union[str, int, None],
+              timeout: Optional[float], tag: Optional[str]) -> Dict[str, Any]:
+    body = _http.process_body(cmd if cmd is not None else ["/bin/sh"], cwd, env, user, True,
+                              timeout, tag)
+    body["pty"] = {"rows": int(rows), "cols": int(cols)}
+    return body
+
+
+class PtyHandle(CommandHandle):
+    """A process on a guest terminal (``sandbox.pty.create``).
+
+    Its output (stdout and stderr together, as the terminal shows them, echo
+    included) goes to ``on_data`` as bytes from a background thread as it
+    comes, and is kept in ``stdout``. ``send_input`` types into the terminal
+    (``"\\x03"`` is Ctrl-C), ``resize`` changes its size.
+    """
+
+    def __init__(self, sandbox: "Sandbox", pid: int,
+                 on_data: Optional[DataCallback] = None) -> None:
+        super().__init__(sandbox, pid, check=False)
+        self.on_data = on_data
+        self._result: Optional[CommandResult] = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._follow, name=f"kiln-pty-{pid}",
+                                        daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"<PtyHandle pid={self.pid} sandbox={self.sandbox.id}>"
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        if self.on_data is not None:
+            self.on_data(bytes(data))
+
+    def _follow(self) -> None:
+        try:
+            self._result = CommandHandle.wait(self, timeout=None)
+        except BaseException as e:  # handed to wait()
+            self._error = e
+
+    def wait(self, timeout: Optional[float] = None) -> CommandResult:  # type: ignore[override]
+        """Waits for the process to end and returns its result (a non-zero exit
+        does not raise); :class:`kiln.TimeoutError` if ``timeout`` seconds pass
+        first (it keeps running)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise exc.TimeoutError(f"process {self.pid} still runs after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def send_input(self, data: Union[str, bytes, bytearray, memoryview]) -> None:
+        """Types bytes (or text, as UTF-8) into the terminal."""
+        self.send_stdin(data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """The terminal's new size (1..4096 each); ConflictError once it ended."""
+        self.sandbox._api.send("POST", self._base + "/resize",
+                               json={"rows": int(rows), "cols": int(cols)})
+
+
+class Pty:
+    """``sandbox.pty``: processes on a guest terminal."""
+
+    def __init__(self, sandbox: "Sandbox") -> None:
+        self._sb = sandbox
+
+    def create(self, rows: int = 24, cols: int = 80, *, on_data: Optional[DataCallback] = None,
+               cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+               cmd: Union[str, List[str], None] = None, user: Union[str, int, None] = None,
+               timeout: Optional[float] = None, tag: Optional[str] = None) -> PtyHandle:
+        """Starts ``cmd`` (default ``/bin/sh``; a string runs with ``sh -c``) on a
+        new terminal of ``rows`` x ``cols`` and returns its :class:`PtyHandle` at once.
+        ``timeout``: seconds until kilnd kills it (none by default)."""
+        body = _pty_body(rows, cols, cmd, cwd, env, user, timeout, tag)
+        d = self._sb._api.json("POST", f"/v1/sandboxes/{self._sb.id}/processes",
+                               params={"detach": "1"}, json=body)
+        return PtyHandle(self._sb, int(d["pid"]), on_data)
 
 
 class Files:
@@ -405,6 +493,7 @@ class Sandbox:
         self.id = info.id
         self.commands = Commands(self)
         self.files = Files(self)
+        self.pty = Pty(self)
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id}>"
