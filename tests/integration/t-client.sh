@@ -131,6 +131,26 @@ timeout 90 "$KILN" attach "$A" "${IP:-0}" --after 2 > "$work/att0.out" 2> "$work
 expect_eq "attach to it after a KILL: 137" "137" "$rc"
 [ "$rc" = 137 ] || { echo "# ps after the KILL:"; "$KILN" ps "$A" 2>&1 | sed 's/^/#   /'; }
 
+lap "Ctrl-C twice"
+# --- exec -t: a guest terminal, kiln on a host pty ---------------------------------
+ptyrun() { /usr/bin/python3 "$top/tests/integration/ptyrun.py" "$@"; }
+r=$(ptyrun --rows 24 --cols 80 --out "$work/tty1" --expect '24 80\r\n' --winsize 33x101 --send 'hello\r' \
+    --expect '\[hello\]' --send '\x03' -- \
+    "$KILN" exec -it "$A" -- sh -c 'tty; stty size; read x; stty size; echo "[$x]"; sleep 300; echo after')
+expect_eq "exec -it: Ctrl-C (a 0x03 byte) interrupts sleep: 130; the host terminal is restored" \
+    "rc=130 restored=yes steps=done" "$r"
+expect_match "exec -it: a guest pty of the host's size, resized on SIGWINCH; typed input echoed by the guest" \
+    $'^/dev/pts/[0-9]+\r\n24 80\r\nhello\r\n33 101\r\n\\[hello\\]\r\n' "$(cat "$work/tty1")"
+check "exec -it: the command did not go on after Ctrl-C" test -z "$(grep -a after "$work/tty1")"
+r=$(ptyrun --out "$work/tty2" --expect ready --signal TERM -- "$KILN" exec -it "$A" -- sh -c 'echo ready; sleep 300')
+expect_eq "exec -it and SIGTERM: 143, the host terminal is restored" "rc=143 restored=yes steps=done" "$r"
+expect_match "exec -it and SIGTERM: says how to reattach, after the terminal is back" \
+    $'kiln attach sb-[0-9a-f]+ [0-9]+ --after [0-9]+\\)\r$' "$(cat "$work/tty2")"
+expect_match "exec -it with a piped stdin: its end is a ^D typed into the guest terminal" '\[hi\]$' \
+    "$(printf 'hi\n' | timeout 120 "$KILN" exec -it "$A" -- sh -c 'cat > /tmp/in; printf "[%s]" "$(cat /tmp/in)"')"
+run_k attt attach -t "$A" 1
+one_line_error attt "attach -t (no terminal to attach)" 2 "unknown option '-t'"
+
 lap "before attach a detached"
 # --- attach a detached process ----------------------------------------------
 r=$(curl -sS -m 30 --unix-socket "$sock" -H "Authorization: Bearer $TA" \
