@@ -110,6 +110,8 @@ int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 	out->out = pout[0];
 	out->err = perr[0];
 	out->in = pin[1];
+	/* A terminal's master for RESIZE: any fd will do (TIOCSWINSZ fails on it). */
+	out->pty = req->flags & PROTO_EXEC_PTY ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
 	fcntl(out->pidfd, F_SETFL, O_NONBLOCK);
 	fcntl(out->out, F_SETFL, O_NONBLOCK);
 	fcntl(out->err, F_SETFL, O_NONBLOCK);
