@@ -199,7 +199,8 @@ expect_eq "pty: detached start 201" "201" "$(echo "$r" | code)"
 TP=$(echo "$r" | body | jget '["pid"]' 2>/dev/null)
 # The first size must be printed before the resize (else it would print the new one).
 for _ in $(seq 120); do
-    [[ "$(api "$TA" GET "$P/$TP/events?after_seq=0" -m 2 2>/dev/null | body | pout)" == *"24 80"* ]] && break
+    [[ "$(curl -sS -m 2 --unix-socket "$sock" -H "Authorization: Bearer $TA" \
+        "http://kiln$P/$TP/events?after_seq=0" 2>/dev/null | pout)" == *"24 80"* ]] && break
     sleep 0.5
 done
 expect_eq "pty: resize 204" "204" "$(api "$TA" POST "$P/$TP/resize" -d '{"rows":33,"cols":101}' | code)"
