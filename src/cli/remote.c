@@ -738,6 +738,7 @@ static int on_event(void *ctx, char *line, size_t len)
 	} else if (!strcmp(type, "error")) {
 		const char *m = json_string_value(json_object_get(e, "message"));
 
+		tty_restore(); /* the last event: a line of kiln's own follows */
 		fprintf(stderr, "kiln: %s\n", clean(msg, sizeof(msg), m ? m : "the process failed"));
 		f->status = m && !strncmp(m, "the process timed out", 21) ? EXIT_TIMEOUT : EXIT_KILN;
 		f->ended = true;
@@ -781,7 +782,6 @@ static void send_resize(struct follow *f)
 	char path[160];
 	unsigned rows, cols;
 	struct call k;
-	int r;
 
 	tty_size(&rows, &cols);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes/%u/resize", f->id, f->pid);
@@ -791,9 +791,8 @@ static void send_resize(struct follow *f)
 		return;
 	}
 	curl_easy_setopt(k.h, CURLOPT_TIMEOUT, 30L);
-	r = curl_easy_perform(k.h);
-	/* 409: it has ended already; its exit event is on its way. */
-	(void)r;
+	/* Whatever the answer (409: it has ended, its exit event is on its way). */
+	(void)curl_easy_perform(k.h);
 	call_free(&k);
 }
 
