@@ -34,25 +34,6 @@
 #define CONFIG_STR_MAX 65536
 #define DEFAULT_MAX_SIZE (8ULL << 30)
 
-static void self_dir(const char *self, char *buf, size_t len)
-{
-	char path[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
-	char *slash;
-
-	if (n <= 0) {
-		snprintf(path, sizeof(path), "%s", self);
-		n = (ssize_t)strlen(path);
-	}
-	path[n] = 0;
-	slash = strrchr(path, '/');
-	if (slash)
-		*slash = 0;
-	else
-		snprintf(path, sizeof(path), ".");
-	snprintf(buf, len, "%s", path);
-}
-
 void image_dir(const char *self, char *buf, size_t len)
 {
 	const char *env = getenv("KILN_IMAGE_DIR");
@@ -62,7 +43,7 @@ void image_dir(const char *self, char *buf, size_t len)
 		snprintf(buf, len, "%s", env);
 		return;
 	}
-	self_dir(self, dir, sizeof(dir));
+	exe_dir(self, dir, sizeof(dir));
 	snprintf(buf, len, "%s/images", dir);
 }
 
@@ -215,7 +196,7 @@ static int image_import(int argc, char **argv, const char *self)
 		fputs("kiln image import: no cache directory (set KILN_CACHE or HOME)\n", stderr);
 		return 1;
 	}
-	self_dir(self, bindir, sizeof(bindir));
+	exe_dir(self, bindir, sizeof(bindir));
 	if (env_helper && env_helper[0])
 		snprintf(helper, sizeof(helper), "%s", env_helper);
 	else

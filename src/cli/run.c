@@ -248,26 +248,6 @@ static void print_help(void)
 	     "Exit status: CMD's; 124 timeout; 125 kiln failed; 2 bad usage; 130/143 interrupted.");
 }
 
-/* Directory of the kiln binary: the build tree keeps everything beside it. */
-static void self_dir(const char *self, char *buf, size_t len)
-{
-	char path[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
-	char *slash;
-
-	if (n <= 0) {
-		snprintf(path, sizeof(path), "%s", self);
-		n = (ssize_t)strlen(path);
-	}
-	path[n] = 0;
-	slash = strrchr(path, '/');
-	if (slash)
-		*slash = 0;
-	else
-		snprintf(path, sizeof(path), ".");
-	snprintf(buf, len, "%s", path);
-}
-
 static int resolve_image(struct run_opts *o, const char *name, const char *dir)
 {
 	char idir[PATH_MAX];
@@ -461,7 +441,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 	int opt, r;
 
 	g_self = self;
-	self_dir(self, dir, sizeof(dir));
+	exe_dir(self, dir, sizeof(dir));
 	o->cpus = 1;
 	o->mem_mib = 512;
 	o->disk_mib = 1024;

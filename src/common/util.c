@@ -1,6 +1,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,4 +99,23 @@ char *base64_encode(const void *in, size_t len)
 	}
 	out[o] = 0;
 	return out;
+}
+
+void exe_dir(const char *argv0, char *buf, size_t len)
+{
+	char path[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+	char *slash;
+
+	if (n <= 0) {
+		snprintf(path, sizeof(path), "%s", argv0);
+		n = (ssize_t)strlen(path);
+	}
+	path[n] = 0;
+	slash = strrchr(path, '/');
+	if (slash)
+		*slash = 0;
+	else
+		snprintf(path, sizeof(path), ".");
+	snprintf(buf, len, "%s", path);
 }

@@ -21,6 +21,10 @@ uint64_t now_ns(void);
 int write_full(int fd, const void *buf, size_t len);
 int read_full(int fd, void *buf, size_t len);
 
+/* The directory of this program's binary (/proc/self/exe, else argv0's), "."
+ * when it has none: kiln's build tree keeps its parts beside it. */
+void exe_dir(const char *argv0, char *buf, size_t len);
+
 /* Base64 (RFC 4648, padded) of len bytes, NUL-terminated, malloc'd; NULL on ENOMEM. */
 char *base64_encode(const void *in, size_t len);
 
