@@ -690,6 +690,9 @@ static void stream_step(struct stream *s)
 			s->stdin_data = NULL;
 		}
 	}
+	/* Writing stdin reads the agent too: the exit may be in already. */
+	if (s->exited)
+		return;
 	/* Woken by the agent, the client's hang-up, the deadline (a silent
 	 * process still times out), stdin to feed, or a keepalive due. */
 	ms = s->stdin_data ? 100 : PROC_KEEPALIVE_MS;

@@ -293,6 +293,13 @@ static void *pump(void *arg)
 		bool exited;
 
 		feed(p);
+		/* A signal's (or stdin's) request reads the agent until its answer:
+		 * the exit may have come with it, and then nothing more will. */
+		pthread_mutex_lock(&p->mu);
+		exited = p->exited;
+		pthread_mutex_unlock(&p->mu);
+		if (exited)
+			break;
 		if (p->deadline_ns) {
 			uint64_t now = now_ns();
 
