@@ -420,11 +420,13 @@ async def test_async_pty(asb):
     h2 = await asb.pty.create(cmd=["sleep", "1004"], on_data=lambda b: None)
     assert await h2.kill() is True
     assert (await h2.wait(timeout=60)).signal == 9
-    # wait() gives up at its timeout; the process runs on (it ends with the sandbox).
+    # wait() gives up at its timeout; the process runs on, and a kill ends it.
     h3 = await asb.pty.create(cmd=["sleep", "1005"])
     with pytest.raises(kiln.TimeoutError):
         await h3.wait(timeout=0.5)
     assert (await h3.info()).state == "running"
+    assert await h3.kill() is True
+    assert (await h3.wait(timeout=60)).signal == 9
 
 
 @pytest.mark.asyncio
