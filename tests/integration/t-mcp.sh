@@ -20,30 +20,6 @@ if ! $PY -c 'import httpx, pytest' 2>/dev/null; then
     exit
 fi
 
-# pytest's lines as TAP lines: run_pytest NAME ARGS...
-run_pytest() {
-    local name=$1 n=0 rc line; shift
-    ( cd "$top" && timeout 600 $PY -m pytest -v -p no:cacheprovider -rfE --tb=short --color=no "$@" 2>&1
-      echo "rc=$?" ) > "$work/$name.out"
-    sed 's/^/# /' "$work/$name.out" | grep -v ' PASSED' | tail -n 40
-    rc=$(sed -n 's/^rc=//p' "$work/$name.out" | tail -n1)
-    while IFS= read -r line; do
-        # (parametrized ids may hold spaces)
-        if [[ "$line" =~ ^tests/[^:]+::(.+)\ (PASSED|FAILED|ERROR|XPASS|XFAIL|SKIPPED)(\ |$) ]]; then
-            n=$((n + 1))
-            case ${BASH_REMATCH[2]} in
-            PASSED) ok "${BASH_REMATCH[1]}" ;;
-            XFAIL|SKIPPED) ok "${BASH_REMATCH[1]} (${BASH_REMATCH[2]})" ;;
-            *) not_ok "${BASH_REMATCH[1]} (${BASH_REMATCH[2]})" ;;
-            esac
-        fi
-    done < "$work/$name.out"
-    check "$name: pytest ran tests ($n)" test "$n" -gt 0
-    expect_eq "$name: a line for every test collected" \
-        "$(sed -n 's/^collected \([0-9]*\) items.*/\1/p; s/.*collecting .* collected \([0-9]*\) items.*/\1/p' "$work/$name.out" | head -n1)" "$n"
-    expect_eq "$name: pytest exit status" "0" "$rc"
-}
-
 # 1. The protocol layer alone (no kilnd, no VM).
 run_pytest protocol tests/mcp
 

@@ -28,25 +28,7 @@ if $PY -m pip --version >/dev/null 2>&1; then
     check "the installed package has py.typed" test -f "$work/site/kiln/py.typed"
 fi
 
-start=$(date +%s)
-( cd "$top" && KILN_HOST="unix:$sock" KILN_TOKEN="$TA" PYTHONPATH="$top/sdk/python" \
-    PYTHONDONTWRITEBYTECODE=1 timeout 600 $PY -m pytest -v -p no:cacheprovider -rfE --tb=short \
-    --color=no tests/sdk 2>&1; echo "rc=$?" ) | tee "$work/pytest.out" | sed -u 's/^/# /'
-rc=$(sed -n 's/^rc=//p' "$work/pytest.out" | tail -n1)
-echo "# pytest exited $rc after $(( $(date +%s) - start )) s"
-n=0
-while IFS= read -r line; do
-    if [[ "$line" =~ ^tests/sdk/[^:]+::([^ ]+)\ (PASSED|FAILED|ERROR|XPASS|XFAIL|SKIPPED) ]]; then
-        name=${BASH_REMATCH[1]} res=${BASH_REMATCH[2]}
-        n=$((n + 1))
-        case $res in
-        PASSED|XFAIL|SKIPPED) [ "$res" = PASSED ] && ok "$name" || ok "$name ($res)" ;;
-        *) not_ok "$name ($res)" ;;
-        esac
-    fi
-done < "$work/pytest.out"
-check "pytest ran tests ($n)" test "$n" -gt 0
-expect_eq "pytest exit status" "0" "$rc"
+KILN_HOST="unix:$sock" KILN_TOKEN="$TA" PYTHONPATH="$top/sdk/python" run_pytest sdk tests/sdk
 
 expect_eq "no VM is left after the SDK tests" "0" "$(vmms)"
 kill -TERM "$kpid"; wait "$kpid"; krc=$?; kpid=

@@ -263,6 +263,9 @@ class AsyncPtyHandle(AsyncCommandHandle):
         super().__init__(sandbox, pid, check=False)
         self.on_data = on_data
         self._task = asyncio.ensure_future(AsyncCommandHandle.wait(self, timeout=None))
+        # wait() hands the task's outcome to its callers; a terminal nobody
+        # waits for (its sandbox destroyed under it) must not warn at exit.
+        self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def __repr__(self) -> str:
         return f"<AsyncPtyHandle pid={self.pid} sandbox={self.sandbox.id}>"
