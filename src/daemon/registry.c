@@ -37,6 +37,11 @@
 #define REG_ID_LEN 35		  /* "sb-" + 32 hex digits */
 #define BOOT_TIMEOUT_MS 120000	  /* spawn to the agent's hello */
 #define CONNECT_TIMEOUT_MS 10000  /* one more agent connection */
+/* A request to the guest agent (a reply to a signal, a stat, a chunk of a
+ * file) fails if nothing moves for this long: a guest that stops answering
+ * ends that one request or process, it never holds a kilnd thread. Waits
+ * for a process's output are not requests and are not bounded by it. */
+#define AGENT_STALL_MS 120000
 
 enum reg_state { REG_BOOTING, REG_RUNNING, REG_ENDING, REG_GONE };
 
@@ -704,6 +709,8 @@ int registry_connect(struct registry *r, struct reg_sandbox *sb, struct kiln_age
 	pthread_mutex_lock(&sb->vm_mu);
 	if (sb->vm)
 		ret = kiln_sandbox_connect(sb->vm, CONNECT_TIMEOUT_MS, r->c.stop_fd, out);
+	if (!ret)
+		kiln_agent_set_timeout(*out, AGENT_STALL_MS);
 	pthread_mutex_unlock(&sb->vm_mu);
 	return ret;
 }
