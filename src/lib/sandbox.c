@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -22,6 +23,7 @@
 #include "lib/cgroup.h"
 #include "lib/netproc.h"
 #include "lib/vsock_uds.h"
+#include "ctl.h"
 #include "sanitize.h"
 #include "util.h"
 
@@ -31,6 +33,7 @@
 #define IMAGE_FD 4
 #define NET_FD 5
 #define READY_FD 6 /* the VMM's --ready-fd */
+#define CONTROL_FD 7 /* the VMM's --control-fd */
 #define BOOT_NOPIDFD_MS 100 /* without a pidfd (Linux < 5.3), how often a boot looks at the VMM */
 #define NET_GRACE_MS 2000  /* kiln-net ending by itself once the VMM is gone */
 #define NET_REAP_MS 500    /* waiting for an ended kiln-net's exit status */
@@ -45,6 +48,8 @@ struct kiln_sandbox {
 	int pidfd;	/* the VMM's, or -1 (then waits look every 5 ms) */
 	int cancel_fd;
 	int ready_fd;	/* while booting: POLLIN once the guest is ready (a byte) or the VMM ended (EOF) */
+	int ctl_fd;	/* the VMM's control channel (common/ctl.h), -1 once it failed */
+	uint32_t ctl_id; /* the last request's */
 	uint64_t boot_deadline;
 	uint64_t deadline; /* 0: none */
 	bool reaped;
@@ -275,12 +280,13 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		     size_t errlen)
 {
 	char cpus[16], mem[32], drive_img[32], drive_scr[32], net[16], cmdline[512];
-	char log[PATH_MAX + 16], ready_arg[16];
-	const char *argv[32];
-	int n = 0, ready[2];
+	char log[PATH_MAX + 16], ready_arg[16], ctl_arg[16];
+	const char *argv[34];
+	int n = 0, ready[2], ctl[2];
 	pid_t parent = getpid();
 
 	snprintf(ready_arg, sizeof(ready_arg), "%d", READY_FD);
+	snprintf(ctl_arg, sizeof(ctl_arg), "%d", CONTROL_FD);
 	snprintf(cpus, sizeof(cpus), "%u", c->cpus);
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->mem_mib);
 	snprintf(drive_img, sizeof(drive_img), "fd=%d,ro,serial=kiln-base", IMAGE_FD);
@@ -321,6 +327,8 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	argv[n++] = "--print-boot-time";
 	argv[n++] = "--ready-fd";
 	argv[n++] = ready_arg;
+	argv[n++] = "--control-fd";
+	argv[n++] = ctl_arg;
 	if (c->no_jail)
 		argv[n++] = "--no-jail";
 	if (c->no_seccomp)
@@ -337,21 +345,33 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		snprintf(err, errlen, "cannot make a pipe for kiln-vmm: %s", strerror(e));
 		return -e;
 	}
-	s->vmm = fork();
-	if (s->vmm < 0) {
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0) {
 		int e = errno;
 
 		close(ready[0]);
 		close(ready[1]);
 		if (s->net)
 			kiln_netproc_close_vmm_end(s->net);
+		snprintf(err, errlen, "cannot make a pipe for kiln-vmm: %s", strerror(e));
+		return -e;
+	}
+	s->vmm = fork();
+	if (s->vmm < 0) {
+		int e = errno;
+
+		close(ready[0]);
+		close(ready[1]);
+		close(ctl[0]);
+		close(ctl[1]);
+		if (s->net)
+			kiln_netproc_close_vmm_end(s->net);
 		snprintf(err, errlen, "cannot start kiln-vmm: %s", strerror(e));
 		return -e;
 	}
 	if (s->vmm == 0) {
-		const int src[4] = { s->scratch_fd, s->image_fd, s->net ? kiln_netproc_vmm_fd(s->net) : -1,
-				     ready[1] };
-		const int dst[4] = { SCRATCH_FD, IMAGE_FD, NET_FD, READY_FD };
+		const int src[5] = { s->scratch_fd, s->image_fd, s->net ? kiln_netproc_vmm_fd(s->net) : -1,
+				     ready[1], ctl[1] };
+		const int dst[5] = { SCRATCH_FD, IMAGE_FD, NET_FD, READY_FD, CONTROL_FD };
 		/* In the VM's cgroup before it runs a single instruction, and before
 		 * the fds move: the cgroup's own fd may have one of their numbers. */
 		int cg_err = s->cg ? kiln_cgroup_attach(s->cg, 0) : 0;
@@ -359,7 +379,7 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 		int null, lfd;
 
 		/* Our fds first, out of the way of 0-2 and of each other. */
-		if (kiln_child_place_fds(src, dst, 4) < 0)
+		if (kiln_child_place_fds(src, dst, 5) < 0)
 			_exit(127);
 		null = open("/dev/null", O_RDWR);
 		lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -381,7 +401,7 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 			close(SCRATCH_FD);
 		if (!s->net)
 			close(NET_FD);
-		closefrom(READY_FD + 1);
+		closefrom(CONTROL_FD + 1);
 		execv(c->vmm, (char *const *)argv);
 		dprintf(2, "kiln-vmm: cannot execute %s: %s (exit 127)\n", c->vmm, strerror(errno));
 		_exit(127);
@@ -391,7 +411,9 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	if (s->net)
 		kiln_netproc_close_vmm_end(s->net);
 	close(ready[1]);
+	close(ctl[1]);
 	s->ready_fd = ready[0];
+	s->ctl_fd = ctl[0];
 	s->pidfd = (int)syscall(SYS_pidfd_open, s->vmm, 0); /* -1 before Linux 5.3 */
 	return 0;
 }
@@ -601,7 +623,7 @@ int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_conf
 		snprintf(err, errlen, "out of memory");
 		return ret;
 	}
-	s->scratch_fd = s->image_fd = s->pidfd = s->ready_fd = -1;
+	s->scratch_fd = s->image_fd = s->pidfd = s->ready_fd = s->ctl_fd = -1;
 	s->cancel_fd = c->cancel_fd;
 	s->t0 = now_ns();
 	s->boot_deadline = s->t0 + (uint64_t)(c->boot_timeout_ms > 0 ? c->boot_timeout_ms : 0) * 1000000ULL;
@@ -905,6 +927,78 @@ int kiln_sandbox_net_exit(struct kiln_sandbox *s, char *buf, size_t len)
 	return -ECHILD;
 }
 
+/*
+ * One request on the control channel and its reply. What the VMM sends is
+ * checked like any input (ctl_check); events and stale replies (of a request
+ * that timed out before) are skipped. A channel that fails is not used again.
+ */
+static int control(struct kiln_sandbox *s, enum ctl_type type, int timeout_ms)
+{
+	uint64_t until = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	uint8_t buf[sizeof(struct ctl_msg) + 1];
+	struct ctl_msg m;
+	const char *why;
+	int ret;
+
+	if (s->ctl_fd < 0)
+		return -EPIPE;
+	if (++s->ctl_id == 0)
+		s->ctl_id = 1;
+	ctl_init(&m, type, s->ctl_id, 0, NULL);
+	if (send(s->ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof(m)) {
+		ret = errno == EAGAIN ? -EAGAIN : -EPIPE;
+		goto out;
+	}
+	for (;;) {
+		struct pollfd p = { .fd = s->ctl_fd, .events = POLLIN };
+		uint64_t now = now_ns();
+		ssize_t n;
+
+		if (now >= until) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		n = poll(&p, 1, (int)((until - now) / 1000000ULL) + 1);
+		if (n < 0 && errno != EINTR) {
+			ret = -errno;
+			break;
+		}
+		if (n <= 0)
+			continue;
+		n = recv(s->ctl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n <= 0) {
+			ret = -EPIPE; /* the VMM is gone */
+			break;
+		}
+		if (ctl_check(buf, (size_t)n, &m, &why)) {
+			ret = -EPROTO;
+			break;
+		}
+		if (m.type == CTL_REPLY && m.id == s->ctl_id) {
+			ret = m.result > 0 || m.result < -4095 ? -EPROTO : m.result;
+			break;
+		}
+	}
+out:
+	if (ret == -EPIPE || ret == -EPROTO) {
+		close(s->ctl_fd);
+		s->ctl_fd = -1;
+	}
+	return ret;
+}
+
+int kiln_sandbox_pause(struct kiln_sandbox *s, int timeout_ms)
+{
+	return control(s, CTL_PAUSE, timeout_ms);
+}
+
+int kiln_sandbox_resume(struct kiln_sandbox *s, int timeout_ms)
+{
+	return control(s, CTL_RESUME, timeout_ms);
+}
+
 void kiln_sandbox_destroy(struct kiln_sandbox *s)
 {
 	if (!s)
@@ -917,6 +1011,8 @@ void kiln_sandbox_destroy(struct kiln_sandbox *s)
 		close(s->pidfd);
 	if (s->ready_fd >= 0)
 		close(s->ready_fd);
+	if (s->ctl_fd >= 0)
+		close(s->ctl_fd);
 	if (s->scratch_fd >= 0)
 		close(s->scratch_fd);
 	if (s->image_fd >= 0)

@@ -109,6 +109,12 @@ void kiln_sandbox_vmm_reason(const struct kiln_sandbox *s, char *buf, size_t len
 /* The VMM's reports of faults: a vCPU that shut down (its last exits,
  * registers), vsock connections it ended; lines ending in '\n', "" for none. */
 void kiln_sandbox_vmm_report(const struct kiln_sandbox *s, char *buf, size_t len);
+/* Stop or restart every vCPU of a booted VM through the VMM's control
+ * channel (its devices stay up; the guest's clock is told). 0 (also when it
+ * already was), -ETIMEDOUT after timeout_ms, -EPIPE once the VMM is gone. Not
+ * thread-safe: one caller at a time per sandbox. */
+int kiln_sandbox_pause(struct kiln_sandbox *s, int timeout_ms);
+int kiln_sandbox_resume(struct kiln_sandbox *s, int timeout_ms);
 /* Kill the VM at once (timeouts, signals); destroy still has to be called. */
 void kiln_sandbox_kill(struct kiln_sandbox *s);
 /* kiln-net's liveness: -1 without network, else an fd that turns readable

@@ -16,7 +16,7 @@ const char config_usage[] =
 	"                [--mem MiB] [--console stdio|none|PATH] [--config FILE.json]\n"
 	"                [--drive path=FILE|fd=N[,ro][,serial=ID]]... [--vsock UDS_PATH]\n"
 	"                [--cid N] [--net fd=N[,mac=MAC]] [--print-boot-time] [--ready-fd N]\n"
-	"                [--uid N] [--gid N] [--no-jail] [--no-seccomp]\n"
+	"                [--control-fd N] [--uid N] [--gid N] [--no-jail] [--no-seccomp]\n"
 	"Boots one microVM and exits when it ends. Later settings override earlier ones,\n"
 	"so flags after --config override the file. The VMM runs jailed and under\n"
 	"seccomp filters; --no-jail and --no-seccomp are for diagnosis only.\n";
@@ -44,6 +44,7 @@ void config_defaults(struct vmm_config *c)
 	c->jail_uid = c->jail_gid = JAIL_DEFAULT_ID;
 	c->net_fd = -1;
 	c->ready_fd = -1;
+	c->control_fd = -1;
 	memcpy(c->net_mac, (const uint8_t[6])GUESTNET_GUEST_MAC, 6);
 	snprintf(c->cmdline, sizeof(c->cmdline), "%s", CONFIG_DEFAULT_CMDLINE);
 }
@@ -201,16 +202,17 @@ static int parse_mac(const char *s, uint8_t mac[6])
 	return 0;
 }
 
-static int set_ready_fd(struct vmm_config *c, const char *val, char *err, size_t errlen)
+/* --ready-fd, --control-fd: a descriptor the VMM inherits. */
+static int set_fd(int *out, const char *opt, const char *val, char *err, size_t errlen)
 {
 	uint64_t v;
 
 	if (parse_u64(val, 3, 1023, &v)) {
-		snprintf(err, errlen, "--ready-fd must be a descriptor number from 3 to 1023, not '%.32s'",
-			 val);
+		snprintf(err, errlen, "--%s must be a descriptor number from 3 to 1023, not '%.32s'",
+			 opt, val);
 		return -EINVAL;
 	}
-	c->ready_fd = (int)v;
+	*out = (int)v;
 	return 0;
 }
 
@@ -353,7 +355,7 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 			r = set_id(key[0] == 'u' ? &c->jail_uid : &c->jail_gid, num,
 				   key[0] == 'u' ? "uid" : "gid", err, errlen);
 		} else if (!strcmp(key, "cpus") || !strcmp(key, "mem_mib") || !strcmp(key, "cid") ||
-			   !strcmp(key, "ready_fd")) {
+			   !strcmp(key, "ready_fd") || !strcmp(key, "control_fd")) {
 			if (!json_is_integer(val) || json_integer_value(val) < 0) {
 				snprintf(err, errlen, "config file %s: \"%s\" must be a whole number",
 					 path, key);
@@ -363,7 +365,9 @@ int config_load_json(struct vmm_config *c, const char *path, char *err, size_t e
 			if (!strcmp(key, "cid"))
 				r = set_cid(c, num, err, errlen);
 			else if (!strcmp(key, "ready_fd"))
-				r = set_ready_fd(c, num, err, errlen);
+				r = set_fd(&c->ready_fd, "ready-fd", num, err, errlen);
+			else if (!strcmp(key, "control_fd"))
+				r = set_fd(&c->control_fd, "control-fd", num, err, errlen);
 			else
 				r = key[0] == 'c' ? set_cpus(c, num, err, errlen) : set_mem(c, num, err, errlen);
 		} else if (!strcmp(key, "drives")) {
@@ -407,7 +411,7 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		      size_t errlen)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_CPUS, O_MEM, O_CONSOLE, O_CONFIG, O_BOOTTIME,
-	       O_DRIVE, O_VSOCK, O_CID, O_NET, O_READY, O_UID, O_GID, O_NO_JAIL, O_NO_SECCOMP,
+	       O_DRIVE, O_VSOCK, O_CID, O_NET, O_READY, O_CONTROL, O_UID, O_GID, O_NO_JAIL, O_NO_SECCOMP,
 	       O_TEST_HOOKS };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -423,6 +427,7 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		{ "cid", required_argument, NULL, O_CID },
 		{ "net", required_argument, NULL, O_NET },
 		{ "ready-fd", required_argument, NULL, O_READY },
+		{ "control-fd", required_argument, NULL, O_CONTROL },
 		{ "uid", required_argument, NULL, O_UID },
 		{ "gid", required_argument, NULL, O_GID },
 		{ "no-jail", no_argument, NULL, O_NO_JAIL },
@@ -491,7 +496,10 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 			r = config_set_net(c, optarg, err, errlen);
 			break;
 		case O_READY:
-			r = set_ready_fd(c, optarg, err, errlen);
+			r = set_fd(&c->ready_fd, "ready-fd", optarg, err, errlen);
+			break;
+		case O_CONTROL:
+			r = set_fd(&c->control_fd, "control-fd", optarg, err, errlen);
 			break;
 		case O_UID:
 			r = set_id(&c->jail_uid, optarg, "--uid", err, errlen);
@@ -543,6 +551,17 @@ int config_validate(const struct vmm_config *c, uint64_t host_mem_mib, char *err
 	if (c->mem_mib < CONFIG_MIN_MEM_MIB) {
 		snprintf(err, errlen, "--mem must be at least %d MiB", CONFIG_MIN_MEM_MIB);
 		return -EINVAL;
+	}
+	if (c->control_fd >= 0) {
+		bool clash = c->control_fd == c->ready_fd || c->control_fd == c->net_fd;
+
+		for (unsigned i = 0; i < c->ndrives; i++)
+			clash = clash || c->control_fd == c->drives[i].fd;
+		if (clash) {
+			snprintf(err, errlen, "--control-fd %d is also given for another use",
+				 c->control_fd);
+			return -EINVAL;
+		}
 	}
 	if (host_mem_mib && c->mem_mib > host_mem_mib) {
 		snprintf(err, errlen, "--mem %llu MiB is more than this host's %llu MiB of RAM",

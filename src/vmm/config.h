@@ -42,6 +42,7 @@ struct vmm_config {
 	unsigned ndrives;
 	int net_fd;           /* --net fd=N: SOCK_SEQPACKET to kiln-net; -1 = no network device */
 	int ready_fd;         /* --ready-fd N: one byte written at the guest's boot mark; -1 = none */
+	int control_fd;       /* --control-fd N: a SOCK_SEQPACKET control channel (common/ctl.h); -1 = none */
 	uint8_t net_mac[6];
 	char vsock_path[108]; /* Unix socket for the guest's vsock; "" = no vsock device */
 	uint64_t vsock_cid;

@@ -172,7 +172,7 @@ kill:
 
 int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 {
-	int keep[CONFIG_MAX_DRIVES + 2], pipefd[2];
+	int keep[CONFIG_MAX_DRIVES + 3], pipefd[2]; /* drives, net, ready, control */
 	unsigned nkeep = 0;
 	sigset_t set, old;
 	uid_t uid = getuid();
@@ -188,6 +188,8 @@ int jail_begin(const struct vmm_config *c, char *why, size_t whylen)
 		keep[nkeep++] = c->net_fd;
 	if (c->ready_fd >= 0)
 		keep[nkeep++] = c->ready_fd;
+	if (c->control_fd >= 0)
+		keep[nkeep++] = c->control_fd;
 	ret = close_others(keep, nkeep);
 	if (ret)
 		return fail(why, whylen, -ret, "cannot close inherited file descriptors");

@@ -104,6 +104,7 @@ static const struct sc_rule sc_vcpu[] = {
 	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_RUN)),	/* the run loop */
 	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_REGS)),	/* report_shutdown() */
 	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_SREGS)),	/* report_shutdown() */
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_KVMCLOCK_CTRL)), /* park(): the guest was paused */
 	ALLOW(write),			/* console, irqfds, stop eventfd, vsock kick eventfd, report */
 	ALLOW(pread64),			/* virtio-blk reads */
 	ALLOW(pwrite64),		/* virtio-blk writes */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmm/cpuid.h"
@@ -303,6 +304,29 @@ static void report_shutdown(struct vcpu *v)
 	}
 }
 
+/*
+ * Out of KVM_RUN until the pause ends. The pauser sets pause_req before it
+ * sets immediate_exit, and we clear immediate_exit before we look at
+ * pause_req again, so a pause that races with a resume is never lost.
+ */
+static void park(struct vcpu *v)
+{
+	struct vcpu_env *e = v->env;
+
+	/* The guest's kvmclock learns it was stopped, so its watchdogs do not
+	 * see the pause as a soft lockup (EINVAL before the guest enabled it). */
+	ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0);
+	pthread_mutex_lock(&e->pause_mu);
+	e->parked++;
+	pthread_cond_broadcast(&e->pause_cv);
+	while (__atomic_load_n(&e->pause_req, __ATOMIC_SEQ_CST) &&
+	       !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE))
+		pthread_cond_wait(&e->pause_cv, &e->pause_mu);
+	e->parked--;
+	pthread_mutex_unlock(&e->pause_mu);
+	__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -318,6 +342,10 @@ static void *vcpu_thread(void *arg)
 	}
 
 	while (!__atomic_load_n(&v->env->stopping, __ATOMIC_ACQUIRE)) {
+		if (__atomic_load_n(&v->env->pause_req, __ATOMIC_SEQ_CST)) {
+			park(v);
+			continue;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
@@ -366,6 +394,11 @@ static void *vcpu_thread(void *arg)
 			break;
 		}
 	}
+	/* An ended thread counts as parked: a pause never waits for it. */
+	pthread_mutex_lock(&v->env->pause_mu);
+	v->env->parked++;
+	pthread_cond_broadcast(&v->env->pause_cv);
+	pthread_mutex_unlock(&v->env->pause_mu);
 	return NULL;
 }
 
@@ -385,6 +418,70 @@ void vcpu_kick(struct vcpu *v)
 		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELEASE);
 	if (v->started)
 		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+int vcpu_env_init(struct vcpu_env *e)
+{
+	pthread_condattr_t ca;
+	int ret;
+
+	ret = pthread_condattr_init(&ca);
+	if (ret)
+		return -ret;
+	ret = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!ret)
+		ret = pthread_cond_init(&e->pause_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (ret)
+		return -ret;
+	pthread_mutex_init(&e->pause_mu, NULL);
+	return 0;
+}
+
+void vcpu_env_destroy(struct vcpu_env *e)
+{
+	pthread_cond_destroy(&e->pause_cv);
+	pthread_mutex_destroy(&e->pause_mu);
+}
+
+int vcpus_pause(struct vcpu *vs, unsigned n, int timeout_ms)
+{
+	struct vcpu_env *e = vs[0].env;
+	struct timespec until;
+	int ret = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	__atomic_store_n(&e->pause_req, 1, __ATOMIC_SEQ_CST);
+	for (unsigned i = 0; i < n; i++) {
+		__atomic_store_n(&vs[i].run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		if (vs[i].started)
+			pthread_kill(vs[i].thread, VCPU_KICK_SIGNAL);
+	}
+	pthread_mutex_lock(&e->pause_mu);
+	while (!ret && e->parked < n) {
+		if (__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE))
+			ret = -ESHUTDOWN;
+		else if (pthread_cond_timedwait(&e->pause_cv, &e->pause_mu, &until) == ETIMEDOUT)
+			ret = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&e->pause_mu);
+	if (ret)
+		vcpus_resume(e);
+	return ret;
+}
+
+void vcpus_resume(struct vcpu_env *e)
+{
+	pthread_mutex_lock(&e->pause_mu);
+	__atomic_store_n(&e->pause_req, 0, __ATOMIC_SEQ_CST);
+	pthread_cond_broadcast(&e->pause_cv);
+	pthread_mutex_unlock(&e->pause_mu);
 }
 
 void vcpu_destroy(struct vcpu *v)

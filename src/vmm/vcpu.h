@@ -25,6 +25,12 @@ struct vcpu_env {
 	void *ctx;
 	int stopping; /* set (atomically) once the VM is ending */
 	bool seccomp; /* each vCPU thread filters itself before its first KVM_RUN */
+	/* Pausing (vcpus_pause): a vCPU that sees pause_req parks on pause_cv;
+	 * parked counts the parked vCPUs and those whose thread has ended. */
+	pthread_mutex_t pause_mu;
+	pthread_cond_t pause_cv;
+	int pause_req;
+	unsigned parked;
 };
 
 /* The last exits of a vCPU, for the report of a triple fault. */
@@ -48,6 +54,9 @@ struct vcpu {
 	struct vcpu_env *env;
 };
 
+/* The pause lock and condition of env (a monotonic clock for its waits). */
+int vcpu_env_init(struct vcpu_env *env);
+void vcpu_env_destroy(struct vcpu_env *env);
 /* Create vCPU id of ncpus: CPUID, MSRs, FPU, local APIC. */
 int vcpu_create(struct vcpu *v, struct vcpu_env *env, unsigned id, unsigned ncpus);
 /* Boot processor state for the PVH entry: 32-bit flat protected mode, EBX = start_info. */
@@ -55,6 +64,12 @@ int vcpu_setup_pvh(struct vcpu *v, uint32_t entry, uint32_t start_info);
 int vcpu_start(struct vcpu *v);
 /* Make the vCPU leave KVM_RUN (callable from any thread). */
 void vcpu_kick(struct vcpu *v);
+/* Park the n started vCPUs of vs outside KVM_RUN: 0 once all are parked
+ * (the guest's clock is told it was stopped), -ETIMEDOUT (and running again)
+ * if they are not within timeout_ms, -ESHUTDOWN if the VM is ending. */
+int vcpus_pause(struct vcpu *vs, unsigned n, int timeout_ms);
+/* Let parked vCPUs run again (also what a stopping VM calls to free them). */
+void vcpus_resume(struct vcpu_env *env);
 /* Join the thread (if started) and release the vCPU. */
 void vcpu_destroy(struct vcpu *v);
 

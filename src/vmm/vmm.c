@@ -10,9 +10,11 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ctl.h"
 #include "util.h"
 #include "vmm/acpi.h"
 #include "vmm/boot.h"
@@ -83,6 +85,9 @@ struct vmm {
 	int console_fd; /* owned when the console is a file */
 	int stop_efd;
 	int sig_fd;
+	int ctl_fd;	/* --control-fd once checked, else -1 */
+	bool paused;	/* main thread only */
+	uint64_t boot_us; /* the guest's boot mark (atomic), 0 before it */
 
 	uint64_t walls_ns; /* jail + main and vsock seccomp set-up (bench/run) */
 
@@ -139,6 +144,16 @@ static void on_boot_mark(void *ctx, uint64_t elapsed_ns)
 	 * POLLIN; its POLLHUP if we die first). Once: the first mark wins. */
 	if (v->cfg->ready_fd >= 0 && write(v->cfg->ready_fd, "r", 1) < 0) {
 		/* the reader went away: nobody to tell */
+	}
+	__atomic_store_n(&v->boot_us, elapsed_ns / 1000 ? elapsed_ns / 1000 : 1, __ATOMIC_RELAXED);
+	if (v->ctl_fd >= 0) {
+		struct ctl_msg m;
+
+		ctl_init(&m, CTL_EV_BOOTED, 0, 0, NULL);
+		m.a = elapsed_ns / 1000;
+		if (write(v->ctl_fd, &m, sizeof(m)) < 0) {
+			/* a full or closed channel: the owner can still ask (STATUS) */
+		}
 	}
 	if (v->cfg->print_boot_time)
 		fprintf(stderr, "kiln-vmm: boot-time-us=%llu walls-us=%llu\n",
@@ -275,6 +290,81 @@ static int check_ready_fd(struct vmm *v, char *why, size_t whylen)
 		return VMM_EXIT_USAGE;
 	}
 	return 0;
+}
+
+/* --control-fd must be a SOCK_SEQPACKET socket; it is made non-blocking, so
+ * an owner that stops reading loses messages and never stalls us. */
+static int check_control_fd(struct vmm *v, char *why, size_t whylen)
+{
+	int fd = v->cfg->control_fd, type = 0, fl;
+	socklen_t len = sizeof(type);
+
+	if (fd < 0)
+		return 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET) {
+		snprintf(why, whylen, "--control-fd %d is not a SOCK_SEQPACKET socket", fd);
+		return VMM_EXIT_USAGE;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		snprintf(why, whylen, "--control-fd %d: %s", fd, strerror(errno));
+		return VMM_EXIT_USAGE;
+	}
+	v->ctl_fd = fd;
+	return 0;
+}
+
+static void ctl_send(struct vmm *v, const struct ctl_msg *m)
+{
+	if (write(v->ctl_fd, m, sizeof(*m)) < 0) {
+		/* full or closed: replies are the owner's to read */
+	}
+}
+
+/* One request from the control channel; false once the channel is gone. */
+static bool control(struct vmm *v)
+{
+	uint8_t buf[sizeof(struct ctl_msg) + 1];
+	struct ctl_msg req, rep;
+	const char *bad = NULL;
+	ssize_t n = read(v->ctl_fd, buf, sizeof(buf));
+	int r;
+
+	if (n <= 0)
+		return n < 0 && (errno == EINTR || errno == EAGAIN);
+	if (ctl_check(buf, (size_t)n, &req, &bad)) {
+		ctl_init(&rep, CTL_REPLY, 0, -EBADMSG, bad);
+		ctl_send(v, &rep);
+		return true;
+	}
+	ctl_init(&rep, CTL_REPLY, req.id, 0, NULL);
+	switch (req.type) {
+	case CTL_PAUSE:
+		if (!v->paused) {
+			r = vcpus_pause(v->vcpus, v->nvcpus, 5000);
+			v->paused = r == 0;
+			rep.result = r;
+			if (r)
+				snprintf(rep.text, sizeof(rep.text), "the vCPUs did not stop: %s",
+					 strerror(-r));
+		}
+		break;
+	case CTL_RESUME:
+		if (v->paused)
+			vcpus_resume(&v->env);
+		v->paused = false;
+		break;
+	case CTL_STATUS:
+		rep.a = v->paused ? CTL_STATE_PAUSED : CTL_STATE_RUNNING;
+		rep.b = __atomic_load_n(&v->boot_us, __ATOMIC_RELAXED);
+		break;
+	default:
+		rep.result = -EINVAL;
+		snprintf(rep.text, sizeof(rep.text), "not a request");
+		break;
+	}
+	ctl_send(v, &rep);
+	return true;
 }
 
 /* Disks: opened (or taken from an inherited fd) here, so a bad path is bad input. */
@@ -517,15 +607,16 @@ static void forward_stdin(struct vmm *v, bool *open_in)
 
 static void main_loop(struct vmm *v)
 {
-	bool in_open = v->cfg->console == CONSOLE_STDIO;
+	bool in_open = v->cfg->console == CONSOLE_STDIO, ctl_open = v->ctl_fd >= 0;
 
 	while (!__atomic_load_n(&v->env.stopping, __ATOMIC_ACQUIRE)) {
-		struct pollfd pfd[3] = {
+		struct pollfd pfd[4] = {
 			{ .fd = v->stop_efd, .events = POLLIN },
 			{ .fd = v->sig_fd, .events = POLLIN },
 			{ .fd = in_open ? STDIN_FILENO : -1, .events = POLLIN },
+			{ .fd = ctl_open ? v->ctl_fd : -1, .events = POLLIN },
 		};
-		int n = poll(pfd, 3, in_open && serial_rx_room(v->serial) == 0 ? 20 : -1);
+		int n = poll(pfd, 4, in_open && serial_rx_room(v->serial) == 0 ? 20 : -1);
 
 		if (n < 0 && errno != EINTR)
 			break;
@@ -540,6 +631,9 @@ static void main_loop(struct vmm *v)
 		}
 		if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))
 			forward_stdin(v, &in_open);
+		/* The owner's hang-up ends the channel, not the VM. */
+		if (pfd[3].revents & (POLLIN | POLLHUP | POLLERR))
+			ctl_open = control(v);
 	}
 }
 
@@ -558,19 +652,28 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 	}
 	v->cfg = cfg;
 	v->start_ns = now_ns();
-	v->console_fd = v->stop_efd = v->sig_fd = -1;
+	v->console_fd = v->stop_efd = v->sig_fd = v->ctl_fd = -1;
 	for (unsigned i = 0; i < CONFIG_MAX_DRIVES; i++)
 		v->drive_fd[i] = -1;
 	v->status = -1;
 	pthread_mutex_init(&v->lock, NULL);
+	if (vcpu_env_init(&v->env)) {
+		snprintf(why, whylen, "cannot set up the vCPUs' pause lock");
+		pthread_mutex_destroy(&v->lock);
+		free(v);
+		return VMM_EXIT_ERROR;
+	}
 
 	ret = kvm_vm_create(&v->vm, cfg->mem_mib << 20, &reason);
 	if (ret) {
 		snprintf(why, whylen, "cannot create the VM: %s: %s", reason, strerror(-ret));
 		goto out;
 	}
-	v->env = (struct vcpu_env){ .vm = v->vm, .pio = &v->pio, .mmio = &v->mmio,
-				    .stop = vmm_stop, .ctx = v };
+	v->env.vm = v->vm;
+	v->env.pio = &v->pio;
+	v->env.mmio = &v->mmio;
+	v->env.stop = vmm_stop;
+	v->env.ctx = v;
 	for (unsigned i = 0; i < cfg->cpus; i++) {
 		ret = vcpu_create(&v->vcpus[i], &v->env, i, cfg->cpus);
 		v->nvcpus = i + 1;
@@ -586,6 +689,8 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 	if (open_console(v, why, whylen))
 		goto out;
 	status = check_ready_fd(v, why, whylen);
+	if (!status)
+		status = check_control_fd(v, why, whylen);
 	if (!status)
 		status = add_drives(v, why, whylen);
 	if (!status)
@@ -648,10 +753,17 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 	pthread_mutex_unlock(&v->lock);
 out:
 	__atomic_store_n(&v->env.stopping, 1, __ATOMIC_RELEASE);
+	vcpus_resume(&v->env);
 	for (unsigned i = 0; i < v->nvcpus; i++)
 		vcpu_kick(&v->vcpus[i]);
 	for (unsigned i = 0; i < v->nvcpus; i++)
 		vcpu_destroy(&v->vcpus[i]);
+	if (v->ctl_fd >= 0) {
+		struct ctl_msg m;
+
+		ctl_init(&m, CTL_EV_EXIT, 0, status, why);
+		ctl_send(v, &m);
+	}
 	free_virtio(v);
 	for (unsigned i = 0; i < CONFIG_MAX_DRIVES; i++)
 		if (v->drive_fd[i] >= 0)
@@ -664,6 +776,7 @@ out:
 	if (v->sig_fd >= 0)
 		close(v->sig_fd);
 	kvm_vm_free(v->vm);
+	vcpu_env_destroy(&v->env);
 	pthread_mutex_destroy(&v->lock);
 	free(v);
 	return status;

@@ -139,6 +139,18 @@ for sig in TERM INT; do
     check "no thread of the VMM survives SIG$sig" bash -c "! kill -0 $pid 2>/dev/null"
 done
 
+# --- the control channel: pause, resume, status, events, bad messages -------------
+nctl=0
+timeout -s KILL 400 /usr/bin/python3 "$top/tests/integration/vmmctl.py" "$work/ctl.out" \
+    "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=tick" --cpus 2 \
+    > "$work/ctl.tap" 2>&1
+while read -r res desc; do
+    nctl=$((nctl + 1))
+    [ "$res" = PASS ] && ok "$desc" || not_ok "$res $desc"
+done < "$work/ctl.tap"
+expect_eq "control: every check of vmmctl.py ran" 21 "$nctl"
+echo "# control: VMM stderr:"; sed 's/^/#   /' "$work/ctl.out.err" 2>/dev/null | tail -n 3
+
 # --- bad input: exit 2, one line on stderr, before any guest runs -------------------
 printf 'not an elf file\n' > "$work/notelf"
 truncate -s 200M "$work/huge.cpio"
