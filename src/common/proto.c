@@ -479,6 +479,13 @@ int proto_enc_exec(void *buf, size_t cap, uint32_t id, const struct proto_exec *
 		proto_wr_u32(&w, m->rows);
 		proto_wr_u32(&w, m->cols);
 	}
+	if (m->flags & PROTO_EXEC_USER) {
+		size_t n = m->user ? strnlen(m->user, PROTO_USER_MAX + 1) : 0;
+
+		if (n < 1 || n > PROTO_USER_MAX)
+			return -EINVAL;
+		proto_wr_str(&w, m->user, n);
+	}
 	return proto_wr_end(&w);
 }
 
@@ -490,7 +497,7 @@ int proto_dec_exec(const void *p, size_t len, struct proto_exec **out)
 {
 	struct proto_rd r;
 	struct proto_exec *m = NULL;
-	uint32_t flags, uid, gid, argc, envc, n, rows = 0, cols = 0;
+	uint32_t flags, uid, gid, argc, envc, n, rows = 0, cols = 0, user_len = 0;
 	size_t argv_bytes = 0, env_bytes = 0, size;
 	const char *s;
 	char **vec, *str;
@@ -530,10 +537,16 @@ int proto_dec_exec(const void *p, size_t len, struct proto_exec **out)
 		if (r.err || !winsize_valid(rows, cols))
 			goto out;
 	}
+	if (flags & PROTO_EXEC_USER) {
+		s = rd_strview(&r, PROTO_USER_MAX, &user_len);
+		if (!s || user_len == 0)
+			goto out;
+	}
+	size += (size_t)user_len + 1; /* "" without the flag */
 	if (proto_rd_end(&r) || argv_bytes > PROTO_ARGV_BYTES_MAX ||
 	    env_bytes > PROTO_ENV_BYTES_MAX)
 		goto out;
-	/* size <= len + argc + envc + 1, and the vectors are at most 8194 pointers. */
+	/* size <= len + argc + envc + 2, and the vectors are at most 8194 pointers. */
 	size += sizeof(*m) + ((size_t)argc + envc + 2) * sizeof(char *);
 	m = malloc(size);
 	if (!m) {
@@ -569,6 +582,17 @@ int proto_dec_exec(const void *p, size_t len, struct proto_exec **out)
 	}
 	vec[argc] = NULL;
 	vec[argc + 1 + envc] = NULL;
+	m->user = str;
+	str[0] = 0;
+	if (flags & PROTO_EXEC_USER) {
+		if (flags & PROTO_EXEC_PTY) {
+			r.p += 8;
+			r.left -= 8;
+		}
+		s = rd_strview(&r, PROTO_USER_MAX, &n);
+		memcpy(str, s, n);
+		str[n] = 0;
+	}
 	*out = m;
 	ret = 0;
 out:

@@ -31,6 +31,7 @@
 #define PROTO_ENV_BYTES_MAX  262144u /* all env strings together */
 #define PROTO_SIGNO_MAX	     64
 #define PROTO_PTY_DIM_MAX    4096u /* terminal rows and columns: 1..this */
+#define PROTO_USER_MAX	     255u /* EXEC's user spec */
 
 enum proto_type {
 	PROTO_HELLO = 0x01,	   /* c->a proto_hello */
@@ -77,7 +78,8 @@ enum proto_type {
 /* EXEC flags. */
 #define PROTO_EXEC_STDIN 0x1u /* else stdin is /dev/null (or, with PTY, nothing to send) */
 #define PROTO_EXEC_PTY	 0x2u /* on a new terminal of rows x cols; stderr merged into stdout */
-#define PROTO_EXEC_FLAGS 0x3u
+#define PROTO_EXEC_USER	 0x4u /* as user (USER[:GROUP], looked up in the guest); uid, gid ignored */
+#define PROTO_EXEC_FLAGS 0x7u
 
 /* SIGNAL flags. */
 #define PROTO_SIG_GROUP 0x1u /* to the process group (the exec is a session leader) */
@@ -130,6 +132,7 @@ struct proto_exec {
 	const char *const *argv;
 	const char *const *envp;
 	uint32_t rows, cols; /* PROTO_EXEC_PTY: 1..PROTO_PTY_DIM_MAX (encoded after envp); else 0 */
+	const char *user;    /* PROTO_EXEC_USER: 1..PROTO_USER_MAX bytes (encoded last); else "" */
 };
 
 struct proto_winsize {

@@ -550,6 +550,7 @@ static void do_exec(struct conn *c, const struct proto_hdr *h, const uint8_t *pa
 	struct exec *e = NULL;
 	struct gexec_child ch;
 	struct proto_exec_ok ok;
+	char why[256];
 	unsigned slot = MAX_EXECS;
 	uint8_t *p;
 	int ret;
@@ -585,9 +586,9 @@ static void do_exec(struct conn *c, const struct proto_hdr *h, const uint8_t *pa
 		reply_err(c, h->id, ENOMEM, "out of memory");
 		goto out;
 	}
-	ret = gexec_spawn(req, &d->spawn, &ch);
+	ret = gexec_spawn(req, &d->spawn, &ch, why, sizeof(why));
 	if (ret) {
-		reply_err(c, h->id, -ret, "%s: %s", req->argv[0], strerror(-ret));
+		reply_err(c, h->id, -ret, "%s: %s", req->argv[0], why[0] ? why : strerror(-ret));
 		goto out;
 	}
 	e->d = d;
@@ -1506,6 +1507,7 @@ int agentd_create(const struct agentd_config *cfg, struct agentd **out)
 	 * children the limit the agent was started with.
 	 */
 	d->spawn.reset_oom = cfg->pid1;
+	d->spawn.etc_dir = cfg->etc_dir;
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < NOFILE_WANT) {
 		d->spawn.nofile_soft = rl.rlim_cur;
 		if (cfg->pid1 && rl.rlim_max < NOFILE_WANT)

@@ -18,6 +18,7 @@ struct agentd_config {
 		       advertise PROTO_CAP_REBOOT */
 	bool debug; /* log connections and protocol errors to stderr */
 	size_t tx_cap; /* transmit buffer per connection; 0: 256 KiB (tests use less) */
+	const char *etc_dir; /* passwd and group for EXEC's user; NULL: /etc (tests use others) */
 };
 
 /* Counters for tests and debugging; safe to read from another thread. */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "proto.h"
+#include "userdb.h"
 
 #define GEXEC_CAND_MAX 64
 #define DEFAULT_PATH   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -36,6 +37,8 @@ struct spawn {
 	char **cand; /* NULL-terminated */
 	uid_t uid;
 	gid_t gid;
+	const gid_t *groups; /* supplementary groups; NULL: none */
+	size_t ngroups;
 	bool set_ids;
 	bool reset_oom;
 	bool ctty; /* fds[0] is a terminal to make the controlling one */
@@ -188,7 +191,7 @@ static __attribute__((noreturn)) void child(const struct spawn *s)
 	if (chdir(s->cwd))
 		goto fail;
 	if (s->set_ids) {
-		if (setgroups(0, NULL) || setgid(s->gid) || setuid(s->uid))
+		if (setgroups(s->ngroups, s->groups) || setgid(s->gid) || setuid(s->uid))
 			goto fail;
 	}
 	for (char *const *c = s->cand; *c; c++) {
@@ -216,12 +219,101 @@ fail:
 	_exit(127);
 }
 
-int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
-		struct gexec_child *out)
+/*
+ * One of the image's account files, whole: *buf NULL and 0 when it does not
+ * exist. Never blocks (a FIFO, a terminal) and never reads past the cap.
+ */
+static int read_small(const char *dir, const char *name, char **buf, size_t *len, char *err,
+		      size_t errlen)
 {
+	char path[PROTO_PATH_MAX + 16];
+	struct stat st;
+	size_t n = 0;
+	char *b = NULL;
+	ssize_t r;
+	int fd = -1, ret = -ESRCH;
+
+	*buf = NULL;
+	*len = 0;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0 && (errno == ENOENT || errno == ENOTDIR)) {
+		ret = 0;
+		goto out;
+	}
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "cannot read the image's /etc/%s: %s", name, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "the image's /etc/%s is not a regular file", name);
+		goto out;
+	}
+	b = malloc(USERDB_FILE_MAX + 1);
+	if (!b) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	while (n <= USERDB_FILE_MAX) {
+		r = read(fd, b + n, USERDB_FILE_MAX + 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errlen, "cannot read the image's /etc/%s: %s", name,
+				 strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n > USERDB_FILE_MAX) {
+		snprintf(err, errlen, "the image's /etc/%s is over %u bytes", name, USERDB_FILE_MAX);
+		goto out;
+	}
+	*buf = b;
+	*len = n;
+	b = NULL;
+	ret = 0;
+out:
+	free(b);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+/* PROTO_EXEC_USER: the spec against the image's files. */
+static int lookup_user(const char *etc, const char *spec, struct userdb_ids *ids, char *err,
+		       size_t errlen)
+{
+	char *pw = NULL, *gr = NULL;
+	size_t pwl = 0, grl = 0;
+	int ret;
+
+	ret = read_small(etc, "passwd", &pw, &pwl, err, errlen);
+	if (!ret)
+		ret = read_small(etc, "group", &gr, &grl, err, errlen);
+	if (!ret) {
+		ret = userdb_resolve(spec, pw, pwl, gr, grl, ids, err, errlen);
+		/* Over a cap or unknown alike: this user cannot be had here. */
+		if (ret && ret != -EINVAL)
+			ret = -ESRCH;
+	}
+	free(pw);
+	free(gr);
+	return ret;
+}
+
+int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
+		struct gexec_child *out, char *errmsg, size_t errlen)
+{
+	struct userdb_ids *ids = NULL;
+	gid_t *groups = NULL;
+	const char **envv = NULL;
+	char *homekv = NULL;
 	struct spawn s;
 	const char *defenv[3];
-	char home[16];
 	int in[2] = { -1, -1 }, o[2] = { -1, -1 }, e[2] = { -1, -1 }, rep[2] = { -1, -1 };
 	int nul = -1, ptm = -1, pts = -1, ptin = -1, ptctl = -1, pidfd, err, ret;
 	pid_t pid = -1;
@@ -234,15 +326,50 @@ int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 	s.cwd = req->cwd[0] ? req->cwd : "/";
 	s.reset_oom = opts->reset_oom;
 	s.nofile_soft = opts->nofile_soft;
-	s.uid = req->uid == PROTO_ID_KEEP ? geteuid() : (uid_t)req->uid;
-	s.gid = req->gid == PROTO_ID_KEEP ? getegid() : (gid_t)req->gid;
-	s.set_ids = s.uid != geteuid() || s.gid != getegid();
-	if (req->envc) {
-		s.envp = req->envp;
+	errmsg[0] = 0;
+	if (req->flags & PROTO_EXEC_USER) {
+		ids = malloc(sizeof(*ids));
+		groups = ids ? calloc(USERDB_GROUPS_MAX, sizeof(*groups)) : NULL;
+		if (!groups) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = lookup_user(opts->etc_dir ? opts->etc_dir : "/etc", req->user, ids, errmsg,
+				  errlen);
+		if (ret)
+			goto out;
+		s.uid = ids->uid;
+		s.gid = ids->gid;
+		for (unsigned i = 0; i < ids->ngroups; i++)
+			groups[i] = ids->groups[i];
+		s.groups = groups;
+		s.ngroups = ids->ngroups;
+		s.set_ids = true;
 	} else {
-		snprintf(home, sizeof(home), "HOME=%s", s.uid == 0 ? "/root" : "/");
+		s.uid = req->uid == PROTO_ID_KEEP ? geteuid() : (uid_t)req->uid;
+		s.gid = req->gid == PROTO_ID_KEEP ? getegid() : (gid_t)req->gid;
+		s.set_ids = s.uid != geteuid() || s.gid != getegid();
+	}
+	if (asprintf(&homekv, "HOME=%s", ids ? ids->home : s.uid == 0 ? "/root" : "/") < 0) {
+		homekv = NULL;
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (req->envc && env_get(req->envp, "HOME")) {
+		s.envp = req->envp;
+	} else if (req->envc) {
+		/* The caller's environment and the user's HOME. */
+		envv = calloc(req->envc + 2, sizeof(*envv));
+		if (!envv) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		memcpy(envv, req->envp, req->envc * sizeof(*envv));
+		envv[req->envc] = homekv;
+		s.envp = envv;
+	} else {
 		defenv[0] = "PATH=" DEFAULT_PATH;
-		defenv[1] = home;
+		defenv[1] = homekv;
 		defenv[2] = NULL;
 		s.envp = defenv;
 	}
@@ -361,5 +488,9 @@ out:
 			close(fd);
 	}
 	free(s.cand);
+	free(envv);
+	free(homekv);
+	free(groups);
+	free(ids);
 	return ret;
 }

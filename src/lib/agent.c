@@ -700,6 +700,8 @@ int kiln_agent_exec(struct kiln_agent *a, const struct kiln_exec_spec *spec,
 		size += 4 + strnlen(spec->envp[m.envc++], PROTO_ARG_MAX + 1);
 	if (spec->cwd)
 		size += strnlen(spec->cwd, PROTO_PATH_MAX + 1);
+	if (spec->user)
+		size += 4 + strnlen(spec->user, PROTO_USER_MAX + 1);
 	if (m.argc < 1)
 		return -EINVAL;
 	if (spec->pty && (spec->rows < 1 || spec->rows > PROTO_PTY_DIM_MAX || spec->cols < 1 ||
@@ -721,7 +723,9 @@ int kiln_agent_exec(struct kiln_agent *a, const struct kiln_exec_spec *spec,
 		a->req.active = false;
 		return -ENOMEM;
 	}
-	m.flags = (spec->stdin ? PROTO_EXEC_STDIN : 0) | (spec->pty ? PROTO_EXEC_PTY : 0);
+	m.flags = (spec->stdin ? PROTO_EXEC_STDIN : 0) | (spec->pty ? PROTO_EXEC_PTY : 0) |
+		  (spec->user ? PROTO_EXEC_USER : 0);
+	m.user = spec->user;
 	m.rows = spec->pty ? spec->rows : 0;
 	m.cols = spec->pty ? spec->cols : 0;
 	m.uid = spec->uid;

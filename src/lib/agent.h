@@ -52,6 +52,9 @@ struct kiln_exec_spec {
 	const char *const *envp; /* NULL-terminated; NULL: PATH and HOME only */
 	const char *cwd;	 /* absolute; NULL: "/" */
 	uint32_t uid, gid;
+	const char *user; /* USER[:GROUP] looked up in the guest's /etc/passwd and /etc/group
+			   * (names or numbers; uid and gid are then ignored); NULL: uid:gid.
+			   * An unknown one fails with -ESRCH, a malformed one with -EINVAL */
 	bool stdin; /* false: the process reads /dev/null (or, with pty, gets no input) */
 	bool pty;   /* on a new guest terminal of rows x cols (1..4096): stdin, stdout and
 		     * stderr are its slave; output comes as stream 1, echo included */

@@ -81,7 +81,7 @@ static void child_run(const struct proto_exec *req, int in, int out, int err)
 }
 
 int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
-		struct gexec_child *out)
+		struct gexec_child *out, char *err, size_t errlen)
 {
 	static const char *const known[] = { "echo", "cat", "exit", "kill", "sleep" };
 	int pin[2] = { -1, -1 }, pout[2], perr[2], ret = -ENOENT;
@@ -89,6 +89,8 @@ int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 	pid_t pid;
 
 	(void)opts;
+	if (errlen)
+		err[0] = 0;
 	for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 		found |= !strcmp(req->argv[0], known[i]);
 	if (!found)

@@ -40,6 +40,7 @@ static struct {
 	char dir[64];
 	char sock[100];
 	char vmm[100];
+	char etc[100]; /* passwd and group for EXEC's user */
 	struct agentd *d;
 	pthread_t th;
 	int run_ret;
@@ -1613,6 +1614,89 @@ static void test_shutdown(void **state)
 	kiln_agent_free(a);
 }
 
+/* EXEC as a user: looked up in the agent's etc dir (a test one here). */
+static void write_file(const char *dir, const char *name, const char *text)
+{
+	char path[160];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+static int run_as(struct kiln_agent *a, const char *user, const char *const *envp, struct run *r)
+{
+	const char *const argv[] = { "sh", "-c",
+				     "id -u; id -g; sed -n 's/^Groups:\t*//p' /proc/self/status; "
+				     "echo \"$HOME\"",
+				     NULL };
+	struct kiln_exec_spec s = spec_of(argv, false);
+	uint32_t id;
+	int ret;
+
+	s.user = user;
+	s.envp = envp;
+	run_init(r);
+	ret = kiln_agent_exec(a, &s, &run_ops, r, &id);
+	if (!ret)
+		assert_int_equal(kiln_agent_wait(a, id), 0);
+	return ret;
+}
+
+static void test_user(void **state)
+{
+	struct kiln_agent *a = client();
+	const char *const envp[] = { "PATH=/usr/bin:/bin", NULL };
+	const char *const envh[] = { "PATH=/usr/bin:/bin", "HOME=/given", NULL };
+	char path[160];
+	struct run r;
+
+	if (getuid() != 0) {
+		kiln_agent_free(a);
+		skip(); /* setuid needs root */
+	}
+	assert_int_equal(run_as(a, "agent", envp, &r), 0);
+	assert_string_equal(r.out, "1000\n1000\n29 999 1000 \n/home/agent\n");
+	run_free(&r);
+	/* No env at all: the agent's default PATH, HOME from passwd. */
+	assert_int_equal(run_as(a, "agent:staff", NULL, &r), 0);
+	assert_string_equal(r.out, "1000\n50\n50 \n/home/agent\n");
+	run_free(&r);
+	/* HOME given wins; a uid not in passwd: gid = uid, home /. */
+	assert_int_equal(run_as(a, "agent", envh, &r), 0);
+	assert_non_null(strstr(r.out, "/given\n"));
+	run_free(&r);
+	assert_int_equal(run_as(a, "4242", envp, &r), 0);
+	assert_string_equal(r.out, "4242\n4242\n4242 \n/\n");
+	run_free(&r);
+
+	/* Unknown user or group: -ESRCH, the agent says which; nothing ran. */
+	assert_int_equal(run_as(a, "bob", envp, &r), -ESRCH);
+	assert_non_null(strstr(kiln_agent_error(a), "no user 'bob' in the image's /etc/passwd"));
+	assert_false(r.exited);
+	assert_int_equal(run_as(a, "agent:nope", envp, &r), -ESRCH);
+	assert_non_null(strstr(kiln_agent_error(a), "no group 'nope'"));
+	assert_int_equal(run_as(a, "a:b:c", envp, &r), -EINVAL);
+	assert_non_null(strstr(kiln_agent_error(a), "bad user"));
+
+	/* A FIFO as /etc/group never blocks the agent; a directory is refused too. */
+	snprintf(path, sizeof(path), "%s/group", srv.etc);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(mkfifo(path, 0644), 0);
+	assert_int_equal(run_as(a, "agent", envp, &r), -ESRCH);
+	assert_non_null(strstr(kiln_agent_error(a), "/etc/group is not a regular file"));
+	assert_int_equal(unlink(path), 0);
+	/* No group file at all: only the primary group. */
+	assert_int_equal(run_as(a, "agent", envp, &r), 0);
+	assert_string_equal(r.out, "1000\n1000\n1000 \n/home/agent\n");
+	run_free(&r);
+	assert_int_equal(kiln_agent_ping(a), 0);
+	kiln_agent_free(a);
+}
+
 static int setup(void **state)
 {
 	struct agentd_config cfg = { .pid1 = false, .debug = getenv("KILN_DEBUG") != NULL };
@@ -1622,6 +1706,15 @@ static int setup(void **state)
 		return -1;
 	snprintf(srv.sock, sizeof(srv.sock), "%s/agent.sock", srv.dir);
 	snprintf(srv.vmm, sizeof(srv.vmm), "%s/vmm.sock", srv.dir);
+	snprintf(srv.etc, sizeof(srv.etc), "%s/etc", srv.dir);
+	if (mkdir(srv.etc, 0755))
+		return -1;
+	write_file(srv.etc, "passwd",
+		   "root:x:0:0:root:/root:/bin/sh\n"
+		   "agent:x:1000:1000:Agent:/home/agent:/bin/sh\n");
+	write_file(srv.etc, "group",
+		   "root:x:0:\nagent:x:1000:\ndocker:x:999:bob,agent\naudio:x:29:agent\nstaff:x:50:\n");
+	cfg.etc_dir = srv.etc;
 	if (agentd_create(&cfg, &srv.d) || agentd_listen_unix(srv.d, srv.sock))
 		return -1;
 	if (pthread_create(&srv.th, NULL, agent_thread, NULL))
@@ -1649,6 +1742,7 @@ int main(void)
 		cmocka_unit_test(test_bootargs),
 		cmocka_unit_test(test_echo),
 		cmocka_unit_test(test_exit_codes),
+		cmocka_unit_test(test_user),
 		cmocka_unit_test(test_stdin_cat),
 		cmocka_unit_test(test_pty),
 		cmocka_unit_test(test_pty_raw),

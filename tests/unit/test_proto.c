@@ -317,6 +317,77 @@ static void test_exec_caps(void **state)
 	assert_int_equal(proto_enc_exec(buf, 4, 1, &m), -ENOSPC);
 }
 
+/* EXEC as a user: the spec last (after the pty size), 1..PROTO_USER_MAX bytes. */
+static void test_exec_user(void **state)
+{
+	static char longuser[PROTO_USER_MAX + 2];
+	const char *const argv[] = { "id", NULL };
+	struct proto_exec m = { .flags = PROTO_EXEC_USER | PROTO_EXEC_PTY, .argc = 1, .argv = argv,
+				.cwd = "/", .rows = 24, .cols = 80, .user = "agent:staff" };
+	struct proto_exec *d;
+	struct proto_hdr h;
+	const uint8_t *p;
+	uint8_t *pl;
+	int len;
+
+	(void)state;
+	len = proto_enc_exec(buf, sizeof(buf), 9, &m);
+	p = payload_of(len, PROTO_EXEC, 9, PROTO_FROM_CLIENT, &h);
+	assert_int_equal(proto_dec_exec(p, h.len, &d), 0);
+	assert_string_equal(d->user, "agent:staff");
+	assert_int_equal(d->rows, 24);
+	assert_int_equal(d->cols, 80);
+	free(d);
+	pl = malloc(h.len + 1);
+	assert_non_null(pl);
+	memcpy(pl, p, h.len);
+	for (uint32_t n = 0; n < h.len; n++) {
+		assert_int_equal(proto_dec_exec(pl, n, &d), -EBADMSG);
+		assert_null(d);
+	}
+	/* A NUL inside, an empty spec, one past the cap; the flag off leaves trailing bytes. */
+	pl[h.len - 3] = 0;
+	assert_int_equal(proto_dec_exec(pl, h.len, &d), -EBADMSG);
+	pl[h.len - 3] = 'a';
+	put32(pl + h.len - 15, 0);
+	assert_int_equal(proto_dec_exec(pl, h.len - 11, &d), -EBADMSG);
+	put32(pl + h.len - 15, PROTO_USER_MAX + 1);
+	assert_int_equal(proto_dec_exec(pl, h.len, &d), -EBADMSG);
+	put32(pl + h.len - 15, 11);
+	assert_int_equal(proto_dec_exec(pl, h.len, &d), 0);
+	free(d);
+	put32(pl, PROTO_EXEC_PTY);
+	assert_int_equal(proto_dec_exec(pl, h.len, &d), -EBADMSG);
+	free(pl);
+
+	/* Without the pty; and without the flag the user is "". */
+	m.flags = PROTO_EXEC_USER;
+	m.user = "1000";
+	len = proto_enc_exec(buf, sizeof(buf), 9, &m);
+	p = payload_of(len, PROTO_EXEC, 9, PROTO_FROM_CLIENT, &h);
+	assert_int_equal(proto_dec_exec(p, h.len, &d), 0);
+	assert_string_equal(d->user, "1000");
+	free(d);
+	m.flags = 0;
+	len = proto_enc_exec(buf, sizeof(buf), 9, &m);
+	p = payload_of(len, PROTO_EXEC, 9, PROTO_FROM_CLIENT, &h);
+	assert_int_equal(proto_dec_exec(p, h.len, &d), 0);
+	assert_string_equal(d->user, "");
+	free(d);
+
+	/* The encoder refuses what the decoder would. */
+	m.flags = PROTO_EXEC_USER;
+	m.user = NULL;
+	assert_int_equal(proto_enc_exec(buf, sizeof(buf), 9, &m), -EINVAL);
+	m.user = "";
+	assert_int_equal(proto_enc_exec(buf, sizeof(buf), 9, &m), -EINVAL);
+	memset(longuser, 'u', PROTO_USER_MAX);
+	m.user = longuser;
+	assert_true(proto_enc_exec(buf, sizeof(buf), 9, &m) > 0);
+	longuser[PROTO_USER_MAX] = 'u';
+	assert_int_equal(proto_enc_exec(buf, sizeof(buf), 9, &m), -EINVAL);
+}
+
 /* EXEC on a terminal: rows and cols after envp, bounded; RESIZE likewise. */
 static void test_pty(void **state)
 {
@@ -696,6 +767,7 @@ int main(void)
 		cmocka_unit_test(test_exec),
 		cmocka_unit_test(test_exec_caps),
 		cmocka_unit_test(test_pty),
+		cmocka_unit_test(test_exec_user),
 		cmocka_unit_test(test_small_messages),
 		cmocka_unit_test(test_path_stat),
 		cmocka_unit_test(test_dirents),
