@@ -25,27 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/image.h"
 #include "util.h"
 
 #define EXIT_USAGE 2
-#define NAME_MAX_LEN 63
-#define CONFIG_MAX (1 << 20)
-#define CONFIG_LIST_MAX 256
-#define CONFIG_STR_MAX 65536
+#define NAME_MAX_LEN KILN_IMAGE_NAME_MAX
 #define DEFAULT_MAX_SIZE (8ULL << 30)
-
-void image_dir(const char *self, char *buf, size_t len)
-{
-	const char *env = getenv("KILN_IMAGE_DIR");
-	char dir[PATH_MAX];
-
-	if (env && env[0]) {
-		snprintf(buf, len, "%s", env);
-		return;
-	}
-	exe_dir(self, dir, sizeof(dir));
-	snprintf(buf, len, "%s/images", dir);
-}
 
 static int cache_dir(char *buf, size_t len)
 {
@@ -61,18 +46,6 @@ static int cache_dir(char *buf, size_t len)
 	else
 		return -1;
 	return n < 0 || (size_t)n >= len ? -1 : 0;
-}
-
-static bool name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > NAME_MAX_LEN)
-		return false;
-	for (const char *p = s; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
-			return false;
-	return true;
 }
 
 /* A default name from SRC: the last path element of its file, directory or
@@ -142,13 +115,13 @@ static int image_import(int argc, char **argv, const char *self)
 	uint64_t max_size = DEFAULT_MAX_SIZE;
 	int opt;
 
-	image_dir(self, dir, sizeof(dir));
+	kiln_image_dir(self, dir, sizeof(dir));
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (!name_ok(optarg)) {
+			if (!kiln_image_name_ok(optarg)) {
 				fprintf(stderr, "kiln image import: bad name '%s' (1 to %d of [a-z0-9_-])\n", optarg,
 					NAME_MAX_LEN);
 				return EXIT_USAGE;
@@ -186,7 +159,7 @@ static int image_import(int argc, char **argv, const char *self)
 	}
 	if (!name[0]) {
 		default_name(argv[optind], name, sizeof(name));
-		if (!name_ok(name)) {
+		if (!kiln_image_name_ok(name)) {
 			fprintf(stderr, "kiln image import: cannot make a name from '%s': give --name NAME\n",
 				argv[optind]);
 			return EXIT_USAGE;
@@ -215,36 +188,6 @@ static int image_import(int argc, char **argv, const char *self)
 	}
 	fprintf(stderr, "kiln image import: cannot run /usr/bin/python3: %s\n", strerror(errno));
 	return 1;
-}
-
-/* NAME.json of an image dir, parsed: NULL when there is none or it is bad. */
-static json_t *load_json_file(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	struct stat st;
-	json_t *j = NULL;
-	char *buf = NULL;
-	ssize_t n;
-
-	if (fd < 0)
-		return NULL;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_MAX)
-		goto out;
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf)
-		goto out;
-	n = read(fd, buf, (size_t)st.st_size + 1);
-	if (n < 0 || n > st.st_size)
-		goto out;
-	j = json_loadb(buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
-	if (j && !json_is_object(j)) {
-		json_decref(j);
-		j = NULL;
-	}
-out:
-	free(buf);
-	close(fd);
-	return j;
 }
 
 static const char *jstr(json_t *o, const char *key, const char *dflt)
@@ -288,7 +231,7 @@ static int image_ls(const char *dir)
 		if (l > 4 && l - 4 <= NAME_MAX_LEN && !strcmp(e->d_name + l - 4, ".img") &&
 		    e->d_name[0] != '.') {
 			names[n] = strndup(e->d_name, l - 4);
-			if (names[n] && name_ok(names[n]))
+			if (names[n] && kiln_image_name_ok(names[n]))
 				n++;
 			else
 				free(names[n]);
@@ -309,7 +252,7 @@ static int image_ls(const char *dir)
 		}
 		human((uint64_t)st.st_size, size, sizeof(size));
 		snprintf(path, sizeof(path), "%s/%s.json", dir, names[i]);
-		j = load_json_file(path);
+		j = kiln_image_json_load(path);
 		if (j) {
 			const char *dg = jstr(j, "digest", "-");
 			const char *cr = jstr(j, "created", "");
@@ -365,7 +308,7 @@ static int image_rm(const char *dir, const char *name)
 	ssize_t n;
 	int lock = -1, ret = 1;
 
-	if (!name_ok(name)) {
+	if (!kiln_image_name_ok(name)) {
 		fprintf(stderr, "kiln image rm: bad name '%s' (1 to %d of [a-z0-9_-])\n", name, NAME_MAX_LEN);
 		return EXIT_USAGE;
 	}
@@ -419,7 +362,7 @@ int cli_image(int argc, char **argv, const char *self)
 
 	if (argc >= 2 && !strcmp(argv[1], "import"))
 		return image_import(argc - 1, argv + 1, self);
-	image_dir(self, dir, sizeof(dir));
+	kiln_image_dir(self, dir, sizeof(dir));
 	if (argc == 2 && !strcmp(argv[1], "ls"))
 		return image_ls(dir);
 	if (argc == 3 && !strcmp(argv[1], "rm"))
@@ -429,83 +372,4 @@ int cli_image(int argc, char **argv, const char *self)
 	      "       kiln image rm NAME\n",
 	      argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) ? stdout : stderr);
 	return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) ? 0 : EXIT_USAGE;
-}
-
-/* --- the defaults kiln run takes from an imported image --- */
-
-static char **str_array(json_t *a, bool need_eq, int *bad)
-{
-	size_t n, i;
-	char **v;
-
-	if (!a || json_is_null(a))
-		return NULL;
-	if (!json_is_array(a) || (n = json_array_size(a)) > CONFIG_LIST_MAX) {
-		*bad = 1;
-		return NULL;
-	}
-	v = calloc(n + 1, sizeof(*v));
-	if (!v) {
-		*bad = 1;
-		return NULL;
-	}
-	for (i = 0; i < n; i++) {
-		const char *s = json_string_value(json_array_get(a, i));
-
-		if (!s || strlen(s) > CONFIG_STR_MAX || (need_eq && (!strchr(s, '=') || s[0] == '='))) {
-			*bad = 1;
-			break;
-		}
-		v[i] = strdup(s);
-		if (!v[i]) {
-			*bad = 1;
-			break;
-		}
-	}
-	if (*bad) {
-		for (i = 0; v[i]; i++)
-			free(v[i]);
-		free(v);
-		return NULL;
-	}
-	return v;
-}
-
-int image_config_load(const char *img_path, struct image_config *c, char *why, size_t whylen)
-{
-	char path[PATH_MAX];
-	size_t l = strlen(img_path);
-	const char *s;
-	json_t *j;
-	int bad = 0;
-
-	memset(c, 0, sizeof(*c));
-	if (l < 4 || strcmp(img_path + l - 4, ".img") || l >= sizeof(path))
-		return 0;
-	snprintf(path, sizeof(path), "%.*s.json", (int)(l - 4), img_path);
-	if (access(path, F_OK) < 0)
-		return 0;
-	j = load_json_file(path);
-	if (!j) {
-		snprintf(why, whylen, "%s is not an image config (JSON object of at most %d bytes)", path,
-			 CONFIG_MAX);
-		return -1;
-	}
-	c->env = str_array(json_object_get(j, "env"), true, &bad);
-	c->entrypoint = str_array(json_object_get(j, "entrypoint"), false, &bad);
-	c->cmd = str_array(json_object_get(j, "cmd"), false, &bad);
-	s = jstr(j, "workdir", "");
-	if (s[0] == '/' && strlen(s) < 4096)
-		c->workdir = strdup(s);
-	else if (s[0])
-		bad = 1;
-	s = jstr(j, "user", "");
-	if (s[0] && strlen(s) < 256)
-		c->user = strdup(s);
-	json_decref(j);
-	if (bad) {
-		snprintf(why, whylen, "%s: bad env, entrypoint, cmd or workdir", path);
-		return -1;
-	}
-	return 0;
 }

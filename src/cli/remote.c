@@ -447,7 +447,7 @@ static int api_error(struct call *k, long st)
 	/* A command that could not start: 127 and 126, as a shell says (and kiln run). */
 	if (code && !strcmp(code, "command_not_found"))
 		ret = 127;
-	else if (code && !strcmp(code, "command_not_runnable"))
+	else if (code && (!strcmp(code, "command_not_runnable") || !strcmp(code, "user_not_found")))
 		ret = 126;
 	else
 		ret = st >= 400 && st <= 499 && st != 429 ? EXIT_USAGE : EXIT_KILN;
@@ -986,7 +986,7 @@ out:
 /* ---- exec ---- */
 
 static const char exec_usage[] =
-	"usage: kiln exec [-i] [-t] [-e K=V]... [-w DIR] [--user UID[:GID]] [--timeout SEC] [--tag TAG]\n"
+	"usage: kiln exec [-i] [-t] [-e K=V]... [-w DIR] [--user USER[:GROUP]] [--timeout SEC] [--tag TAG]\n"
 	"                 ID -- CMD [ARGS...]\n"
 	"Runs CMD in sandbox ID, its output streamed here, and exits with its status\n"
 	"(128+N on signal N). -i passes this process's stdin on. -t runs CMD on a guest\n"

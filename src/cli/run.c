@@ -24,10 +24,12 @@
 #include <unistd.h>
 
 #include "lib/agent.h"
+#include "lib/image.h"
 #include "lib/cgroup.h"
 #include "lib/netproc.h"
 #include "lib/sandbox.h"
 #include "net/rules.h"
+#include "userdb.h"
 #include "util.h"
 
 #define EXIT_USAGE 2
@@ -70,7 +72,7 @@ struct run_opts {
 	unsigned nenv;
 	const char *cwd;
 	bool cwd_set, user_set;
-	uint32_t uid, gid;
+	const char *user; /* USER[:GROUP] for the guest to resolve; NULL: root */
 	struct xfer put[MAX_XFER];
 	unsigned nput;
 	struct xfer get[MAX_XFER];
@@ -145,20 +147,20 @@ static int env_set(struct run_opts *o, const char *kv)
 }
 
 /* An imported image's defaults under what the command line said: Env
- * under -e, WorkingDir under -w, a numeric User under --user, and its
+ * under -e, WorkingDir under -w, User under --user, and its
  * Entrypoint + Cmd when no CMD was given. */
 static int apply_image_config(struct run_opts *o, int argc, char **argv, int cmd_at)
 {
 	const char *user_env[MAX_ENV];
 	unsigned nuser = 0, i;
-	struct image_config c;
+	struct kiln_image_config c;
 	char why[PATH_MAX + 128];
 
-	if (image_config_load(o->image, &c, why, sizeof(why)))
+	if (kiln_image_config_load(o->image, &c, why, sizeof(why)))
 		return usage_error("%s", why);
-	for (i = 2; i < o->nenv; i++)
+	for (i = 1; i < o->nenv; i++)
 		user_env[nuser++] = o->env[i];
-	o->nenv = 2;
+	o->nenv = 1;
 	for (i = 0; c.env && c.env[i]; i++)
 		if (env_set(o, c.env[i]))
 			return usage_error("too many environment variables");
@@ -168,22 +170,13 @@ static int apply_image_config(struct run_opts *o, int argc, char **argv, int cmd
 	o->env[o->nenv] = NULL;
 	if (!o->cwd_set && c.workdir)
 		o->cwd = c.workdir;
+	else if (!o->cwd_set && o->user)
+		o->cwd = NULL; /* the user's home (kiln-init), not root's */
 	if (!o->user_set && c.user) {
-		char *colon = strchr(c.user, ':');
-		uint64_t uid, gid;
-
-		if (colon)
-			*colon = 0;
-		if (!parse_u64(c.user, 0, 65534, &uid) && (!colon || !parse_u64(colon + 1, 0, 65534, &gid))) {
-			o->uid = (uint32_t)uid;
-			o->gid = colon ? (uint32_t)gid : (uint32_t)uid;
-		} else if (colon || strcmp(c.user, "root")) {
-			/* TODO: names need a passwd/group lookup in the guest. */
-			if (colon)
-				*colon = ':';
-			fprintf(stderr, "kiln run: the image's user '%s' is not numeric; running as root (give --user UID)\n",
-				c.user);
-		}
+		if (userdb_spec_ok(c.user))
+			return usage_error("the image's User '%.64s' is not USER[:GROUP] (give --user)",
+					   c.user);
+		o->user = c.user;
 	}
 	if (cmd_at < argc) {
 		o->argv = argv + cmd_at;
@@ -218,7 +211,7 @@ static void print_help(void)
 	     "stderr, destroys the VM and exits with CMD's status (128+N on signal N).\n"
 	     "  --image NAME|PATH   base image: a name in the image dir (debian, tiny, imported ones:\n"
 	     "                      kiln image ls) or a file. An imported image's Env, WorkingDir,\n"
-	     "                      numeric User and Entrypoint + Cmd (with no CMD) are the defaults\n"
+	     "                      User and Entrypoint + Cmd (with no CMD) are the defaults\n"
 	     "  --cpus N            vCPUs (1..32, default 1)\n"
 	     "  --mem MiB           guest memory (64..65536, default 512)\n"
 	     "  --disk MiB          writable scratch disk (0: in guest RAM; default 1024)\n"
@@ -229,7 +222,8 @@ static void print_help(void)
 	     "  -i, --interactive   accepted for -it: stdin always goes to CMD\n"
 	     "  -e, --env K=V       environment for CMD (repeatable)\n"
 	     "  -w, --workdir DIR   working directory for CMD (default /root)\n"
-	     "  --user UID[:GID]    run CMD as this numeric user (default root)\n"
+	     "  --user USER[:GROUP] run CMD as this user: names (the image's /etc/passwd and\n"
+	     "                      /etc/group) or numbers (default root)\n"
 	     "  --put LOCAL:REMOTE  upload a file before CMD runs (repeatable)\n"
 	     "  --get REMOTE:LOCAL  download a file after CMD ends (repeatable)\n"
 	     "  --get-max BYTES     largest --get file (suffix K, M, G, T: x1024; default 1G)\n"
@@ -258,12 +252,11 @@ static int resolve_image(struct run_opts *o, const char *name, const char *dir)
 	if (strchr(name, '/') || (stat(name, &st) == 0 && S_ISREG(st.st_mode))) {
 		n = snprintf(o->image, sizeof(o->image), "%s", name);
 	} else {
-		for (const char *p = name; *p; p++)
-			if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
-				return usage_error("bad image name '%s' (a name is [a-z0-9_-]; a path has a '/')",
-						   name);
+		if (!kiln_image_name_ok(name))
+			return usage_error("bad image name '%s' (a name is 1 to %d of [a-z0-9_-]; a path has a '/')",
+					   name, KILN_IMAGE_NAME_MAX);
 		(void)dir;
-		image_dir(g_self, idir, sizeof(idir));
+		kiln_image_dir(g_self, idir, sizeof(idir));
 		n = snprintf(o->image, sizeof(o->image), "%s/%s.img", idir, name);
 	}
 	if (n < 0 || (size_t)n >= sizeof(o->image))
@@ -447,13 +440,11 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 	o->disk_mib = 1024;
 	o->get_max = DEFAULT_GET_MAX;
 	o->cwd = "/root";
-	o->uid = o->gid = 0;
 	snprintf(o->kernel, sizeof(o->kernel), "%s/guest/vmlinux", dir);
 	snprintf(o->initrd, sizeof(o->initrd), "%s/guest/kiln-initrd.cpio", dir);
 	snprintf(o->vmm, sizeof(o->vmm), "%s/kiln-vmm", dir);
 	snprintf(o->netbin, sizeof(o->netbin), "%s/kiln-net", dir);
 	o->env[o->nenv++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-	o->env[o->nenv++] = "HOME=/root";
 
 	optind = 1;
 	opterr = 0;
@@ -506,25 +497,13 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 			o->cwd = optarg;
 			o->cwd_set = true;
 			break;
-		case O_USER: {
-			char *colon = strchr(optarg, ':');
-			uint64_t uid, gid;
-
+		case O_USER:
+			if (userdb_spec_ok(optarg))
+				return usage_error("--user wants USER[:GROUP] (names or numbers, at most %u bytes), not '%s'",
+						   USERDB_SPEC_MAX, optarg);
 			o->user_set = true;
-			if (!strcmp(optarg, "root")) {
-				o->uid = o->gid = 0;
-				break;
-			}
-			if (colon)
-				*colon = 0;
-			if (parse_u64(optarg, 0, 65534, &uid) ||
-			    (colon && parse_u64(colon + 1, 0, 65534, &gid)))
-				return usage_error("--user wants a numeric UID[:GID] (0..65534) or root, not '%s'",
-						   optarg);
-			o->uid = (uint32_t)uid;
-			o->gid = colon ? (uint32_t)gid : (uint32_t)uid;
+			o->user = optarg;
 			break;
-		}
 		case O_PUT:
 		case O_GET:
 			if ((opt == O_PUT ? o->nput : o->nget) >= MAX_XFER)
@@ -723,10 +702,64 @@ static const char *agent_why(const struct kiln_agent *a, int err)
 	return kiln_agent_error(a)[0] ? kiln_agent_error(a) : strerror(-err);
 }
 
-static int do_puts(struct kiln_agent *a, const struct run_opts *o, uint64_t *bytes)
+/*
+ * The owner of --put files when --user (or the image's User) names one: the
+ * same lookup kiln-init makes for CMD (src/common/userdb.c), over the
+ * image's /etc/passwd and /etc/group read from the guest (bounded, untrusted).
+ * -ESRCH with the reason on stderr when the image has no such user.
+ */
+static int put_owner(struct kiln_agent *a, const struct run_opts *o, uint32_t *uid, uint32_t *gid)
+{
+	static const char *const files[2] = { "/etc/passwd", "/etc/group" };
+	char *buf[2] = { NULL, NULL }, why[512];
+	size_t len[2] = { 0, 0 };
+	struct userdb_ids *ids = NULL;
+	int ret = -ENOMEM;
+
+	*uid = *gid = 0;
+	if (!o->user)
+		return 0;
+	ids = malloc(sizeof(*ids));
+	if (!ids)
+		goto out;
+	for (int i = 0; i < 2; i++) {
+		buf[i] = malloc(USERDB_FILE_MAX + 1);
+		if (!buf[i])
+			goto out;
+		snprintf(g_step, sizeof(g_step), "reading %s", files[i]);
+		ret = kiln_agent_get_buf(a, files[i], buf[i], USERDB_FILE_MAX, &len[i]);
+		if (ret == -ENOENT) {
+			free(buf[i]);
+			buf[i] = NULL;
+			len[i] = 0;
+		} else if (ret) {
+			if (!stopping() && !agent_broken(a))
+				fprintf(stderr, "kiln run: cannot read the image's %s: %s\n", files[i],
+					agent_why(a, ret));
+			ret = agent_broken(a) ? ret : -ESRCH;
+			goto out;
+		}
+	}
+	ret = userdb_resolve(o->user, buf[0], len[0], buf[1], len[1], ids, why, sizeof(why));
+	if (ret) {
+		fprintf(stderr, "kiln run: cannot run %s: %s\n", o->argv[0], why);
+		ret = -ESRCH;
+		goto out;
+	}
+	*uid = ids->uid;
+	*gid = ids->gid;
+out:
+	free(buf[0]);
+	free(buf[1]);
+	free(ids);
+	return ret;
+}
+
+static int do_puts(struct kiln_agent *a, const struct run_opts *o, uint32_t uid, uint32_t gid,
+		   uint64_t *bytes)
 {
 	for (unsigned i = 0; i < o->nput; i++) {
-		struct kiln_put_opts po = { .mode = 0644, .uid = o->uid, .gid = o->gid, .parents = true };
+		struct kiln_put_opts po = { .mode = 0644, .uid = uid, .gid = gid, .parents = true };
 		struct stat st;
 		uint64_t n = 0;
 		int fd = open(o->put[i].local, O_RDONLY | O_CLOEXEC), ret;
@@ -1029,8 +1062,17 @@ int cli_run(int argc, char **argv, const char *self)
 
 	/* Before CMD: uploads, the OOM counter, the EXEC request. */
 	kiln_sandbox_set_deadline(sb, step_deadline());
-	if (do_puts(a, &o, &put_bytes))
-		goto stop;
+	if (o.nput) {
+		uint32_t uid, gid;
+
+		ret = put_owner(a, &o, &uid, &gid);
+		if (ret == -ESRCH) {
+			status = 126; /* as when the guest refuses the user for CMD */
+			goto out;
+		}
+		if (ret || do_puts(a, &o, uid, gid, &put_bytes))
+			goto stop;
+	}
 	if (guest_oom_kills(a, &oom_before) && agent_broken(a))
 		goto stop;
 
@@ -1038,8 +1080,7 @@ int cli_run(int argc, char **argv, const char *self)
 	spec.argv = (const char *const *)o.argv;
 	spec.envp = o.env;
 	spec.cwd = o.cwd;
-	spec.uid = o.uid;
-	spec.gid = o.gid;
+	spec.user = o.user;
 	spec.stdin = true;
 	spec.pty = o.tty;
 	if (o.tty)
@@ -1051,7 +1092,8 @@ int cli_run(int argc, char **argv, const char *self)
 		if (agent_broken(a))
 			goto stop;
 		fprintf(stderr, "kiln run: cannot run %s: %s\n", o.argv[0], agent_why(a, ret));
-		status = ret == -ENOENT ? 127 : ret == -EACCES ? 126 : EXIT_KILN;
+		/* A shell's 127 and 126; a user the image does not have cannot run it either. */
+		status = ret == -ENOENT ? 127 : ret == -EACCES || ret == -ESRCH ? 126 : EXIT_KILN;
 		goto out;
 	}
 	/* CMD runs as long as it likes unless --timeout says otherwise. No

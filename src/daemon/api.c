@@ -31,8 +31,10 @@
 #include "daemon/registry.h"
 #include "daemon/tokens.h"
 #include "lib/agent.h"
+#include "lib/image.h"
 #include "net/rules.h"
 #include "proto.h"
+#include "userdb.h"
 #include "util.h"
 
 #define JSON_BODY_MAX (64 * 1024)
@@ -211,6 +213,8 @@ static enum MHD_Result send_exec_error(struct MHD_Connection *conn, int err, con
 		return send_error(conn, 404, "command_not_found", "%s", why);
 	if (err == -EACCES)
 		return send_error(conn, 403, "command_not_runnable", "%s", why);
+	if (err == -ESRCH)
+		return send_error(conn, 404, "user_not_found", "%s", why);
 	return send_error(conn, 400, "bad_request", "%s", why);
 }
 
@@ -331,17 +335,29 @@ static unsigned do_create(struct req *q, json_t **out)
 	snprintf(c.image, sizeof(c.image), "debian");
 	if (v) {
 		const char *s = json_string_value(v);
-		bool ok = s && *s && strlen(s) <= REG_IMAGE_MAX;
 
-		for (const char *p = s; ok && *p; p++)
-			ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-			     *p == '_';
-		if (!ok) {
+		if (!kiln_image_name_ok(s) || strlen(s) > REG_IMAGE_MAX) {
 			snprintf(why, sizeof(why), "image must be a name of 1 to %d [a-z0-9_-]",
 				 REG_IMAGE_MAX);
 			goto bad;
 		}
 		snprintf(c.image, sizeof(c.image), "%s", s);
+	}
+	/* An imported image's defaults must be usable before it boots. */
+	if (q->api->c.image_dir) {
+		struct kiln_image_config img;
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/%s.img", q->api->c.image_dir, c.image);
+		if (kiln_image_config_load(path, &img, why, sizeof(why)))
+			goto bad;
+		if (img.user && userdb_spec_ok(img.user)) {
+			snprintf(why, sizeof(why), "image %s: its user '%.64s' is not USER[:GROUP]", c.image,
+				 img.user);
+			kiln_image_config_free(&img);
+			goto bad;
+		}
+		kiln_image_config_free(&img);
 	}
 	if (!field_uint(o, "cpus", 1, 32, &cpus, why, sizeof(why)) ||
 	    !field_uint(o, "memory_mib", 64, 1 << 20, &c.memory_mib, why, sizeof(why)) ||
@@ -752,14 +768,51 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 	return (ssize_t)n;
 }
 
-/* argv, env, cwd from the body into spec; strings stay owned by o. */
-static bool exec_spec(json_t *o, struct kiln_exec_spec *spec, const char **argv, size_t argv_cap,
-		      char **env, size_t env_cap, char *why, size_t whylen)
+/* Environment entries of a request, and all of them with an image's Env. */
+#define EXEC_ENV_MAX 64
+#define EXEC_ENV_CAP (EXEC_ENV_MAX + 256 + 2)
+
+/*
+ * The defaults of the sandbox's image (NAME.json beside NAME.img in the
+ * image dir, docs/images.md): all NULL for a built image or an unknown
+ * sandbox (the caller's lookup answers that). -1 with why for a config
+ * that went bad since the create checked it.
+ */
+static int image_defaults(struct req *q, struct kiln_image_config *c, char *why, size_t whylen)
+{
+	struct reg_sandbox *sb = lookup(q);
+	json_t *j = sb ? registry_sandbox_json(q->api->c.reg, sb) : NULL;
+	const char *name = json_string_value(json_object_get(j, "image"));
+	char path[PATH_MAX];
+	int ret = 0;
+
+	memset(c, 0, sizeof(*c));
+	if (name && kiln_image_name_ok(name) && q->api->c.image_dir) {
+		snprintf(path, sizeof(path), "%s/%s.img", q->api->c.image_dir, name);
+		ret = kiln_image_config_load(path, c, why, whylen);
+		if (!ret && c->user && userdb_spec_ok(c->user)) {
+			snprintf(why, whylen, "the image's user '%.64s' is not USER[:GROUP]", c->user);
+			kiln_image_config_free(c);
+			ret = -1;
+		}
+	}
+	json_decref(j);
+	if (sb)
+		registry_put(q->api->c.reg, sb);
+	return ret;
+}
+
+/* argv, env, cwd and user from the body into spec, over the image's
+ * defaults (img: Env under env, WorkingDir under cwd, User under user);
+ * strings stay owned by o and img. env: EXEC_ENV_CAP entries. */
+static bool exec_spec(json_t *o, const struct kiln_image_config *img, struct kiln_exec_spec *spec,
+		      const char **argv, size_t argv_cap, char **env, char *why, size_t whylen)
 {
 	json_t *cmd = json_object_get(o, "cmd"), *envo = json_object_get(o, "env"), *v;
-	json_t *cwd = json_object_get(o, "cwd");
+	json_t *cwd = json_object_get(o, "cwd"), *user = json_object_get(o, "user");
 	const char *k;
 	size_t i, n = 0;
+	bool have_path;
 
 	if (!json_is_array(cmd) || !json_array_size(cmd) || json_array_size(cmd) >= argv_cap) {
 		snprintf(why, whylen, "cmd must be an array of 1 to %zu strings", argv_cap - 1);
@@ -775,8 +828,8 @@ static bool exec_spec(json_t *o, struct kiln_exec_spec *spec, const char **argv,
 		argv[i] = json_string_value(v);
 	}
 	argv[json_array_size(cmd)] = NULL;
-	if (envo && (!json_is_object(envo) || json_object_size(envo) >= env_cap - 2)) {
-		snprintf(why, whylen, "env must be an object of at most %zu strings", env_cap - 3);
+	if (envo && (!json_is_object(envo) || json_object_size(envo) > EXEC_ENV_MAX)) {
+		snprintf(why, whylen, "env must be an object of at most %d strings", EXEC_ENV_MAX);
 		return false;
 	}
 	json_object_foreach(envo, k, v) {
@@ -790,11 +843,25 @@ static bool exec_spec(json_t *o, struct kiln_exec_spec *spec, const char **argv,
 		}
 		n++;
 	}
-	/* The defaults unless given. */
-	if (!json_object_get(envo, "PATH") &&
+	have_path = json_object_get(envo, "PATH") != NULL;
+	/* The image's Env under the request's (one entry per name). */
+	for (i = 0; img->env && img->env[i] && n < EXEC_ENV_CAP - 2; i++) {
+		const char *kv = img->env[i];
+		size_t kl = strcspn(kv, "=");
+		bool dup = false;
+
+		for (size_t j = 0; j < n && !dup; j++)
+			dup = !strncmp(env[j], kv, kl) && env[j][kl] == '=';
+		if (dup)
+			continue;
+		if (!(env[n] = strdup(kv)))
+			return false;
+		n++;
+		have_path |= kl == 4 && !strncmp(kv, "PATH", 4);
+	}
+	/* kiln's PATH unless given; HOME is the user's, set by kiln-init. */
+	if (!have_path &&
 	    !(env[n++] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")))
-		return false;
-	if (!json_object_get(envo, "HOME") && !(env[n++] = strdup("HOME=/root")))
 		return false;
 	env[n] = NULL;
 	if (cwd && (!json_is_string(cwd) || json_string_value(cwd)[0] != '/' ||
@@ -802,9 +869,17 @@ static bool exec_spec(json_t *o, struct kiln_exec_spec *spec, const char **argv,
 		snprintf(why, whylen, "cwd must be an absolute path");
 		return false;
 	}
+	if (user && (!json_is_string(user) || strlen(json_string_value(user)) != json_string_length(user) ||
+		     userdb_spec_ok(json_string_value(user)))) {
+		snprintf(why, whylen, "user must be \"USER\" or \"USER:GROUP\" (names or numbers, at most %u bytes)",
+			 USERDB_SPEC_MAX);
+		return false;
+	}
 	spec->argv = argv;
 	spec->envp = (const char *const *)env;
-	spec->cwd = cwd ? json_string_value(cwd) : "/root";
+	spec->user = user ? json_string_value(user) : img->user;
+	/* Without one: the image's, else root's /root, else the user's home (kiln-init). */
+	spec->cwd = cwd ? json_string_value(cwd) : img->workdir ? img->workdir : spec->user ? NULL : "/root";
 	spec->uid = spec->gid = 0;
 	return true;
 }
@@ -815,7 +890,8 @@ static enum MHD_Result h_exec(struct req *q, struct MHD_Connection *conn)
 	const union MHD_ConnectionInfo *ci;
 	struct kiln_exec_spec spec = { 0 };
 	const char *argv[257];
-	char *env[67] = { 0 };
+	char *env[EXEC_ENV_CAP] = { 0 };
+	struct kiln_image_config img = { 0 };
 	struct stream *s = NULL;
 	struct MHD_Response *resp;
 	enum MHD_Result ret = MHD_NO;
@@ -831,8 +907,12 @@ static enum MHD_Result h_exec(struct req *q, struct MHD_Connection *conn)
 		goto out;
 	s->api = q->api;
 	s->client_fd = -1;
-	if (!exec_spec(o, &spec, argv, sizeof(argv) / sizeof(argv[0]), env,
-		       sizeof(env) / sizeof(env[0]), why, sizeof(why)) ||
+	if (image_defaults(q, &img, why, sizeof(why))) {
+		ret = send_error(conn, 500, "internal", "%s", why);
+		goto out;
+	}
+	if (!exec_spec(o, &img, &spec, argv, sizeof(argv) / sizeof(argv[0]), env, why,
+		       sizeof(why)) ||
 	    !field_uint(o, "timeout_s", 1, q->tenant->max_timeout_s, &s->timeout_s, why,
 			sizeof(why))) {
 		ret = send_error(conn, 400, "bad_request", "%s", why);
@@ -891,6 +971,7 @@ static enum MHD_Result h_exec(struct req *q, struct MHD_Connection *conn)
 out:
 	if (s)
 		stream_free(s);
+	kiln_image_config_free(&img);
 	for (size_t i = 0; i < sizeof(env) / sizeof(env[0]) && env[i]; i++)
 		free(env[i]);
 	free(argv_text);
@@ -982,31 +1063,6 @@ static struct proc *lookup_proc(struct req *q)
 		return send_error(conn, 404, "not_found", "no process %u in sandbox %s", q->pid, \
 				  q->id);
 
-/* "UID" or "UID:GID", decimal. */
-static bool parse_user(const char *s, uint32_t *uid, uint32_t *gid)
-{
-	char *end;
-	unsigned long u, g;
-
-	if (!s || *s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	u = strtoul(s, &end, 10);
-	g = u;
-	if (*end == ':') {
-		const char *gs = end + 1;
-
-		if (*gs < '0' || *gs > '9')
-			return false;
-		g = strtoul(gs, &end, 10);
-	}
-	if (errno || *end || u >= KILN_ID_KEEP || g >= KILN_ID_KEEP)
-		return false;
-	*uid = (uint32_t)u;
-	*gid = (uint32_t)g;
-	return true;
-}
-
 /* A terminal size {"rows": R, "cols": C}, each 1..PROC_PTY_DIM_MAX; what names
  * the object in messages ("pty" or "the body"). */
 static bool parse_winsize(json_t *o, const char *what, const char *prefix, unsigned *rows,
@@ -1046,7 +1102,8 @@ static enum MHD_Result h_proc_start(struct req *q, struct MHD_Connection *conn)
 					    "timeout_s", "tag", NULL };
 	struct kiln_exec_spec spec = { 0 };
 	const char *argv[257], *tag = NULL, *d;
-	char *env[67] = { 0 };
+	char *env[EXEC_ENV_CAP] = { 0 };
+	struct kiln_image_config img;
 	char why[512] = "", err[512] = "", *cmd_text = NULL;
 	enum MHD_Result ret;
 	struct reg_sandbox *sb = NULL;
@@ -1064,15 +1121,14 @@ static enum MHD_Result h_proc_start(struct req *q, struct MHD_Connection *conn)
 	o = body_object(q, keys, why, sizeof(why));
 	if (!o)
 		return send_error(conn, 400, "bad_request", "%s", why);
-	if (!exec_spec(o, &spec, argv, sizeof(argv) / sizeof(argv[0]), env,
-		       sizeof(env) / sizeof(env[0]), why, sizeof(why)) ||
+	if (image_defaults(q, &img, why, sizeof(why))) {
+		json_decref(o);
+		return send_error(conn, 500, "internal", "%s", why);
+	}
+	if (!exec_spec(o, &img, &spec, argv, sizeof(argv) / sizeof(argv[0]), env, why,
+		       sizeof(why)) ||
 	    !field_uint(o, "timeout_s", 1, q->tenant->max_timeout_s, &timeout_s, why, sizeof(why)))
 		goto bad;
-	v = json_object_get(o, "user");
-	if (v && !parse_user(json_string_value(v), &spec.uid, &spec.gid)) {
-		snprintf(why, sizeof(why), "user must be \"UID\" or \"UID:GID\" (numbers)");
-		goto bad;
-	}
 	v = json_object_get(o, "stdin");
 	if (v && !json_is_boolean(v)) {
 		snprintf(why, sizeof(why), "stdin must be true or false (send it to .../stdin)");
@@ -1126,6 +1182,7 @@ static enum MHD_Result h_proc_start(struct req *q, struct MHD_Connection *conn)
 bad:
 	ret = send_error(conn, 400, "bad_request", "%s", why);
 out:
+	kiln_image_config_free(&img);
 	for (size_t i = 0; i < sizeof(env) / sizeof(env[0]) && env[i]; i++)
 		free(env[i]);
 	free(cmd_text);

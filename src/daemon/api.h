@@ -23,6 +23,7 @@ struct api_config {
 	struct idem *idem;	   /* Idempotency-Keys of creates */
 	struct tokens *tokens;
 	const char *state_dir;	   /* tmp/ holds uploads and downloads on their way */
+	const char *image_dir;	   /* NAME.json: an imported image's defaults for processes */
 	uint64_t max_upload;	   /* bytes, PUT files and GET files */
 	unsigned max_connections;  /* per listener */
 	int stop_fd;		   /* readable once kilnd stops */

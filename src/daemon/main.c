@@ -29,6 +29,7 @@
 #include "daemon/records.h"
 #include "daemon/registry.h"
 #include "daemon/tokens.h"
+#include "lib/image.h"
 #include "lib/sandbox.h"
 #include "util.h"
 
@@ -57,7 +58,7 @@ static void usage(FILE *f)
 		"  --max-sandboxes  sandboxes on this host, all tenants (default 16)\n"
 		"  --max-upload     largest file through the API (default 1 GiB)\n"
 		"  --max-connections  open HTTP connections per listener (default 1024)\n"
-		"  --image-dir      where NAME.img images live (default: images/ beside kilnd)\n"
+		"  --image-dir      where NAME.img images live (default: $KILN_IMAGE_DIR, else images/ beside kilnd)\n"
 		"  --log-json       one JSON line per request on stderr\n"
 		"  --no-cgroup      no CPU, memory or task limits per VM (diagnosis only)\n");
 }
@@ -113,7 +114,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	o->max_sandboxes = 16;
 	o->max_upload = 1ULL << 30;
 	o->max_connections = 1024;
-	snprintf(o->image_dir, sizeof(o->image_dir), "%s/images", dir);
+	kiln_image_dir(argv[0], o->image_dir, sizeof(o->image_dir)); /* as kiln's */
 	snprintf(o->vmm, sizeof(o->vmm), "%s/kiln-vmm", dir);
 	snprintf(o->netbin, sizeof(o->netbin), "%s/kiln-net", dir);
 	snprintf(o->kernel, sizeof(o->kernel), "%s/guest/vmlinux", dir);
@@ -335,7 +336,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	ac = (struct api_config){ .reg = reg, .rec = rec, .procs = procs, .idem = idem,
-				  .tokens = tokens,
+				  .tokens = tokens, .image_dir = o.image_dir,
 				  .state_dir = o.state_dir, .max_upload = o.max_upload,
 				  .max_connections = (unsigned)o.max_connections,
 				  .stop_fd = stop[0], .log_json = o.log_json };

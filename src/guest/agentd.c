@@ -588,7 +588,10 @@ static void do_exec(struct conn *c, const struct proto_hdr *h, const uint8_t *pa
 	}
 	ret = gexec_spawn(req, &d->spawn, &ch, why, sizeof(why));
 	if (ret) {
-		reply_err(c, h->id, -ret, "%s: %s", req->argv[0], why[0] ? why : strerror(-ret));
+		if (why[0])
+			reply_err(c, h->id, -ret, "%s", why);
+		else
+			reply_err(c, h->id, -ret, "%s: %s", req->argv[0], strerror(-ret));
 		goto out;
 	}
 	e->d = d;

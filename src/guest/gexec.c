@@ -34,6 +34,7 @@ struct spawn {
 	const char *const *argv;
 	const char *const *envp;
 	const char *cwd;
+	bool cwd_soft; /* the user's home: "/" when it cannot be entered */
 	char **cand; /* NULL-terminated */
 	uid_t uid;
 	gid_t gid;
@@ -188,12 +189,15 @@ static __attribute__((noreturn)) void child(const struct spawn *s)
 			setrlimit(RLIMIT_NOFILE, &rl);
 		}
 	}
-	if (chdir(s->cwd))
+	/* A home is entered as its user (below); an asked-for cwd as root. */
+	if (!s->cwd_soft && chdir(s->cwd))
 		goto fail;
 	if (s->set_ids) {
 		if (setgroups(s->ngroups, s->groups) || setgid(s->gid) || setuid(s->uid))
 			goto fail;
 	}
+	if (s->cwd_soft && chdir(s->cwd) && chdir("/"))
+		goto fail;
 	for (char *const *c = s->cand; *c; c++) {
 		execve(*c, (char *const *)s->argv, (char *const *)s->envp);
 		switch (errno) {
@@ -345,6 +349,10 @@ int gexec_spawn(const struct proto_exec *req, const struct gexec_opts *opts,
 		s.groups = groups;
 		s.ngroups = ids->ngroups;
 		s.set_ids = true;
+		if (!req->cwd[0]) {
+			s.cwd = ids->home;
+			s.cwd_soft = true;
+		}
 	} else {
 		s.uid = req->uid == PROTO_ID_KEEP ? geteuid() : (uid_t)req->uid;
 		s.gid = req->gid == PROTO_ID_KEEP ? getegid() : (gid_t)req->gid;
