@@ -7,7 +7,8 @@ passes everything as arguments:
     image-import.py --cache DIR --image-dir DIR --name NAME --max-size BYTES SRC
 
 Steps (docs/images.md, "Imported images"): under the cache's lock, key the
-image by its source manifest digest and the converter version; on a hit only
+image by its source manifest digest, the converter version and the
+compression ($KILN_EROFS_COMPRESS: lz4hc by default, lz4, none); on a hit only
 the name links are written. Otherwise skopeo copies SRC into a staging OCI
 layout (it checks every blob's digest), every layer is scanned here before
 anything is unpacked (paths, links, device nodes, sizes), umoci unpacks,
@@ -33,7 +34,11 @@ import tarfile
 import tempfile
 
 # Bump when the tree or the config this produces changes: it is part of the key.
-CONVERTER = 1
+# 2: compressed erofs (lz4hc) by default, the compression in the key.
+CONVERTER = 2
+# mkfs.erofs -z: what Debian 12's erofs-utils 1.5 writes and the guest kernel
+# reads (CONFIG_EROFS_FS_ZIP); "none" stores the files uncompressed.
+COMPRESSORS = ("lz4hc", "lz4", "none")
 MAX_ENTRIES = 4 << 20           # inodes over all layers
 MAX_LAYERS = 256
 MAX_JSON = 4 << 20              # a manifest, index or config blob
@@ -371,6 +376,9 @@ def main():
     for tool, pkg in (("skopeo", "skopeo"), ("umoci", "umoci"), ("mkfs.erofs", "erofs-utils")):
         if not shutil.which(tool):
             die("%s is missing: install %s (scripts/install-deps)" % (tool, pkg))
+    compress = os.environ.get("KILN_EROFS_COMPRESS") or "lz4hc"
+    if compress not in COMPRESSORS:
+        die("KILN_EROFS_COMPRESS must be one of %s, not '%s'" % (", ".join(COMPRESSORS), compress[:64]))
     check_source(a.src)
     named = os.path.join(a.image_dir, a.name)
     if os.path.lexists(named + ".img") and not os.path.lexists(named + ".json"):
@@ -403,7 +411,8 @@ def main():
     if declared > a.max_size:
         raise Refused("the layers are %d bytes compressed, more than --max-size %d" % (declared, a.max_size))
     # Not root: owners are lost, so that image is another one.
-    key = "%s-c%d%s" % (digest.split(":")[1], CONVERTER, "" if os.geteuid() == 0 else "-rootless")
+    key = "%s-c%d-%s%s" % (digest.split(":")[1], CONVERTER, compress,
+                            "" if os.geteuid() == 0 else "-rootless")
     img = os.path.join(cache, "images", key + ".img")
     cfgp = os.path.join(cache, "images", key + ".json")
     if os.path.exists(img) and os.path.exists(cfgp):
@@ -439,7 +448,7 @@ def main():
             os.chown(p, 0, 0) if os.geteuid() == 0 else None
             os.chmod(p, mode)
     staged_img = os.path.join(staging, "image.img")
-    mkfs = ["mkfs.erofs", "-x", "-1"]
+    mkfs = ["mkfs.erofs", "-x", "-1"] + ([] if compress == "none" else ["-z" + compress])
     if os.geteuid() != 0:
         mkfs.append("--all-root")
         sys.stderr.write("kiln image import: not root: every file in the image will be owned by root\n")

@@ -18,6 +18,8 @@ import tarfile
 MTIME = 1700000000
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ls", "cat", "id", "pwd", "env", "stat", "readlink", "test", "echo")
+PASSWD = b"root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:Agent:/home/agent:/bin/sh\n"
+GROUP = b"root:x:0:\nagent:x:1000:\ntools:x:2000:agent\n"
 
 
 def entry(tf, name, kind="file", data=b"", mode=0o644, uid=0, gid=0, link="", size=None):
@@ -75,6 +77,10 @@ def layer1(tf):
     entry(tf, "opq/sub", "dir", mode=0o755)
     entry(tf, "opq/sub/old2", data=b"old2\n")
     entry(tf, "work", "dir", mode=0o777, uid=1000, gid=1000)
+    # A named user (the config's User) with a supplementary group.
+    entry(tf, "etc", "dir", mode=0o755)
+    entry(tf, "etc/passwd", data=PASSWD)
+    entry(tf, "etc/group", data=GROUP)
 
 
 def layer2(tf):
@@ -89,12 +95,12 @@ CONFIG = {
     "Env": ["PATH=/bin", "FIXTURE=yes", "SHADOW=image"],
     "Entrypoint": ["/bin/sh", "-c"],
     # t-image runs the image with no CMD: this checks what the VM sees.
-    "Cmd": ['echo "from-cmd $FIXTURE $SHADOW $PATH"; pwd; id -u; id -g; '
+    "Cmd": ['echo "from-cmd $FIXTURE $SHADOW $PATH"; pwd; id -u; id -g; id -G; echo "$HOME"; '
             'cat /keep.txt /opq/new1; ls /opq; test -e /gone.txt || echo gone; '
             'stat -c "%u:%g %a" /app/run.sh; /app/run.sh; readlink /link; '
             'touch /work/w && echo writable'],
     "WorkingDir": "/work",
-    "User": "1000",
+    "User": "agent",
 }
 
 

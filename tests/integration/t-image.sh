@@ -34,6 +34,9 @@ want=$( {
     echo "dev d 0755 0:0"
     echo "dir d 0750 0:0"
     echo "dir/a.txt f $(h $'a\n') 0600 0:0"
+    echo "etc d 0755 0:0"
+    echo "etc/group f $(h $'root:x:0:\nagent:x:1000:\ntools:x:2000:agent\n') 0644 0:0"
+    echo "etc/passwd f $(h $'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:Agent:/home/agent:/bin/sh\n') 0644 0:0"
     echo "hard.txt f $(h $'kept\n') 0644 0:0"
     echo "keep.txt f $(h $'kept\n') 0644 0:0"
     echo "link l -> keep.txt 0777 0:0"
@@ -59,15 +62,32 @@ expect_eq "the image's tree: whiteouts and the opaque dir applied, owners, modes
     "$want" "$(LC_ALL=C sort <<<"$tree_oci")"
 nid() { dump.erofs --path="$1" "$KILN_IMAGE_DIR/fixture.img" | sed -n 's/^NID: \([0-9]*\) *Links: \([0-9]*\).*/\1 \2/p'; }
 expect_eq "hard.txt is a hard link of keep.txt (one inode, 2 links)" "$(nid /keep.txt)" "$(nid /hard.txt)"
+ratio() { dump.erofs --path="$2" "$1" | sed -n 's/.*Compression ratio: \([0-9.]*\)%.*/\1/p'; }
+check "the image is compressed by default (busybox at $(ratio "$img" /bin/busybox)% of its size)" \
+    awk -v r="$(ratio "$img" /bin/busybox)" 'BEGIN { exit !(r > 0 && r < 90) }'
+expect_match "the cache key names the converter and the compression" '/[0-9a-f]{64}-c2-lz4hc\.img$' "$img"
 expect_match "the hard link has 2 links" ' 2$' "$(nid /hard.txt)"
 cfg=$(cat "$KILN_IMAGE_DIR/fixture.json")
 expect_match "the config keeps Env, Entrypoint, Cmd, WorkingDir, User" \
-    '"FIXTURE=yes".*"entrypoint".*"/bin/sh".*"cmd".*"workdir": "/work".*"user": "1000"' "$(tr -d '\n' <<<"$cfg")"
+    '"FIXTURE=yes".*"entrypoint".*"/bin/sh".*"cmd".*"workdir": "/work".*"user": "agent"' "$(tr -d '\n' <<<"$cfg")"
 
 "$KILN" image import "oci-archive:$work/fx/image.oci.tar:v1" --name fixture-a >/dev/null 2>&1
 expect_eq "oci-archive gives the same tree" "$tree_oci" "$(tree "$KILN_IMAGE_DIR/fixture-a.img")"
 "$KILN" image import "docker-archive:$work/fx/image.docker.tar" --name fixture-d >/dev/null 2>&1
 expect_eq "docker-archive gives the same tree" "$tree_oci" "$(tree "$KILN_IMAGE_DIR/fixture-d.img")"
+
+# KILN_EROFS_COMPRESS=none: another cache entry, the same tree, stored as is.
+KILN_EROFS_COMPRESS=none "$KILN" image import "oci:$work/fx/layout:v1" --name fixture-n >/dev/null 2>&1
+nimg=$(readlink "$KILN_IMAGE_DIR/fixture-n.img")
+expect_match "KILN_EROFS_COMPRESS=none is another cache entry" '/[0-9a-f]{64}-c2-none\.img$' "$nimg"
+expect_eq "uncompressed: the same tree" "$tree_oci" "$(tree "$KILN_IMAGE_DIR/fixture-n.img")"
+expect_eq "uncompressed: busybox stored as is" "100.00" "$(ratio "$nimg" /bin/busybox)"
+check "the compressed image is smaller ($(stat -c %s "$img") < $(stat -c %s "$nimg") bytes)" \
+    test "$(stat -c %s "$img")" -lt "$(stat -c %s "$nimg")"
+"$KILN" image rm fixture-n
+err=$(KILN_EROFS_COMPRESS=zstd "$KILN" image import "oci:$work/fx/layout:v1" --name fixture-z 2>&1); rc=$?
+expect_eq "an unknown KILN_EROFS_COMPRESS: exit 1" 1 "$rc"
+expect_match "an unknown KILN_EROFS_COMPRESS: one line" '^kiln image import: KILN_EROFS_COMPRESS must be one of lz4hc, lz4, none, not .zstd.$' "$err"
 
 # A second import is a cache hit: no mkfs.erofs (one that fails is first in PATH).
 mkdir -p "$work/nomkfs"
@@ -116,7 +136,7 @@ before=$(state)
 refuse() { # DESC REGEX SRC [ARGS]
     local d=$1 re=$2 rc err
     shift 2
-    "$KILN" image import "$@" --name bad >/dev/null 2>"$work/err"; rc=$?
+    timeout -s KILL 300 "$KILN" image import "$@" --name bad >/dev/null 2>"$work/err"; rc=$?
     err=$(cat "$work/err")
     if [ $rc != 0 ] && [ "$(wc -l < "$work/err")" = 1 ] && [[ "$err" =~ $re ]] &&
        [ "$(state)" = "$before" ]; then
@@ -141,6 +161,10 @@ refuse "a layer bomb over --max-size" 'more than 2097152 bytes' "oci:$work/bad-b
 refuse "a missing tag" 'no descriptor found for reference "nope"' "oci:$work/fx/layout:nope"
 refuse "an unknown transport" 'unknown transport' "ftp:$work/fx/layout"
 refuse "a missing file" 'no such file' "oci-archive:$work/none.tar"
+# No registry is reachable here: a bogus one fails at once with skopeo's reason.
+refuse "an unreachable registry (docker://)" \
+    'skopeo inspect failed: .*pinging container registry 127\.0\.0\.1:9.*connection refused' \
+    "docker://127.0.0.1:9/x:y"
 
 # SIGTERM mid-import: a mkfs.erofs that says it started, then waits.
 mkdir -p "$work/slow"
@@ -175,11 +199,13 @@ elif [ -c /dev/kvm ]; then
     out=$(krun -e SHADOW=cli)
     rc=$?
     expect_eq "kiln run --image fixture exits 0" 0 "$rc"
-    expect_eq "in the VM: Entrypoint + Cmd ran; files, Env (-e wins), WorkingDir and User from the image" \
+    expect_eq "in the VM: Entrypoint + Cmd ran; files, Env (-e wins), WorkingDir and User (a name: uid, gid, groups, HOME) from the image" \
 "from-cmd yes cli /bin
 /work
 1000
 1000
+1000 2000
+/home/agent
 kept
 new1
 new1
@@ -188,6 +214,79 @@ gone
 run.sh ran
 keep.txt
 writable" "$out"
+    # --user NAME:GROUP over the image's; --put files belong to that user too.
+    echo put > "$work/put.txt"
+    out=$(krun --user agent:tools --put "$work/put.txt:/work/put.txt" -- \
+        sh -c 'id -u; id -G; stat -c %u:%g /work/put.txt; echo "$HOME"')
+    expect_eq "--user agent:tools: that group only; --put owned by it; HOME from passwd" \
+"1000
+2000
+1000:2000
+/home/agent" "$out"
+    # An unknown user: CMD never runs, one line, 126.
+    krun --user bob -- sh -c 'echo ran' > "$work/out"; rc=$?
+    expect_eq "--user bob (not in the image): exit 126" 126 "$rc"
+    expect_eq "--user bob: CMD did not run" "" "$(cat "$work/out")"
+    expect_match "--user bob: one line naming the user and the file" \
+        "^kiln run: cannot run sh: no user 'bob' in the image's /etc/passwd$" "$(cat "$work/err")"
+
+    # kilnd: a sandbox of the imported image; processes get its defaults.
+    t_work=$work
+    source "$top/tests/integration/kilnd.sh"
+    kilnd_rig t-image-kilnd
+    kilnd_cleanup_more() { rm -rf "$t_work"; }
+    TA=tok-image-$$
+    kilnd_tenant alpha "$TA" 2 2 1024 600
+    cp -P "$KILN_IMAGE_DIR/fixture.img" "$KILN_IMAGE_DIR/fixture.json" "$work/images/"
+    cp "$img" "$work/images/badcfg.img"
+    echo '{"user": "a:b:c"}' > "$work/images/badcfg.json"
+    start_kilnd
+    api() {
+        local m=$1 p=$2
+        shift 2
+        curl -sS --unix-socket "$sock" -X "$m" -H "Authorization: Bearer $TA" -w '\n%{http_code}' "$@" "http://kiln$p"
+    }
+    events() { # the stdout of a process's event stream, then |exit=N or |error=...
+        python3 -c '
+import json, sys, base64
+out = ""
+for line in sys.stdin:
+    line = line.strip()
+    if not line or line[0] != "{": continue
+    e = json.loads(line)
+    if e.get("type") == "stdout": out += e.get("data") or base64.b64decode(e["data_b64"]).decode()
+    if e.get("type") == "exit": out += "|exit=%s" % e["code"]
+print(out, end="")'
+    }
+    r=$(api POST /v1/sandboxes -d '{"image":"badcfg"}')
+    expect_match "kilnd: an image whose config is bad is refused before it boots (400)" \
+        "badcfg: its user 'a:b:c' is not USER\\[:GROUP\\].*400$" "$(tr -d '\n' <<<"$r")"
+    r=$(api POST /v1/sandboxes -d '{"image":"fixture","timeout_s":300}')
+    sb=$(sed '$d' <<<"$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null)
+    expect_eq "kilnd: a sandbox of the imported image (201)" 201 "$(tail -n1 <<<"$r")"
+    out=$(api POST "/v1/sandboxes/$sb/processes" \
+        -d '{"cmd":["sh","-c","id -u; id -G; echo \"$FIXTURE $SHADOW $HOME\"; pwd"],"env":{"SHADOW":"req"}}' | sed '$d' | events)
+    expect_eq "kilnd: a process gets the image's User (by name), Env (under the request's) and WorkingDir" \
+        "1000
+1000 2000
+yes req /home/agent
+/work
+|exit=0" "$out"
+    out=$(api POST "/v1/sandboxes/$sb/processes" \
+        -d '{"cmd":["sh","-c","id -u; echo \"$HOME\"; pwd"],"user":"root","cwd":"/tmp"}' | sed '$d' | events)
+    expect_eq "kilnd: the request's user and cwd win" "0
+/root
+/tmp
+|exit=0" "$out"
+    r=$(api POST "/v1/sandboxes/$sb/processes" -d '{"cmd":["true"],"user":"bob"}')
+    expect_match "kilnd: an unknown user is 404 user_not_found, naming it" \
+        "\"user_not_found\".*no user 'bob' in the image's /etc/passwd.*404$" "$(tr -d '\n' <<<"$r")"
+    KILN_HOST="unix:$sock" KILN_TOKEN="$TA" timeout -s KILL 120 "$KILN" exec --user bob "$sb" -- true \
+        2>"$work/err"; rc=$?
+    expect_eq "kiln exec --user bob: exit 126" 126 "$rc"
+    expect_match "kiln exec --user bob: one line" "^kiln: .*no user 'bob'" "$(cat "$work/err")"
+    expect_eq "kiln exec --user bob: nothing else" 1 "$(wc -l < "$work/err")"
+    expect_eq "kilnd: the sandbox is deleted (204)" 204 "$(api DELETE "/v1/sandboxes/$sb" | tail -n1)"
 else
     not_ok "no /dev/kvm: the microVM check needs scripts/with-kvm"
 fi

@@ -57,7 +57,8 @@ krun --put "$work/put.bin:/root/in/put.bin" --get "/root/out.bin:$work/got.bin" 
     sh -c 'cp /root/in/put.bin /root/out.bin'
 check "--put/--get round trip byte-exact" cmp -s "$work/put.bin" "$work/got.bin"
 expect_eq "-e and -w reach the command" "v1 /tmp" "$(krun -e K1=v1 -w /tmp -- sh -c 'echo $K1 $(pwd)')"
-expect_eq "--user runs as that uid" "1000" "$(krun --user 1000 -- id -u)"
+expect_eq "--user NAME: uid, gid, HOME from the image's passwd; its home missing, cwd /" \
+    "65534 65534 /nonexistent /" "$(krun --user nobody -- sh -c 'echo $(id -u) $(id -g) $HOME $(pwd)')"
 
 # --- ephemeral storage ------------------------------------------------------------------
 krun -- sh -c 'echo secret > /root/marker && test -s /root/marker'
