@@ -18,10 +18,10 @@ import boot  # noqa: E402  (bench/boot.py: the bare-boot measurement)
 NO_WALLS = ["--no-jail", "--no-seccomp", "--no-cgroup"]
 
 
-def kiln_run(args, extra=()):
+def kiln_run(args, extra=(), image=None, cmd=("true",)):
     t0 = time.monotonic()
-    p = subprocess.run([os.path.join(ROOT, "build/kiln"), "run", "--image", args.image, "--json",
-                        "--cpus", str(args.cpus), "--mem", str(args.mem), *extra, "--", "true"],
+    p = subprocess.run([os.path.join(ROOT, "build/kiln"), "run", "--image", image or args.image, "--json",
+                        "--cpus", str(args.cpus), "--mem", str(args.mem), *extra, "--", *cmd],
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                        timeout=args.timeout)
     wall = time.monotonic() - t0
@@ -53,9 +53,14 @@ def main():
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--walls", action="store_true",
                     help="compare the default (jail, seccomp, cgroup) with --no-jail --no-seccomp --no-cgroup")
+    ap.add_argument("--compress", nargs=2, metavar=("COMPRESSED", "UNCOMPRESSED"),
+                    help="cold `kiln run -- python3 -c pass` on two images of the same tree, alternated")
     args = ap.parse_args()
     if args.walls:
         walls(args)
+        return
+    if args.compress:
+        compress(args)
         return
     bargs = argparse.Namespace(mem=args.mem, cpus=args.cpus, timeout=args.timeout, settle=0.0,
                                kernel=os.path.join(ROOT, "build/guest/vmlinux"),
@@ -110,6 +115,33 @@ def walls(args):
     if w and m_on:
         print(f"VMM's own jail + seccomp set-up: {w:.2f} ms = {w / m_on * 100:.2f} % of the total")
     sys.exit(0 if len(on_ok) == len(off_ok) == args.runs else 1)
+
+
+def compress(args):
+    """The run-time cost of erofs compression: a fresh VM per run (the guest's
+    page cache is cold, so python3 and its modules are read and decompressed
+    from the image), the compressed and the uncompressed image alternated."""
+    imgs = {"compressed": args.compress[0], "uncompressed": args.compress[1]}
+    res = {k: [] for k in imgs}
+    for i in range(args.runs):
+        order = ("compressed", "uncompressed") if i % 2 == 0 else ("uncompressed", "compressed")
+        for kind in order:
+            res[kind].append(kiln_run(args, image=imgs[kind], cmd=("python3", "-c", "pass")))
+        print("# run %d: compressed %.1f ms, uncompressed %.1f ms" % (
+            i + 1, *[(res[k][-1] or {}).get("total", float("nan")) for k in ("compressed", "uncompressed")]),
+            flush=True)
+    print(f"\nkiln run -- python3 -c pass ({args.cpus} vCPU, {args.mem} MiB, {args.runs} runs each, alternated):")
+    med = {}
+    for kind, path in imgs.items():
+        ok = [r for r in res[kind] if r]
+        size = os.path.getsize(path)
+        print(f"{kind}: {os.path.basename(os.path.realpath(path))}, {size / 1048576:.1f} MiB")
+        med[kind] = show("total", [r["total"] for r in ok])
+        show("exec (python3 -c pass)", [r["exec"] for r in ok])
+        show("boot", [r["boot"] for r in ok])
+    if med["compressed"] and med["uncompressed"]:
+        print(f"ratio compressed / uncompressed (total): {med['compressed'] / med['uncompressed']:.3f}")
+    sys.exit(0 if all(all(res[k]) for k in res) else 1)
 
 
 if __name__ == "__main__":

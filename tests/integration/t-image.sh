@@ -254,8 +254,9 @@ for line in sys.stdin:
     line = line.strip()
     if not line or line[0] != "{": continue
     e = json.loads(line)
-    if e.get("type") == "stdout": out += e.get("data") or base64.b64decode(e["data_b64"]).decode()
-    if e.get("type") == "exit": out += "|exit=%s" % e["code"]
+    if e.get("type") == "stdout": out += base64.b64decode(e["data"]).decode()
+    if e.get("type") == "exit": out += "|exit=%s" % e["exit_code"]
+    if e.get("type") == "error": out += "|error=" + e["message"]
 print(out, end="")'
     }
     r=$(api POST /v1/sandboxes -d '{"image":"badcfg"}')
