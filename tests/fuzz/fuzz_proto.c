@@ -97,6 +97,13 @@ static void check_exec(const uint8_t *p, size_t n)
 	} else {
 		FZ_CHECK(m->rows == 0 && m->cols == 0, "exec size without pty");
 	}
+	if (m->flags & PROTO_EXEC_USER) {
+		check_str(m->user, PROTO_USER_MAX, n, "exec user");
+		FZ_CHECK(m->user[0] != 0, "empty exec user accepted");
+		total += 4 + strlen(m->user);
+	} else {
+		FZ_CHECK(m->user[0] == 0, "exec user without its flag");
+	}
 	FZ_CHECK(total == n, "exec strings add up to %zu of %zu", total, n);
 	same_payload(proto_enc_exec(out, sizeof(out), 1, m), PROTO_EXEC, p, n, "exec");
 	free(m);
