@@ -196,6 +196,9 @@ static enum MHD_Result send_agent_error(struct MHD_Connection *conn, struct kiln
 	case -ECANCELED:
 		status = 503, code = "unavailable";
 		break;
+	case -EBUSY:
+		status = 409, code = "sandbox_paused";
+		break;
 	case -ETIMEDOUT: case -ECONNRESET: case -EPROTO: case -EPIPE: case -ECONNREFUSED:
 		status = 502, code = "sandbox_unreachable";
 		break;
@@ -505,9 +508,9 @@ static enum MHD_Result h_list(struct req *q, struct MHD_Connection *conn)
 	const char *state = query(conn, "state", 16, &bad);
 
 	if (bad || (state && strcmp(state, "running") && strcmp(state, "booting") &&
-		    strcmp(state, "ending")))
+		    strcmp(state, "ending") && strcmp(state, "paused")))
 		return send_error(conn, 400, "bad_request",
-				  "state must be running, booting or ending");
+				  "state must be running, paused, booting or ending");
 	return send_json(conn, 200, json_pack("{s:o}", "sandboxes",
 					      registry_list_json(q->api->c.reg, q->tenant->name,
 								 state)));
@@ -564,6 +567,35 @@ static enum MHD_Result h_timeout(struct req *q, struct MHD_Connection *conn)
 		ret = send_json(conn, 200, registry_sandbox_json(q->api->c.reg, sb));
 	registry_put(q->api->c.reg, sb);
 	return ret;
+}
+
+/* POST .../pause and .../resume: the VM's vCPUs stop or run again. */
+static enum MHD_Result pause_resume(struct req *q, struct MHD_Connection *conn, bool pause)
+{
+	enum MHD_Result ret;
+	int r;
+
+	WITH_SANDBOX(q, conn, sb);
+	r = registry_pause(q->api->c.reg, sb, pause);
+	if (r == -ENOENT)
+		ret = send_error(conn, 409, "conflict", "sandbox %s is not running", q->id);
+	else if (r)
+		ret = send_agent_error(conn, NULL, r, pause ? "cannot pause the sandbox"
+							    : "cannot resume the sandbox");
+	else
+		ret = send_json(conn, 200, registry_sandbox_json(q->api->c.reg, sb));
+	registry_put(q->api->c.reg, sb);
+	return ret;
+}
+
+static enum MHD_Result h_pause(struct req *q, struct MHD_Connection *conn)
+{
+	return pause_resume(q, conn, true);
+}
+
+static enum MHD_Result h_resume(struct req *q, struct MHD_Connection *conn)
+{
+	return pause_resume(q, conn, false);
 }
 
 /* ---- exec: a stream of JSON lines ---- */
@@ -1666,6 +1698,8 @@ static const struct route routes[] = {
 	{ "GET", "", true, BODY_NONE, h_get },
 	{ "DELETE", "", true, BODY_NONE, h_delete },
 	{ "POST", "/timeout", true, BODY_JSON, h_timeout },
+	{ "POST", "/pause", true, BODY_NONE, h_pause },
+	{ "POST", "/resume", true, BODY_NONE, h_resume },
 	{ "POST", "/exec", true, BODY_JSON, h_exec },
 	{ "PUT", "/files", true, BODY_FILE, h_put_file },
 	{ "GET", "/files", true, BODY_NONE, h_get_file },

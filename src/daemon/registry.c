@@ -42,6 +42,7 @@
  * ends that one request or process, it never holds a kilnd thread. Waits
  * for a process's output are not requests and are not bounded by it. */
 #define AGENT_STALL_MS 120000
+#define PAUSE_TIMEOUT_MS 10000 /* the VMM's answer to a pause or resume */
 
 enum reg_state { REG_BOOTING, REG_RUNNING, REG_ENDING, REG_GONE };
 
@@ -57,6 +58,7 @@ struct reg_sandbox {
 	unsigned nallow;
 	char *metadata_json;
 	enum reg_state state;
+	int paused;		/* vCPUs stopped (registry_pause): set under vm_mu, read atomically */
 	const char *end_reason;	/* set with REG_ENDING */
 	unsigned refs;		/* the list's own reference counts as one */
 	uint64_t created_ms, deadline_ns, boot_ms;
@@ -706,8 +708,10 @@ int registry_connect(struct registry *r, struct reg_sandbox *sb, struct kiln_age
 	int ret = -ENOENT;
 
 	*out = NULL;
-	pthread_mutex_lock(&sb->vm_mu);
-	if (sb->vm)
+	pthread_mutex_lock(&sb->vm_mu); /* never r->mu inside: the lifecycle takes r->mu, then vm_mu */
+	if (sb->vm && sb->paused)
+		ret = -EBUSY;
+	else if (sb->vm)
 		ret = kiln_sandbox_connect(sb->vm, CONNECT_TIMEOUT_MS, r->c.stop_fd, out);
 	if (!ret)
 		kiln_agent_set_timeout(*out, AGENT_STALL_MS);
@@ -715,9 +719,41 @@ int registry_connect(struct registry *r, struct reg_sandbox *sb, struct kiln_age
 	return ret;
 }
 
+int registry_pause(struct registry *r, struct reg_sandbox *sb, bool pause)
+{
+	int ret = -ENOENT;
+
+	bool running;
+
+	pthread_mutex_lock(&r->mu);
+	running = sb->state == REG_RUNNING;
+	pthread_mutex_unlock(&r->mu);
+	if (!running)
+		return ret;
+	/* vm_mu alone (see registry_connect): one control request at a time,
+	 * no connect in between, and sb->vm stays until we let go. */
+	pthread_mutex_lock(&sb->vm_mu);
+	if (sb->vm) {
+		ret = pause ? kiln_sandbox_pause(sb->vm, PAUSE_TIMEOUT_MS)
+			    : kiln_sandbox_resume(sb->vm, PAUSE_TIMEOUT_MS);
+		if (!ret)
+			__atomic_store_n(&sb->paused, pause, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&sb->vm_mu);
+	return ret;
+}
+
 const char *registry_id(const struct reg_sandbox *sb)
 {
 	return sb->id;
+}
+
+/* Under r->mu: "paused" is a running sandbox whose vCPUs are stopped. */
+static const char *state_name(const struct reg_sandbox *sb)
+{
+	return sb->state == REG_RUNNING && __atomic_load_n(&sb->paused, __ATOMIC_RELAXED)
+		       ? "paused"
+		       : state_names[sb->state];
 }
 
 /* Under r->mu. */
@@ -738,7 +774,7 @@ static json_t *sb_json_locked(const struct reg_sandbox *sb)
 	meta = json_loads(sb->metadata_json, 0, NULL);
 	rfc3339((int64_t)sb->created_ms, created, sizeof(created));
 	json_object_set_new(o, "id", json_string(sb->id));
-	json_object_set_new(o, "state", json_string(state_names[sb->state]));
+	json_object_set_new(o, "state", json_string(state_name(sb)));
 	json_object_set_new(o, "image", json_string(sb->image));
 	json_object_set_new(o, "cpus", json_integer(sb->cpus));
 	json_object_set_new(o, "memory_mib", json_integer((json_int_t)sb->memory_mib));
@@ -776,7 +812,7 @@ json_t *registry_list_json(struct registry *r, const char *tenant, const char *s
 	for (struct reg_sandbox *sb = r->list; arr && sb; sb = sb->next) {
 		if (sb->state == REG_GONE || strcmp(sb->tenant, tenant))
 			continue;
-		if (state && strcmp(state, state_names[sb->state]))
+		if (state && strcmp(state, state_name(sb)))
 			continue;
 		json_array_append_new(arr, sb_json_locked(sb));
 	}

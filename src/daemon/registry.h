@@ -66,6 +66,10 @@ int registry_set_timeout(struct registry *r, struct reg_sandbox *sb, uint64_t ti
 /* A new agent connection (its calls cut short when kilnd stops); -ENOENT
  * once the sandbox is ending. */
 int registry_connect(struct registry *r, struct reg_sandbox *sb, struct kiln_agent **out);
+/* Stop (pause) or restart the vCPUs of a running sandbox; while paused its
+ * agent is not reached (registry_connect: -EBUSY) and its deadline runs on.
+ * 0, -ENOENT (not running), or the VMM's failure (-ETIMEDOUT, -EPIPE). */
+int registry_pause(struct registry *r, struct reg_sandbox *sb, bool pause);
 const char *registry_id(const struct reg_sandbox *sb);
 
 json_t *registry_sandbox_json(struct registry *r, struct reg_sandbox *sb);

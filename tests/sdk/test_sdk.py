@@ -233,6 +233,22 @@ def test_set_timeout(sb):
     assert sb.info.expires_at == info.expires_at
 
 
+def test_pause_resume(sb):
+    h = sb.commands.run("while :; do echo t; sleep 0.2; done", background=True)
+    try:
+        assert sb.pause().state == "paused"
+        assert sb.get_info().state == "paused"
+        with pytest.raises(kiln.SandboxPausedError) as ei:
+            sb.commands.run("true")
+        assert isinstance(ei.value, kiln.ConflictError) and ei.value.status == 409
+        with pytest.raises(kiln.SandboxPausedError):
+            sb.files.exists("/")
+        assert sb.resume().state == "running"
+        assert sb.commands.run("echo back").stdout == "back\n"
+    finally:
+        h.kill()
+
+
 def test_list_and_connect(sb):
     assert sb.id in [s.id for s in Sandbox.list()]
     assert sb.id in [s.id for s in Sandbox.list(state="running")]

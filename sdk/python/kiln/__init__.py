@@ -8,8 +8,8 @@ from .async_sandbox import AsyncCommandHandle, AsyncPtyHandle, AsyncSandbox
 from .exceptions import (APIError, AuthenticationError, BadRequestError, BootFailedError,
                          BusyError, CommandError, CommandExitError, CommandTimeoutError,
                          ConflictError, ConnectionError, ForbiddenError, KilnError,
-                         NotFoundError, QuotaError, SandboxError, SandboxUnreachableError,
-                         ServerError, TimeoutError, TooLargeError, UnavailableError)
+                         NotFoundError, QuotaError, SandboxError, SandboxPausedError,
+                         SandboxUnreachableError, ServerError, TimeoutError, TooLargeError, UnavailableError)
 from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo
 from .sandbox import CommandHandle, PtyHandle, Sandbox
 
@@ -21,6 +21,6 @@ __all__ = [
     "SandboxInfo", "ProcessInfo", "EntryInfo", "KilnError", "APIError", "BadRequestError",
     "AuthenticationError", "ForbiddenError", "NotFoundError", "ConflictError", "TooLargeError",
     "QuotaError", "BusyError", "UnavailableError", "ServerError", "SandboxError",
-    "BootFailedError", "SandboxUnreachableError", "ConnectionError", "TimeoutError",
+    "BootFailedError", "SandboxUnreachableError", "SandboxPausedError", "ConnectionError", "TimeoutError",
     "CommandTimeoutError", "CommandError", "CommandExitError",
 ]

@@ -509,6 +509,18 @@ class AsyncSandbox:
         self.info = SandboxInfo.from_json(d)
         return self.info
 
+    async def pause(self) -> SandboxInfo:
+        """See :meth:`kiln.Sandbox.pause`."""
+        self.info = SandboxInfo.from_json(
+            await self._api.json("POST", f"/v1/sandboxes/{self.id}/pause"))
+        return self.info
+
+    async def resume(self) -> SandboxInfo:
+        """See :meth:`kiln.Sandbox.resume`."""
+        self.info = SandboxInfo.from_json(
+            await self._api.json("POST", f"/v1/sandboxes/{self.id}/resume"))
+        return self.info
+
     async def kill(self) -> bool:
         try:
             await self._api.send("DELETE", f"/v1/sandboxes/{self.id}")

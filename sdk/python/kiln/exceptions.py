@@ -52,6 +52,10 @@ class ConflictError(APIError):
     """409 ``conflict``: e.g. the process has ended or its stdin is closed."""
 
 
+class SandboxPausedError(ConflictError):
+    """409 ``sandbox_paused``: the sandbox is paused; ``resume()`` it first."""
+
+
 class TooLargeError(APIError):
     """413 ``too_large``: a body or a file over kilnd's caps."""
 
@@ -140,6 +144,7 @@ _BY_CODE: Dict[str, Type[APIError]] = {
     "command_not_found": NotFoundError,
     "command_not_runnable": ForbiddenError,
     "conflict": ConflictError,
+    "sandbox_paused": SandboxPausedError,
     "too_large": TooLargeError,
     "quota": QuotaError,
     "busy": BusyError,

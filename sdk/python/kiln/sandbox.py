@@ -575,6 +575,18 @@ class Sandbox:
         self.info = SandboxInfo.from_json(d)
         return self.info
 
+    def pause(self) -> SandboxInfo:
+        """Stops the sandbox's vCPUs (state ``paused``): its processes wait,
+        calls that reach its guest raise :class:`kiln.SandboxPausedError`
+        until :meth:`resume`; its timeout runs on."""
+        self.info = SandboxInfo.from_json(self._api.json("POST", f"/v1/sandboxes/{self.id}/pause"))
+        return self.info
+
+    def resume(self) -> SandboxInfo:
+        """Lets a paused sandbox run again."""
+        self.info = SandboxInfo.from_json(self._api.json("POST", f"/v1/sandboxes/{self.id}/resume"))
+        return self.info
+
     def kill(self) -> bool:
         """Destroys the sandbox; False if it was already gone."""
         try:
