@@ -351,6 +351,8 @@ def main():
     ap.add_argument("--no-net", action="store_true", help="no network device, no TCP step")
     ap.add_argument("--no-vsock", action="store_true", help="no vsock device, no vsock step")
     ap.add_argument("--check-writes", action="store_true", help="kiln-vmm --check-writes")
+    ap.add_argument("--mix", action="store_true",
+                    help="cycle run by run: all devices, all + --check-writes, --no-net, --no-vsock")
     ap.add_argument("--cpuid", action="store_true", help="one run each dumping CPUID/XSAVE/flags")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--mem", type=int, default=256)
@@ -378,25 +380,35 @@ def main():
         sys.exit("bench/stress: --vmm takes kiln, qemu or kiln,qemu")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         sys.exit("bench/stress: /dev/kvm is not usable: run it through scripts/with-kvm")
-    steps = ["cpu", "disk"] + ([] if args.no_net else ["net"]) + ([] if args.no_vsock else ["vsock"])
+    # Variants: (steps, check-writes). --mix cycles through four, run by run.
+    if args.mix:
+        variants = [(["cpu", "disk", "net", "vsock"], False), (["cpu", "disk", "net", "vsock"], True),
+                    (["cpu", "disk", "vsock"], False), (["cpu", "disk", "net"], False)]
+    else:
+        variants = [(["cpu", "disk"] + ([] if args.no_net else ["net"])
+                     + ([] if args.no_vsock else ["vsock"]), args.check_writes)]
     if args.cpuid:
-        steps = ["cpuid"] + steps
+        variants = [(["cpuid"] + variants[0][0], variants[0][1])]
         args.runs = 1
-    qemu_vsock = setup_host(not args.no_vsock)
-    if "qemu" in vmms and not args.no_vsock and not qemu_vsock:
+    want_vsock = any("vsock" in v[0] for v in variants)
+    qemu_vsock = setup_host(want_vsock)
+    if "qemu" in vmms and want_vsock and not qemu_vsock:
         sys.exit("bench/stress: no /dev/vhost-vsock in this host: QEMU cannot run the vsock step "
                  "(use --no-vsock)")
-    variant = "+".join(s for s in steps if s != "cpuid") + ("+check" if args.check_writes else "")
     work = tempfile.mkdtemp(prefix="kiln-stress.")
     os.chmod(work, 0o755)
     counts = {v: {} for v in vmms}
     try:
         for i in range(args.runs):
             order = vmms if i % 2 == 0 else list(reversed(vmms))
+            steps, args.check_writes = variants[i % len(variants)]
+            variant = "+".join(s for s in steps if s != "cpuid") + ("+check" if args.check_writes else "")
             for kind in order:
+                # --check-writes is kiln-vmm's; QEMU's runs count as the plain variant.
+                v = variant if kind == "kiln" else variant.replace("+check", "")
                 what, secs, detail, oops, con = run_one(kind, args, steps, work)
                 counts[kind][what] = counts[kind].get(what, 0) + 1
-                log(f"# run {i + 1} {kind} {variant}: {what} {secs:.1f} s"
+                log(f"# run {i + 1} {kind} {v}: {what} {secs:.1f} s"
                     + (" (oops on the console)" if oops else "") + (f": {detail}" if detail else ""))
                 if args.cpuid:
                     for line in con.splitlines():
@@ -405,7 +417,7 @@ def main():
                             log(f"{kind} {line.strip()}")
                     continue
                 with open(args.results, "a") as f:
-                    f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{kind}\t{variant}\t{what}\t"
+                    f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{kind}\t{v}\t{what}\t"
                             f"{secs:.1f}\t{int(oops)}\t{detail}\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
