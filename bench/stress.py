@@ -199,6 +199,9 @@ def run_one(kind, args, steps, work):
             relay_t.start()
         if "vsock" in steps:
             uds = os.path.join(work, "v.sock")
+            for stale in (uds, uds + "_7001"):  # the last run's (kiln-vmm leaves its own)
+                if os.path.exists(stale):
+                    os.unlink(stale)
             uds_listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             uds_listen.bind(uds + "_7001")
             os.chmod(uds + "_7001", 0o777)  # the jailed VMM runs as nobody
@@ -406,7 +409,11 @@ def main():
             for kind in order:
                 # --check-writes is kiln-vmm's; QEMU's runs count as the plain variant.
                 v = variant if kind == "kiln" else variant.replace("+check", "")
-                what, secs, detail, oops, con = run_one(kind, args, steps, work)
+                try:
+                    what, secs, detail, oops, con = run_one(kind, args, steps, work)
+                except Exception as e:  # the harness's own failure is counted, not fatal
+                    what, secs, detail, oops, con = "host-error", 0.0, f"harness: {e!r}", False, ""
+                    subprocess.run(["ip", "link", "del", TAP], stderr=subprocess.DEVNULL)
                 counts[kind][what] = counts[kind].get(what, 0) + 1
                 log(f"# run {i + 1} {kind} {v}: {what} {secs:.1f} s"
                     + (" (oops on the console)" if oops else "") + (f": {detail}" if detail else ""))
