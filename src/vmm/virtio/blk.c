@@ -67,10 +67,14 @@ static int vblk_pio(int fd, char *buf, size_t len, uint64_t pos, bool write)
 	return ret;
 }
 
-/* I/O for len bytes of segments iov[0 .. n), skipping the first skip bytes. */
-static int vblk_io(const struct vblk *b, const struct iovec *iov, unsigned n, size_t skip,
+/* I/O for len bytes of the chain's readable (write) or writable (read)
+ * segments, skipping the first skip bytes. */
+static int vblk_io(const struct vblk *b, const struct virtq_chain *c, size_t skip,
 		   size_t len, uint64_t pos, bool write)
 {
+	const struct iovec *iov = write ? c->iov : c->iov + c->nout;
+	unsigned n = write ? c->nout : c->nin;
+	struct iovec piece;
 	size_t seg;
 	int ret = 0;
 
@@ -82,7 +86,10 @@ static int vblk_io(const struct vblk *b, const struct iovec *iov, unsigned n, si
 		seg = iov[i].iov_len - skip;
 		if (seg > len)
 			seg = len;
-		ret = vblk_pio(b->fd, (char *)iov[i].iov_base + skip, seg, pos, write);
+		piece = (struct iovec){ (char *)iov[i].iov_base + skip, seg };
+		ret = vblk_pio(b->fd, piece.iov_base, seg, pos, write);
+		if (!ret && !write)
+			virtq_chain_wrote(c, &piece, 1, seg);
 		skip = 0;
 		len -= seg;
 		pos += seg;
@@ -110,10 +117,10 @@ static uint8_t vblk_rw(const struct vblk *b, const struct virtq_chain *c, uint64
 	    sector > b->capacity || nsect > b->capacity - sector)
 		goto out;
 	if (write) {
-		if (vblk_io(b, c->iov, c->nout, sizeof(struct virtio_blk_req_hdr), len, pos, true))
+		if (vblk_io(b, c, sizeof(struct virtio_blk_req_hdr), len, pos, true))
 			goto out;
 	} else {
-		if (vblk_io(b, c->iov + c->nout, c->nin, 0, len, pos, false))
+		if (vblk_io(b, c, 0, len, pos, false))
 			goto out;
 		*written = (uint32_t)len;
 	}

@@ -159,6 +159,8 @@ static void virtio_mmio_queue_ready(struct virtio_mmio_dev *d, uint32_t val)
 	}
 	if (val != 1 || virtq_is_ready(q) || !(d->status & VIRTIO_STATUS_FEATURES_OK))
 		return;
+	q->dev_name = d->ops->name;
+	q->index = (uint16_t)(q - d->queues);
 	if (virtq_enable(q, d->mem, d->ops->queue_max, d->driver_features) < 0)
 		virtio_mmio_needs_reset(d);
 }

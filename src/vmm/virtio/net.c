@@ -281,6 +281,7 @@ static enum vnet_rx_result vnet_rx_frame(struct vnet *v, const struct virtq_chai
 		vnet_count(&v->stats.rx_drop_size, 1);
 		return VNET_RX_DROPPED;
 	}
+	virtq_chain_wrote(c, v->iov, (unsigned)m.msg_iovlen, (size_t)n);
 	virtq_chain_write(c, 0, &hdr, sizeof(hdr));
 	*used = VNET_HDR_LEN + (uint32_t)n;
 	vnet_count(&v->stats.rx_frames, 1);

@@ -1,7 +1,10 @@
 #include "vmm/virtio/queue.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmm/memory.h"
 #include "vmm/virtio/virtio.h"
@@ -13,6 +16,108 @@
  * see the same value.
  */
 #define virtq_compiler_barrier() __asm__ __volatile__("" ::: "memory")
+
+/* --check-writes: set once at start-up, before any device thread exists. */
+static bool virtq_checking;
+static void (*virtq_check_fail_fn)(const char *msg);
+
+void virtq_check_enable(void)
+{
+	virtq_checking = true;
+}
+
+bool virtq_check_enabled(void)
+{
+	return virtq_checking;
+}
+
+void virtq_check_set_fail(void (*fn)(const char *msg))
+{
+	virtq_check_fail_fn = fn;
+}
+
+/* A violation: one line naming device, queue and chain, then the VM ends. */
+static void __attribute__((format(printf, 3, 4)))
+virtq_check_fail(const struct virtq *q, unsigned head, const char *fmt, ...)
+{
+	char msg[256], line[384];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	n = snprintf(line, sizeof(line), "kiln-vmm: virtio check: %s queue %u chain %u: %s (exit %d)\n",
+		     q && q->dev_name ? q->dev_name : "?", q ? q->index : 0u, head, msg,
+		     VIRTQ_CHECK_EXIT);
+	if (virtq_check_fail_fn) {
+		virtq_check_fail_fn(line);
+		return;
+	}
+	if (n > (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 1;
+	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+		/* Nothing better to do: the exit status still says it. */
+	}
+	_exit(VIRTQ_CHECK_EXIT);
+}
+
+/* Offset of [p, p + len) in c's writable part, or -1 when it is not wholly
+ * inside one writable buffer. */
+static int64_t virtq_check_offset(const struct virtq_chain *c, const void *p, size_t len)
+{
+	uintptr_t a = (uintptr_t)p;
+	uint64_t off = 0;
+
+	for (unsigned i = c->nout; i < (unsigned)c->nout + c->nin; i++) {
+		uintptr_t base = (uintptr_t)c->iov[i].iov_base;
+		size_t seg = c->iov[i].iov_len;
+
+		if (a >= base && a - base <= seg && len <= seg - (a - base))
+			return (int64_t)(off + (a - base));
+		off += seg;
+	}
+	return -1;
+}
+
+/* Record len bytes stored at p (if count); a store outside the writable part
+ * is a violation (false). */
+static bool virtq_check_store(const struct virtq_chain *c, const void *p, size_t len,
+			      bool count)
+{
+	struct virtq_chain *w = (struct virtq_chain *)c;	/* bookkeeping only */
+
+	if (virtq_check_offset(c, p, len) < 0) {
+		virtq_check_fail(c->q, c->head,
+				 "store of %zu bytes at a host address outside the chain's "
+				 "%u writable bytes (%u writable descriptors)",
+				 len, c->in_bytes, c->nin);
+		return false;
+	}
+	if (count)
+		w->written = len > UINT32_MAX - w->written ? UINT32_MAX : w->written + (uint32_t)len;
+	return true;
+}
+
+void virtq_chain_wrote(const struct virtq_chain *c, const struct iovec *iov, unsigned k,
+		       size_t n)
+{
+	size_t piece;
+
+	if (!virtq_checking)
+		return;
+	for (unsigned i = 0; i < k; i++) {
+		piece = iov[i].iov_len < n ? iov[i].iov_len : n;
+		n -= piece;
+		/* Unwritten pieces were offered to the kernel all the same. */
+		if (!virtq_check_store(c, iov[i].iov_base, iov[i].iov_len, false))
+			return;
+		if (piece)
+			virtq_check_store(c, iov[i].iov_base, piece, true);
+	}
+	if (n)
+		virtq_check_fail(c->q, c->head, "%zu bytes stored beyond the %u-piece slice", n, k);
+}
 
 static uint64_t virtq_desc_bytes(const struct virtq *q)
 {
@@ -63,6 +168,7 @@ int virtq_enable(struct virtq *q, const struct guest_mem *mem, uint16_t max_size
 	    !guest_mem_ptr(mem, q->used_gpa, virtq_used_bytes(q)))
 		goto out;
 	q->mem = mem;
+	memset(q->popped, 0, sizeof(q->popped));
 	q->broken = false;
 	q->need_signal = false;
 	q->signalled_valid = false;
@@ -126,6 +232,8 @@ static int virtq_walk(const struct virtq *q, uint16_t head, struct virtq_chain *
 	c->head = head;
 	c->nout = c->nin = 0;
 	c->out_bytes = c->in_bytes = 0;
+	c->written = 0;
+	c->q = q;
 	for (;;) {
 		ret = -EINVAL;
 		if (idx >= table_size)
@@ -231,6 +339,11 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 	ret = virtq_walk(q, head, c);
 	if (ret)
 		goto out;
+	if (virtq_checking) {
+		if (q->popped[head])
+			virtq_check_fail(q, head, "popped again before it was pushed");
+		q->popped[head] = c;
+	}
 	q->last_avail++;
 	ret = 1;
 out:
@@ -250,6 +363,16 @@ int virtq_push(struct virtq *q, uint16_t head, uint32_t len)
 	ret = -EINVAL;
 	if (head >= q->size)
 		goto out;
+	if (virtq_checking) {
+		const struct virtq_chain *c = q->popped[head];
+
+		if (!c || c->head != head)
+			virtq_check_fail(q, head, "pushed but not outstanding");
+		else if (len != c->written)
+			virtq_check_fail(q, head, "used length %u but %u bytes stored", len,
+					 c->written);
+		q->popped[head] = NULL;
+	}
 	ret = -EFAULT;
 	used = virtq_used_ring(q);
 	if (!used)
@@ -343,6 +466,8 @@ size_t virtq_chain_write(const struct virtq_chain *c, size_t off, const void *bu
 		n = v->iov_len - off;
 		if (n > len - done)
 			n = len - done;
+		if (virtq_checking)
+			virtq_check_store(c, (char *)v->iov_base + off, n, true);
 		memcpy((char *)v->iov_base + off, (const char *)buf + done, n);
 		done += n;
 		off = 0;

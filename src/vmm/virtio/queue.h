@@ -24,7 +24,13 @@ struct guest_mem;
 /* Bytes one chain may describe, both directions together (used.len is 32-bit). */
 #define VIRTQ_MAX_CHAIN_BYTES 0xffffffffULL
 
+struct virtq_chain;
+
 struct virtq {
+	/* Set by the transport: names the queue in --check-writes reports. */
+	const char *dev_name;
+	uint16_t index;
+
 	/* Driver-written registers, set by the transport while !ready. */
 	uint16_t size;
 	uint64_t desc_gpa;
@@ -42,6 +48,8 @@ struct virtq {
 	uint16_t last_avail;	/* next avail ring slot to consume */
 	uint16_t next_used;	/* our copy of used->idx, never read back from the guest */
 	uint16_t signalled_used;
+	/* --check-writes only: the chain each outstanding head was popped into. */
+	struct virtq_chain *popped[VIRTQ_MAX_SIZE];
 };
 
 /*
@@ -54,6 +62,9 @@ struct virtq_chain {
 	uint16_t nin;		/* device-writable: iov[nout .. nout + nin) */
 	uint32_t out_bytes;
 	uint32_t in_bytes;
+	/* --check-writes only: bytes the device said it stored, and its queue. */
+	uint32_t written;
+	const struct virtq *q;
 	struct iovec iov[VIRTQ_MAX_SIZE];
 };
 
@@ -83,5 +94,24 @@ bool virtq_is_broken(const struct virtq *q);
  * its writable part. Both return the bytes copied (short at the end). */
 size_t virtq_chain_read(const struct virtq_chain *c, size_t off, void *buf, size_t len);
 size_t virtq_chain_write(const struct virtq_chain *c, size_t off, const void *buf, size_t len);
+
+/*
+ * Device write-bounds checks (kiln-vmm --check-writes, for diagnosis): once
+ * enabled, every store a device reports (virtq_chain_write() reports its own)
+ * must lie inside the writable descriptors of the chain it was handed, and the
+ * used length pushed for a chain must equal the bytes stored into it. A
+ * violation is written to stderr naming device, queue and chain, and ends the
+ * process with VIRTQ_CHECK_EXIT. Enable before any device thread starts.
+ */
+#define VIRTQ_CHECK_EXIT 7
+void virtq_check_enable(void);
+bool virtq_check_enabled(void);
+/* The device stored n bytes into iov[0 .. k), a slice of c's writable part,
+ * filling the pieces in order (readv, recvmsg, pread): every piece must lie
+ * inside c's writable buffers, written or not. */
+void virtq_chain_wrote(const struct virtq_chain *c, const struct iovec *iov, unsigned k,
+		       size_t n);
+/* Test hook: replaces the report-and-exit on a violation (NULL restores it). */
+void virtq_check_set_fail(void (*fn)(const char *msg));
 
 #endif

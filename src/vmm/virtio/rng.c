@@ -37,6 +37,7 @@ static uint32_t vrng_fill(const struct virtq_chain *c)
 		if (want > VRNG_MAX_REQ - total)
 			want = VRNG_MAX_REQ - total;
 		got = vrng_getrandom(c->iov[i].iov_base, want);
+		virtq_chain_wrote(c, &c->iov[i], 1, got);
 		total += got;
 		if (got < want)
 			break;

@@ -966,6 +966,7 @@ static uint16_t vsock_conn_read(struct vsock *v, struct vsock_conn *c,
 		n = readv(c->fd, v->iov, (int)k);
 	while (n < 0 && errno == EINTR);
 	if (n > 0) {
+		virtq_chain_wrote(ch, v->iov, k, (size_t)n);
 		op = VIRTIO_VSOCK_OP_RW;
 		*len = (uint32_t)n;
 		c->h2g_cnt += (uint32_t)n;
