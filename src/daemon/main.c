@@ -30,6 +30,7 @@
 #include "daemon/registry.h"
 #include "daemon/tokens.h"
 #include "lib/sandbox.h"
+#include "fleetid.h"
 #include "util.h"
 
 #define MAX_LISTEN 8
@@ -41,7 +42,8 @@ struct opts {
 	const char *tokens, *state_dir;
 	char image_dir[PATH_MAX], vmm[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX],
 		netbin[PATH_MAX];
-	uint64_t max_sandboxes, max_upload, max_connections;
+	uint64_t max_sandboxes, max_upload, max_connections, max_cpus, max_memory_mib;
+	char host_id[FLEET_HOST_MAX + 1];
 	bool log_json, no_cgroup;
 };
 
@@ -50,11 +52,18 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: kilnd --tokens FILE --state-dir DIR [--listen unix:PATH|tcp:HOST:PORT]...\n"
 		"             [--max-sandboxes N] [--max-upload BYTES] [--max-connections N]\n"
+		"             [--host-id ID] [--max-cpus N] [--max-memory-mib MIB]\n"
 		"             [--image-dir DIR] [--log-json] [--no-cgroup]\n"
 		"  --listen         where the API listens (repeatable; default " DEFAULT_LISTEN ")\n"
 		"  --tokens         tenants and their token hashes (docs/daemon.md)\n"
 		"  --state-dir      kilnd.db (records), audit logs, consoles, spooled files\n"
 		"  --max-sandboxes  sandboxes on this host, all tenants (default 16)\n"
+		"  --host-id        this host's id in a fleet, [a-z0-9][a-z0-9-]{0,39}; in every\n"
+		"                   sandbox id (sb-ID-<32 hex>) and X-Kiln-Host (default: env\n"
+		"                   KILN_HOST_ID, else the host name lowercased, other characters '-')\n"
+		"  --max-cpus       vCPUs booked on this host, all tenants (default: online CPUs x 4)\n"
+		"  --max-memory-mib guest memory booked on this host, all tenants (default: 80%% of\n"
+		"                   MemTotal)\n"
 		"  --max-upload     largest file through the API (default 1 GiB)\n"
 		"  --max-connections  open HTTP connections per listener (default 1024)\n"
 		"  --image-dir      where NAME.img images live (default: images/ beside kilnd)\n"
@@ -90,9 +99,26 @@ static void self_dir(char *buf, size_t len)
 		*slash = 0;
 }
 
+/* MemTotal in MiB (0 if /proc/meminfo says nothing). */
+static uint64_t mem_total_mib(void)
+{
+	char line[256];
+	unsigned long long kib = 0;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemTotal: %llu kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib / 1024;
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	enum { O_TOKENS = 256, O_STATE, O_MAX, O_LOG, O_NOCG, O_IMG, O_UPLOAD, O_CONNS };
+	enum { O_TOKENS = 256, O_STATE, O_MAX, O_LOG, O_NOCG, O_IMG, O_UPLOAD, O_CONNS, O_HOST,
+	       O_CPUS, O_MEM };
 	static const struct option lo[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "tokens", required_argument, NULL, O_TOKENS },
@@ -101,15 +127,24 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "max-upload", required_argument, NULL, O_UPLOAD },
 		{ "max-connections", required_argument, NULL, O_CONNS },
 		{ "image-dir", required_argument, NULL, O_IMG },
+		{ "host-id", required_argument, NULL, O_HOST },
+		{ "max-cpus", required_argument, NULL, O_CPUS },
+		{ "max-memory-mib", required_argument, NULL, O_MEM },
 		{ "log-json", no_argument, NULL, O_LOG },
 		{ "no-cgroup", no_argument, NULL, O_NOCG },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *host = getenv("KILN_HOST_ID");
 	char dir[PATH_MAX];
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int c;
 
 	self_dir(dir, sizeof(dir));
+	o->max_cpus = ncpu > 0 ? (uint64_t)ncpu * 4 : 4;
+	o->max_memory_mib = mem_total_mib() * 8 / 10;
+	if (o->max_memory_mib < 64)
+		o->max_memory_mib = 64;
 	o->max_sandboxes = 16;
 	o->max_upload = 1ULL << 30;
 	o->max_connections = 1024;
@@ -149,6 +184,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				return bad("--image-dir too long: %s", optarg);
 			snprintf(o->image_dir, sizeof(o->image_dir), "%s", optarg);
 			break;
+		case O_HOST:
+			host = optarg;
+			break;
+		case O_CPUS:
+			if (parse_u64(optarg, 1, 1 << 20, &o->max_cpus))
+				return bad("--max-cpus must be from 1 to 2^20, not '%s'", optarg);
+			break;
+		case O_MEM:
+			if (parse_u64(optarg, 64, 1ULL << 40, &o->max_memory_mib))
+				return bad("--max-memory-mib must be from 64 to 2^40, not '%s'", optarg);
+			break;
 		case O_LOG:
 			o->log_json = true;
 			break;
@@ -164,6 +210,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	}
 	if (optind < argc)
 		return bad("unexpected argument '%s'", argv[optind]);
+	if (host) {
+		if (!fleet_host_id_ok(host) || strlen(host) > FLEET_HOST_MAX)
+			return bad("host id '%.64s' must match [a-z0-9][a-z0-9-]{0,39}", host);
+		snprintf(o->host_id, sizeof(o->host_id), "%s", host);
+	} else {
+		fleet_host_id_default(o->host_id, sizeof(o->host_id));
+	}
 	if (!o->tokens)
 		return bad("--tokens FILE is required%s", "");
 	if (!o->state_dir)
@@ -327,6 +380,8 @@ int main(int argc, char **argv)
 				       .netbin = o.netbin, .image_dir = o.image_dir,
 				       .state_dir = o.state_dir,
 				       .max_sandboxes = (unsigned)o.max_sandboxes,
+				       .max_cpus = (unsigned)o.max_cpus,
+				       .max_memory_mib = o.max_memory_mib, .host_id = o.host_id,
 				       .no_cgroup = o.no_cgroup, .stop_fd = stop[0],
 				       .records = rec, .on_gone = procs_gone,
 				       .on_gone_ctx = procs };
@@ -335,7 +390,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	ac = (struct api_config){ .reg = reg, .rec = rec, .procs = procs, .idem = idem,
-				  .tokens = tokens,
+				  .tokens = tokens, .host_id = o.host_id,
 				  .state_dir = o.state_dir, .max_upload = o.max_upload,
 				  .max_connections = (unsigned)o.max_connections,
 				  .stop_fd = stop[0], .log_json = o.log_json };
@@ -349,8 +404,10 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	fprintf(stderr, "kilnd: ready: %zu tenants, at most %u sandboxes, %u earlier records marked daemon-stopped\n",
-		tokens_count(tokens), (unsigned)o.max_sandboxes, marked);
+	fprintf(stderr, "kilnd: ready: host %s, %zu tenants, at most %u sandboxes, %llu vCPUs, "
+		"%llu MiB, %u earlier records marked daemon-stopped\n",
+		o.host_id, tokens_count(tokens), (unsigned)o.max_sandboxes,
+		(unsigned long long)o.max_cpus, (unsigned long long)o.max_memory_mib, marked);
 	for (unsigned i = 0; i < o.nlisten; i++)
 		fprintf(stderr, "kilnd: listening on %s\n", o.listen[i]);
 	if (o.no_cgroup)
