@@ -31,6 +31,7 @@
 #include "daemon/tokens.h"
 #include "lib/sandbox.h"
 #include "fleetid.h"
+#include "daemon/listen.h"
 #include "util.h"
 
 #define MAX_LISTEN 8
@@ -226,7 +227,6 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-/* A listening socket for "unix:PATH" or "tcp:HOST:PORT"; -1 with a message. */
 /* Every HTTP connection is a descriptor: the default soft limit (1024) would
  * let --max-connections idle clients starve everything else, so raise it to
  * the hard limit, and say so when even that is short of what we may need
@@ -247,66 +247,6 @@ static void raise_fd_limit(const struct opts *o)
 			"about %llu needed for --max-connections %llu and --max-sandboxes %llu\n",
 			(unsigned long long)rl.rlim_max, (unsigned long long)need,
 			(unsigned long long)o->max_connections, (unsigned long long)o->max_sandboxes);
-}
-
-static int open_listener(const char *spec)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	char host[256];
-	const char *colon;
-	struct stat st;
-	int fd = -1, one = 1, r;
-
-	if (!strncmp(spec, "unix:", 5)) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		const char *path = spec + 5;
-
-		if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
-			fprintf(stderr, "kilnd: --listen %s: the path must be 1 to %zu bytes\n", spec,
-				sizeof(sa.sun_path) - 1);
-			return -1;
-		}
-		memcpy(sa.sun_path, path, strlen(path));
-		/* A socket left by an earlier kilnd goes; anything else stays. */
-		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-			unlink(path);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-		    chmod(path, 0660) < 0 || listen(fd, 256) < 0)
-			goto fail;
-		return fd;
-	}
-	if (strncmp(spec, "tcp:", 4) || !(colon = strrchr(spec + 4, ':')) ||
-	    (size_t)(colon - spec - 4) >= sizeof(host)) {
-		fprintf(stderr, "kilnd: --listen %s: want unix:PATH or tcp:HOST:PORT\n", spec);
-		return -1;
-	}
-	memcpy(host, spec + 4, (size_t)(colon - spec - 4));
-	host[colon - spec - 4] = 0;
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host) - 2);
-		host[strlen(host) - 2] = 0;
-	}
-	r = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
-	if (r) {
-		fprintf(stderr, "kilnd: --listen %s: %s\n", spec, gai_strerror(r));
-		return -1;
-	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 256) < 0) {
-		freeaddrinfo(res);
-		goto fail;
-	}
-	freeaddrinfo(res);
-	return fd;
-fail:
-	fprintf(stderr, "kilnd: --listen %s: %s\n", spec, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
 }
 
 /* A sandbox is gone: so are its processes. */
@@ -395,7 +335,7 @@ int main(int argc, char **argv)
 				  .max_connections = (unsigned)o.max_connections,
 				  .stop_fd = stop[0], .log_json = o.log_json };
 	for (unsigned i = 0; i < o.nlisten; i++) {
-		int fd = open_listener(o.listen[i]);
+		int fd = listen_open("kilnd", o.listen[i]);
 
 		if (fd < 0)
 			goto out;
