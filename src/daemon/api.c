@@ -413,8 +413,12 @@ static unsigned do_create(struct req *q, json_t **out)
 	r = registry_create(q->api->c.reg, &c, &sb, err, sizeof(err));
 	json_decref(o);
 	free(meta_text);
-	if (r == -EDQUOT) {
+	if (r == -EDQUOT || r == -ENOSPC) {
+		/* scope: the tenant's quota, or this host's room (a router places
+		 * elsewhere on either, and passes a tenant's refusal on). */
 		*out = error_json("quota", "%s", err);
+		json_object_set_new(json_object_get(*out, "error"), "scope",
+				    json_string(r == -EDQUOT ? "tenant" : "host"));
 		return 429;
 	}
 	if (r == -ECANCELED) {

@@ -615,14 +615,6 @@ int registry_create(struct registry *r, const struct registry_create *q,
 	} else if (r->draining) {
 		ret = -EAGAIN;
 		snprintf(err, errlen, "host %s is draining: no new sandboxes", r->c.host_id);
-	} else if (r->nlive >= r->c.max_sandboxes) {
-		snprintf(err, errlen, "this host runs its maximum of %u sandboxes", r->c.max_sandboxes);
-	} else if ((uint64_t)hcpus + sb->cpus > r->c.max_cpus) {
-		snprintf(err, errlen, "this host has %u of its %u vCPUs booked", hcpus,
-			 r->c.max_cpus);
-	} else if (hmib + sb->memory_mib > r->c.max_memory_mib) {
-		snprintf(err, errlen, "this host has %" PRIu64 " of its %" PRIu64 " MiB booked",
-			 hmib, r->c.max_memory_mib);
 	} else if (n + 1 > q->tenant->max_sandboxes) {
 		snprintf(err, errlen, "tenant %s may run at most %u sandboxes", sb->tenant,
 			 q->tenant->max_sandboxes);
@@ -632,11 +624,22 @@ int registry_create(struct registry *r, const struct registry_create *q,
 	} else if (mib + sb->memory_mib > q->tenant->max_memory_mib) {
 		snprintf(err, errlen, "tenant %s may use at most %" PRIu64 " MiB (%" PRIu64 " in use)",
 			 sb->tenant, q->tenant->max_memory_mib, mib);
+	} else if (r->nlive >= r->c.max_sandboxes) {
+		ret = -ENOSPC;
+		snprintf(err, errlen, "this host runs its maximum of %u sandboxes", r->c.max_sandboxes);
+	} else if ((uint64_t)hcpus + sb->cpus > r->c.max_cpus) {
+		ret = -ENOSPC;
+		snprintf(err, errlen, "this host has %u of its %u vCPUs booked", hcpus,
+			 r->c.max_cpus);
+	} else if (hmib + sb->memory_mib > r->c.max_memory_mib) {
+		ret = -ENOSPC;
+		snprintf(err, errlen, "this host has %" PRIu64 " of its %" PRIu64 " MiB booked",
+			 hmib, r->c.max_memory_mib);
 	} else {
 		ret = 0;
 	}
 	if (ret) {
-		if (ret == -EDQUOT)
+		if (ret == -EDQUOT || ret == -ENOSPC)
 			r->quota_refusals++;
 		pthread_mutex_unlock(&r->mu);
 		goto out;

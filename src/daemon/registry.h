@@ -54,7 +54,8 @@ int registry_start(const struct registry_config *c, struct registry **out, char 
 void registry_stop(struct registry *r);
 
 /* Boots a sandbox; blocks the calling thread until it runs or failed. On
- * success *out is a reference. -EDQUOT: over a quota (429); -EINVAL: bad
+ * success *out is a reference. -EDQUOT: over the tenant's quota (429);
+ * -ENOSPC: the host is full (429); -EINVAL: bad
  * request (400); -EAGAIN: the host is draining (503); anything else: it did not boot (err says why). */
 int registry_create(struct registry *r, const struct registry_create *req,
 		    struct reg_sandbox **out, char *err, size_t errlen);

@@ -50,6 +50,7 @@ enum kind { K_ERROR, K_HEALTH, K_CAPACITY, K_CREATE, K_LIST, K_FORWARD };
 
 struct req {
 	struct proxy *p;
+	bool started;
 	enum kind kind;
 	char auth[4200];
 	char target[TARGET_MAX];
@@ -142,80 +143,25 @@ static enum MHD_Result send_upstream(struct MHD_Connection *conn, unsigned statu
 	return ret;
 }
 
-/* ---- the request's target, rebuilt: path as it came, query re-encoded ---- */
+/* ---- the request's target: as the client sent it ---- */
 
-struct qbuf {
-	char *p;
-	size_t len, cap;
-	bool over;
-};
-
-static void qput(struct qbuf *q, const char *s)
+/* MHD hands over the raw request target (before it decodes it) here; it
+ * becomes the request's state. Over TARGET_MAX, or holding a byte kilnd
+ * never takes, it is left empty and the request is refused. */
+static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-	static const char hex[] = "0123456789ABCDEF";
+	struct req *q = calloc(1, sizeof(*q));
+	size_t n = uri ? strnlen(uri, TARGET_MAX) : 0;
+	bool ok = n && n < TARGET_MAX && uri[0] == '/';
 
-	for (; *s && !q->over; s++) {
-		unsigned char ch = (unsigned char)*s;
-		bool plain = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-			     (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' ||
-			     ch == '~' || ch == '/';
-
-		if (q->len + 4 >= q->cap) {
-			q->over = true;
-			break;
-		}
-		if (plain) {
-			q->p[q->len++] = (char)ch;
-		} else {
-			q->p[q->len++] = '%';
-			q->p[q->len++] = hex[ch >> 4];
-			q->p[q->len++] = hex[ch & 15];
-		}
-	}
-	q->p[q->len] = 0;
-}
-
-static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-				 const char *value)
-{
-	struct qbuf *q = cls;
-
-	if (q->len + 2 >= q->cap) {
-		q->over = true;
-		return MHD_NO;
-	}
-	q->p[q->len++] = strchr(q->p, '?') ? '&' : '?';
-	q->p[q->len] = 0;
-	qput(q, key);
-	if (value) {
-		if (q->len + 2 >= q->cap) {
-			q->over = true;
-			return MHD_NO;
-		}
-		q->p[q->len++] = '=';
-		q->p[q->len] = 0;
-		qput(q, value);
-	}
-	return MHD_YES;
-}
-
-static bool build_target(struct MHD_Connection *conn, const char *url, char *out, size_t len)
-{
-	struct qbuf q = { .p = out, .cap = len };
-
-	for (const char *s = url; *s; s++) {
-		char ch = *s;
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '/'))
-			return false;
-	}
-	if (strlen(url) + 1 >= len)
-		return false;
-	memcpy(out, url, strlen(url) + 1);
-	q.len = strlen(url);
-	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_arg, &q);
-	return !q.over;
+	if (!q)
+		return NULL;
+	q->p = cls;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = uri[i] > 0x20 && uri[i] < 0x7f;
+	if (ok)
+		memcpy(q->target, uri, n + 1);
+	return q;
 }
 
 /* ---- own answers ---- */
@@ -252,6 +198,8 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 {
 	char tried[CREATE_TRIES][FLEET_HOST_MAX + 1];
 	char id[FLEET_HOST_MAX + 1], host[FLEET_HOST_MAX + 1], last[256] = "";
+	char tenant_host[FLEET_HOST_MAX + 1] = "", *tenant_refusal = NULL;
+	size_t tenant_len = 0;
 	const char *idem = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
 	const char *hdrs[8];
 	size_t ntried = 0, h = 0;
@@ -294,23 +242,38 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 		if (r) {
 			fleet_placed(q->p->c.fleet, id, false, true, false);
 			free(resp);
+			free(tenant_refusal);
 			return send_error(conn, 502, NULL, "upstream_error",
 					  "host %s failed during the create: %s", id, strerror(-r));
 		}
 		if (status == 429 || status == 503) {
 			json_t *j = json_loads(resp, 0, NULL);
-			const char *m = json_string_value(
-				json_object_get(json_object_get(j, "error"), "message"));
+			json_t *e = json_object_get(j, "error");
+			const char *m = json_string_value(json_object_get(e, "message"));
+			const char *scope = json_string_value(json_object_get(e, "scope"));
 
 			snprintf(last, sizeof(last), "host %s: %s", id, m ? m : "full");
 			json_decref(j);
-			free(resp);
 			fleet_placed(q->p->c.fleet, id, false, true, false);
+			/* Over the tenant's quota there: kept, in case no host takes it. */
+			if (status == 429 && scope && !strcmp(scope, "tenant")) {
+				free(tenant_refusal);
+				tenant_refusal = resp;
+				tenant_len = rlen;
+				snprintf(tenant_host, sizeof(tenant_host), "%s", host);
+			} else {
+				free(resp);
+			}
 			continue;
 		}
 		fleet_placed(q->p->c.fleet, id, status == 201, false, false);
+		free(tenant_refusal);
 		return send_upstream(conn, status, resp, rlen, host, false);
 	}
+	/* Every host tried refused the tenant: that is its answer (quotas are
+	 * per host, docs/daemon.md). */
+	if (tenant_refusal)
+		return send_upstream(conn, 429, tenant_refusal, tenant_len, tenant_host, false);
 	return send_error(conn, 503, RETRY_AFTER_S, "no_capacity",
 			  "no host has room for a sandbox now%s%s", last[0] ? "; last: " : "",
 			  last);
@@ -552,7 +515,7 @@ static enum MHD_Result on_first(struct proxy *p, struct req *q, struct MHD_Conne
 		return send_error(conn, 401, NULL, "unauthorized",
 				  "a valid 'Authorization: Bearer TOKEN' is required");
 	}
-	if (!build_target(conn, url, q->target, sizeof(q->target))) {
+	if (!q->target[0]) {
 		q->kind = K_ERROR;
 		return send_error(conn, 400, NULL, "bad_request", "the path or query is not one kilnd takes");
 	}
@@ -603,12 +566,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct proxy *p = cls;
 	struct req *q = *con_cls;
 
-	if (!q) {
-		q = calloc(1, sizeof(*q));
-		if (!q)
-			return MHD_NO;
-		q->p = p;
-		*con_cls = q;
+	if (!q)
+		return MHD_NO;
+	if (!q->started) {
+		q->started = true;
 		return on_first(p, q, conn, url, method);
 	}
 	if (*upload_size) {
@@ -690,6 +651,7 @@ int proxy_start(const struct proxy_config *c, int listen_fd, struct proxy **out,
 				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
 				  MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK,
 				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, p,
+				  MHD_OPTION_URI_LOG_CALLBACK, uri_log, p,
 				  MHD_OPTION_END);
 	if (!p->mhd) {
 		ret = -EIO;
