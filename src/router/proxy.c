@@ -252,11 +252,13 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 			const char *m = json_string_value(json_object_get(e, "message"));
 			const char *scope = json_string_value(json_object_get(e, "scope"));
 
+			bool tenant = status == 429 && scope && !strcmp(scope, "tenant");
+
 			snprintf(last, sizeof(last), "host %s: %s", id, m ? m : "full");
 			json_decref(j);
 			fleet_placed(q->p->c.fleet, id, false, true, false);
 			/* Over the tenant's quota there: kept, in case no host takes it. */
-			if (status == 429 && scope && !strcmp(scope, "tenant")) {
+			if (tenant) {
 				free(tenant_refusal);
 				tenant_refusal = resp;
 				tenant_len = rlen;
