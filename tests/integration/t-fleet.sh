@@ -31,7 +31,7 @@ start_host() {
     local h=$1 before
     before=$(grep -c 'kilnd: ready' "$work/$h.log" 2>/dev/null)
     "$KILND" --tokens "$work/tokens.json" --state-dir "$work/state-$h" --listen "unix:$work/$h.sock" \
-        --image-dir "$work/images" --host-id "$h" --max-sandboxes "${slots[$h]}" 2>>"$work/$h.log" &
+        --image-dir "$work/images" --host-id "$h" --max-sandboxes "${slots[$h]}" --log-json 2>>"$work/$h.log" &
     hpid[$h]=$!
     for _ in $(seq 300); do
         [ "$(grep -c 'kilnd: ready' "$work/$h.log" 2>/dev/null)" -gt "${before:-0}" ] && break
@@ -226,10 +226,12 @@ r=$(direct h1 "$TA" POST /v1/sandboxes -d "$SB")
 expect_eq "a draining kilnd refuses creates: 503" "503" "$(echo "$r" | code)"
 expect_match "... code draining" '"code":"draining"' "$r"
 expect_eq "... and its capacity says so" "True" "$(direct h1 "$TA" GET /v1/capacity | body | jget '["draining"]')"
+creates_h1() { grep -c '"method":"POST","path":"/v1/sandboxes"' "$work/h1.log"; }
+n1=$(creates_h1)
 r=$(via "$work/router2.sock" "$TA" POST /v1/sandboxes -d "$SB")
 D=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
 expect_eq "the router retried elsewhere after h1's 503: 201 on h2" "201 h2" "$(echo "$r" | code) $(hdr X-Kiln-Host)"
-check "... h1 was asked first (it had the most room)" grep -q 'draining' "$work/h1.log"
+expect_eq "... h1 was asked first (it had the most room)" "$((n1 + 1))" "$(creates_h1)"
 expect_eq "h1 booted nothing while it drained" "0" "$(direct h1 "$TA" GET /v1/sandboxes | body | jget '["sandboxes"].__len__()')"
 kill -TERM "$r2pid"; wait "$r2pid"; rc=$?; r2pid=
 expect_eq "router: SIGTERM is a clean exit" "0" "$rc"
