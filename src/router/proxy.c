@@ -46,7 +46,7 @@ struct proxy {
 	struct MHD_Daemon *mhd;
 };
 
-enum kind { K_ERROR, K_HEALTH, K_CAPACITY, K_CREATE, K_LIST, K_FORWARD };
+enum kind { K_ERROR, K_HEALTH, K_CAPACITY, K_CREATE, K_LIST, K_FIND, K_FORWARD };
 
 struct req {
 	struct proxy *p;
@@ -331,6 +331,41 @@ static enum MHD_Result h_list(struct req *q, struct MHD_Connection *conn)
 	return ret;
 }
 
+/* GET /v1/runs/{id} of an id without a host: the first host that has it. */
+static enum MHD_Result h_find(struct req *q, struct MHD_Connection *conn)
+{
+	struct up_addr *addrs = calloc(MAX_FANOUT, sizeof(*addrs));
+	char (*ids)[FLEET_HOST_MAX + 1] = calloc(MAX_FANOUT, sizeof(*ids));
+	const char *hdrs[] = { "Authorization", q->auth, NULL };
+	char host[FLEET_HOST_MAX + 1];
+	size_t n;
+
+	if (!addrs || !ids) {
+		free(addrs);
+		free(ids);
+		return send_error(conn, 500, NULL, "internal", "out of memory");
+	}
+	n = fleet_addrs(q->p->c.fleet, addrs, ids, MAX_FANOUT);
+	for (size_t i = 0; i < n; i++) {
+		unsigned status;
+		char *resp = NULL;
+		size_t rlen;
+
+		if (!up_exchange(&addrs[i], "GET", q->target, q->auth[0] ? hdrs : NULL, NULL, 0,
+				 LIST_TIMEOUT_MS, &status, &resp, &rlen, LIST_MAX, host,
+				 sizeof(host)) &&
+		    (status == 200 || status == 401)) {
+			free(addrs);
+			free(ids);
+			return send_upstream(conn, status, resp, rlen, host, false);
+		}
+		free(resp);
+	}
+	free(addrs);
+	free(ids);
+	return send_error(conn, 404, NULL, "not_found", "no run record on any host");
+}
+
 /* ---- forwarding ---- */
 
 struct pipe {
@@ -398,8 +433,8 @@ static enum MHD_Result forward_begin(struct req *q, struct MHD_Connection *conn,
 	if (r == -EINVAL)
 		return send_error(conn, 404, NULL, "not_found", "no sandbox %s", id);
 	if (r == -ENOENT)
-		return send_error(conn, 410, NULL, "host_gone",
-				  "%s names no host (an id from before host ids)", id);
+		return send_error(conn, 404, NULL, "not_found",
+				  "no sandbox %s (an id from before host ids)", id);
 	if (fleet_addr(q->p->c.fleet, host, &addr))
 		return send_error(conn, 410, NULL, "host_gone",
 				  "host %s of %s is not in the fleet", host, id);
@@ -557,6 +592,12 @@ static enum MHD_Result on_first(struct proxy *p, struct req *q, struct MHD_Conne
 	}
 	memcpy(id, rest, n);
 	id[n] = 0;
+	if (rest == url + 9 && !strcmp(method, "GET") &&
+	    fleet_sandbox_host(id, NULL, 0) == -ENOENT) {
+		/* A record from before host ids: whichever host has it. */
+		q->kind = K_FIND;
+		return MHD_YES;
+	}
 	q->kind = K_FORWARD;
 	return forward_begin(q, conn, method, id);
 }
@@ -610,6 +651,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return h_create(q, conn);
 	case K_LIST:
 		return h_list(q, conn);
+	case K_FIND:
+		return h_find(q, conn);
 	case K_FORWARD:
 		if (q->up)
 			return forward_end(q, conn);

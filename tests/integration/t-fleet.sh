@@ -162,6 +162,8 @@ expect_eq "another tenant sees none of them" "0" "$(api "$TB" GET /v1/sandboxes 
 expect_eq "another tenant's GET of one: 404 from its host" "404" "$(api "$TB" GET "/v1/sandboxes/${ids[0]}" | code)"
 expect_eq "an id of a host not in the fleet: 410" "410" "$(api "$TA" GET /v1/sandboxes/sb-h9-0123456789abcdef0123456789abcdef | code)"
 expect_match "... code host_gone" 'host_gone' "$(api "$TA" GET /v1/sandboxes/sb-h9-0123456789abcdef0123456789abcdef/files?path=/x)"
+expect_eq "an id from before host ids (no host in it): 404" "404" "$(api "$TA" GET /v1/sandboxes/sb-0123456789abcdef0123456789abcdef | code)"
+expect_eq "... its run record is asked of every host: 404 when none has it" "404" "$(api "$TA" GET /v1/runs/sb-0123456789abcdef0123456789abcdef | code)"
 expect_eq "a malformed id: 404" "404" "$(api "$TA" GET /v1/sandboxes/sb-H1-zz | code)"
 expect_eq "an oversized id: 404" "404" "$(api "$TA" GET "/v1/sandboxes/sb-$(printf 'a%.0s' $(seq 200))" | code)"
 expect_eq "an unknown router path: 404" "404" "$(api "$TA" GET /v1/nothing | code)"
