@@ -267,15 +267,8 @@ expect_eq "the fleet is empty again" "0" "$(api "$TA" GET /v1/sandboxes | body |
 
 # --- the SDK suite against the router ------------------------------------------
 if $PY -c 'import httpx, pytest, pytest_asyncio' 2>/dev/null; then
-    ( cd "$top" && KILN_HOST="unix:$work/router.sock" KILN_TOKEN="$TA" PYTHONPATH="$top/sdk/python" \
-        PYTHONDONTWRITEBYTECODE=1 timeout 480 $PY -m pytest -v -p no:cacheprovider -rfE --tb=short \
-        --color=no ${KILN_FLEET_SDK_K:+-k "$KILN_FLEET_SDK_K"} tests/sdk 2>&1; echo "rc=$?" ) > "$work/pytest.out"
-    rc=$(sed -n 's/^rc=//p' "$work/pytest.out" | tail -n1)
-    passed=$(grep -cE '^tests/sdk/.* PASSED' "$work/pytest.out")
-    failed=$(grep -E '^tests/sdk/.* (FAILED|ERROR)' "$work/pytest.out" | sed 's/ .*//' | tr '\n' ' ')
-    check "the SDK suite ran through the router ($passed passed)" test "$passed" -gt 0
-    expect_eq "the SDK suite passes against the router${failed:+ (failed: $failed)}" "0" "$rc"
-    [ "$rc" = 0 ] || tail -n 40 "$work/pytest.out" | sed 's/^/# /'
+    KILN_HOST="unix:$work/router.sock" KILN_TOKEN="$TA" PYTHONPATH="$top/sdk/python" \
+        run_pytest sdk-via-router ${KILN_FLEET_SDK_K:+-k "$KILN_FLEET_SDK_K"} tests/sdk
 else
     not_ok "python3-httpx, python3-pytest and python3-pytest-asyncio are installed (scripts/install-deps)"
 fi
