@@ -19,19 +19,22 @@ sum=$(printf %s "$TA" | sha256sum | cut -d' ' -f1)
 printf '{"name": "fleet", "token_sha256": "%s", "max_sandboxes": 4, "max_vcpus": 8, "max_memory_mib": 4096, "max_timeout_s": 3600, "admin": true}\n' "$sum" > "$work/tenants"
 kilnd_tenant other "$TB" 2 2 1024 600
 
-declare -A hpid slots
+declare -A hpid slots extra
 slots=([h1]=2 [h2]=1 [h3]=1)
-rpid= r2pid=
+# h2 also listens on TCP, for a router that finds it by DNS (A records).
+PORT=$((20000 + RANDOM % 20000))
+extra=([h2]="--listen tcp:127.0.0.1:$PORT")
+rpid= r2pid= r3=
 kilnd_cleanup_more() {
     local p
-    for p in "${hpid[@]}" $rpid $r2pid; do kill -9 "$p" 2>/dev/null; done
+    for p in "${hpid[@]}" $rpid $r2pid $r3; do kill -9 "$p" 2>/dev/null; done
 }
 # start_host ID: its own socket and state dir; waits for this start's ready line.
 start_host() {
     local h=$1 before
     before=$(grep -c 'kilnd: ready' "$work/$h.log" 2>/dev/null)
     "$KILND" --tokens "$work/tokens.json" --state-dir "$work/state-$h" --listen "unix:$work/$h.sock" \
-        --image-dir "$work/images" --host-id "$h" --max-sandboxes "${slots[$h]}" --log-json 2>>"$work/$h.log" &
+        --image-dir "$work/images" --host-id "$h" --max-sandboxes "${slots[$h]}" --log-json ${extra[$h]:-} 2>>"$work/$h.log" &
     hpid[$h]=$!
     for _ in $(seq 300); do
         [ "$(grep -c 'kilnd: ready' "$work/$h.log" 2>/dev/null)" -gt "${before:-0}" ] && break
@@ -123,6 +126,14 @@ expect_eq "router: another tenant's token is forwarded" "200" "$(api "$TB" GET /
 r=$(api "$TA" GET /v1/capacity | body)
 expect_eq "router: capacity sums the fleet's slots" "4" "$(echo "$r" | jget '["slots"]')"
 expect_eq "router: three live hosts" "3" "$(echo "$r" | jget '["live"]')"
+start_router "$work/router3.sock" "$work/router3.log" --refresh-s 1 --dns-a "localhost:$PORT" --hosts-file ""
+r3=$rlast
+r=$(via "$work/router3.sock" "$TA" GET /v1/capacity | body)
+expect_eq "a router with DNS A discovery learns h2 from h2 (its slots, one live host)" "1 1" \
+    "$(echo "$r" | jget '["slots"]') $(echo "$r" | jget '["live"]')"
+via "$work/router3.sock" "$TA" GET /v1/sandboxes/sb-h2-0123456789abcdef0123456789abcdef > /dev/null
+expect_eq "... and routes h2's ids to it" "h2" "$(hdr X-Kiln-Host)"
+kill -TERM "$r3"; wait "$r3"; r3=
 
 # --- creates spread; beyond capacity is 503 ---------------------------------------
 ids=()
