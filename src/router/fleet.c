@@ -472,10 +472,13 @@ int fleet_start(const struct fleet_config *c, struct fleet **out, char *err, siz
 	if (f->c.sample > SAMPLE_MAX)
 		f->c.sample = SAMPLE_MAX;
 	pthread_mutex_init(&f->mu, NULL);
-	/* The first discovery must work: a router that starts blind says so. */
+	/* A hosts file must be right from the start (a router that starts
+	 * blind says so); DNS may still be empty while the hosts come up. */
 	ret = refresh(f, err, errlen);
-	if (ret)
+	if (ret && f->c.hosts_file)
 		goto out;
+	if (ret)
+		log_once(f, err);
 	ret = -pthread_create(&f->thread, NULL, refresher, f);
 	if (ret) {
 		snprintf(err, errlen, "cannot start a thread");
