@@ -43,6 +43,9 @@ LIBS        := -lpthread -ljansson -lseccomp
 # kilnd, the per-host daemon: HTTP (libmicrohttpd), records (SQLite), token hashes (libcrypto).
 DAEMON_SRCS := $(filter-out src/daemon/main.c,$(wildcard src/daemon/*.c))
 DAEMON_LIBS := -lmicrohttpd -lsqlite3 -lcrypto
+# kiln-router, in front of a kilnd fleet: the same HTTP stack, DNS from libresolv.
+ROUTER_SRCS := $(filter-out src/router/main.c,$(wildcard src/router/*.c))
+ROUTER_LIBS := -lmicrohttpd -lcrypto -lresolv
 
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(B)/obj/%.o)
 VMM_OBJS    := $(VMM_SRCS:%.c=$(B)/obj/%.o)
@@ -50,9 +53,11 @@ LIB_OBJS    := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 GUEST_OBJS  := $(GUEST_SRCS:%.c=$(B)/obj/%.o)
 NET_OBJS    := $(NET_SRCS:%.c=$(B)/obj/%.o)
 DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/obj/%.o)
+ROUTER_OBJS := $(ROUTER_SRCS:%.c=$(B)/obj/%.o)
 # The guest agent, built again statically (and never sanitized) for the guest.
 GUEST_STATIC_OBJS := $(patsubst %.c,$(B)/gobj/%.o,$(wildcard src/guest/*.c) $(COMMON_SRCS))
-TEST_LINK   := $(VMM_OBJS) $(LIB_OBJS) $(GUEST_OBJS) $(NET_OBJS) $(DAEMON_OBJS) $(COMMON_OBJS)
+TEST_LINK   := $(VMM_OBJS) $(LIB_OBJS) $(GUEST_OBJS) $(NET_OBJS) $(DAEMON_OBJS) $(ROUTER_OBJS) \
+               $(COMMON_OBJS)
 
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)
@@ -60,7 +65,8 @@ ITEST_SRCS  := $(wildcard tests/integration/*.c)
 ITEST_BINS  := $(ITEST_SRCS:tests/integration/%.c=$(B)/tests/integration/%)
 
 BINS := $(B)/kiln-vmm $(B)/kiln-net $(if $(wildcard src/cli/main.c),$(B)/kiln) \
-        $(if $(wildcard src/daemon/main.c),$(B)/kilnd)
+        $(if $(wildcard src/daemon/main.c),$(B)/kilnd) \
+        $(if $(wildcard src/router/main.c),$(B)/kiln-router)
 # Test build of the VMM with KILN_TEST_HOOKS (a guest port that makes it break
 # its seccomp policy on purpose); never installed or used outside the tests.
 HOOK_BINS := $(B)/hooks/kiln-vmm
@@ -102,6 +108,10 @@ $(B)/kiln: $(patsubst %.c,$(B)/obj/%.o,$(wildcard src/cli/*.c)) $(LIB_OBJS) $(NE
 $(B)/kilnd: $(B)/obj/src/daemon/main.o $(DAEMON_OBJS) $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS)
 
+$(B)/kiln-router: $(B)/obj/src/router/main.o $(ROUTER_OBJS) $(B)/obj/src/daemon/tokens.o $(B)/obj/src/daemon/listen.o \
+		$(COMMON_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(ROUTER_LIBS)
+
 # bench/api's baseline: execs straight through libkiln.
 $(B)/bench/kiln-exec-direct: $(B)/obj/bench/exec_direct.o $(LIB_OBJS) $(NET_OBJS) $(COMMON_OBJS)
 	@mkdir -p $(dir $@)
@@ -113,11 +123,11 @@ $(B)/guest/kiln-init: $(GUEST_STATIC_OBJS)
 
 $(B)/tests/unit/%: tests/unit/%.c $(TEST_LINK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS) -lresolv -lcmocka
 
 $(B)/tests/integration/%: tests/integration/%.c $(TEST_LINK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS) -lresolv
 
 # Boot-timer mark for test initramfs images.
 $(B)/guest/kiln-mark: tests/guest/kiln-mark.c
@@ -228,6 +238,7 @@ $(FB)/obj/tests/fuzz/fuzz_virtio.o: FUZZ_EXTRA := -Itests/fuzz/shim
 FUZZ_LINK_dns     := $(call fobj,src/net/dnsmsg.c)
 FUZZ_LINK_sniff   := $(call fobj,src/net/sniff.c)
 FUZZ_LINK_rules   := $(call fobj,src/net/rules.c)
+FUZZ_LINK_hosts   := $(call fobj,src/router/hosts.c src/common/fleetid.c src/common/util.c)
 FUZZ_LINK_pio     := $(call fobj,src/vmm/io.c src/vmm/devices/serial.c src/vmm/devices/i8042.c \
                        src/vmm/devices/power.c src/vmm/devices/boottimer.c src/common/util.c)
 FUZZ_LINK_config  := $(call fobj,src/vmm/config.c src/common/util.c)

@@ -32,6 +32,7 @@
 #include <jansson.h>
 
 #include "sanitize.h"
+#include "fleetid.h"
 #include "util.h"
 
 #define EXIT_USAGE 2
@@ -45,7 +46,7 @@
 #define CONNECT_TIMEOUT_S 10L
 #define STALL_S 120L		   /* no byte for this long: kilnd is gone (keepalives are 15 s) */
 #define MSG_MAX 1024
-#define ID_MAX 63
+#define ID_MAX FLEET_ID_MAX	/* sb-<host>-<32 hex> (src/common/fleetid.h) */
 
 struct client {
 	const char *host;	/* KILN_HOST as given, for messages */

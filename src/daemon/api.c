@@ -33,6 +33,7 @@
 #include "lib/agent.h"
 #include "lib/image.h"
 #include "net/rules.h"
+#include "fleetid.h"
 #include "proto.h"
 #include "userdb.h"
 #include "util.h"
@@ -62,7 +63,7 @@ struct req {
 	struct api *api;
 	const struct route *route;
 	const struct tokens_tenant *tenant;
-	char id[64];		/* the {id} of the path, when it has one */
+	char id[FLEET_ID_MAX + 1]; /* the {id} of the path, when it has one */
 	uint32_t pid;		/* the {pid} of /processes/{pid}..., when it has one */
 	enum body_kind kind;
 	char *body;
@@ -84,6 +85,17 @@ struct route {
 
 /* ---- answers ---- */
 
+/* This host's id, the same for every listener (set by api_start). */
+static const char *api_host_id = "";
+
+/* Every answer names the host that gave it (X-Kiln-Host). */
+static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status,
+			     struct MHD_Response *r)
+{
+	MHD_add_response_header(r, "X-Kiln-Host", api_host_id);
+	return MHD_queue_response(conn, status, r);
+}
+
 static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, const char *type,
 				 char *text, size_t len)
 {
@@ -95,7 +107,7 @@ static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, c
 		return MHD_NO;
 	}
 	MHD_add_response_header(r, "Content-Type", type);
-	ret = MHD_queue_response(conn, status, r);
+	ret = queue(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
@@ -162,7 +174,7 @@ static enum MHD_Result send_empty(struct MHD_Connection *conn, unsigned status)
 
 	if (!r)
 		return MHD_NO;
-	ret = MHD_queue_response(conn, status, r);
+	ret = queue(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
@@ -417,12 +429,20 @@ static unsigned do_create(struct req *q, json_t **out)
 	r = registry_create(q->api->c.reg, &c, &sb, err, sizeof(err));
 	json_decref(o);
 	free(meta_text);
-	if (r == -EDQUOT) {
+	if (r == -EDQUOT || r == -ENOSPC) {
+		/* scope: the tenant's quota, or this host's room (a router places
+		 * elsewhere on either, and passes a tenant's refusal on). */
 		*out = error_json("quota", "%s", err);
+		json_object_set_new(json_object_get(*out, "error"), "scope",
+				    json_string(r == -EDQUOT ? "tenant" : "host"));
 		return 429;
 	}
 	if (r == -ECANCELED) {
 		*out = error_json("unavailable", "%s", err);
+		return 503;
+	}
+	if (r == -EAGAIN) {
+		*out = error_json("draining", "%s", err);
 		return 503;
 	}
 	if (r) {
@@ -475,7 +495,7 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 			}
 			MHD_add_response_header(resp, "Content-Type", "application/json");
 			MHD_add_response_header(resp, "Idempotent-Replayed", "true");
-			ret = MHD_queue_response(conn, status, resp);
+			ret = queue(conn, status, resp);
 			MHD_destroy_response(resp);
 			return ret;
 		case IDEM_BUSY:
@@ -998,7 +1018,7 @@ static enum MHD_Result h_exec(struct req *q, struct MHD_Connection *conn)
 		goto out;
 	s = NULL;
 	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
-	ret = MHD_queue_response(conn, 200, resp);
+	ret = queue(conn, 200, resp);
 	MHD_destroy_response(resp);
 out:
 	if (s)
@@ -1071,7 +1091,7 @@ static enum MHD_Result send_events(struct MHD_Connection *conn, struct proc *p, 
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
-	ret = MHD_queue_response(conn, 200, resp);
+	ret = queue(conn, 200, resp);
 	MHD_destroy_response(resp);
 	return ret;
 }
@@ -1485,7 +1505,7 @@ static enum MHD_Result h_get_file(struct req *q, struct MHD_Connection *conn)
 	} else {
 		fd = -1; /* the response's now */
 		MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-		ret = MHD_queue_response(conn, 200, resp);
+		ret = queue(conn, 200, resp);
 		MHD_destroy_response(resp);
 		registry_count(q->api->c.reg, REG_FILES_OUT, bytes);
 	}
@@ -1689,8 +1709,47 @@ static enum MHD_Result h_health(struct req *q, struct MHD_Connection *conn)
 					      (json_int_t)used, "capacity", (json_int_t)max));
 }
 
+/* Fleet: what a router places by (docs/daemon.md, "Fleet"). */
+static enum MHD_Result h_capacity(struct req *q, struct MHD_Connection *conn)
+{
+	struct registry_cap c;
+
+	registry_capacity_full(q->api->c.reg, &c);
+	return send_json(conn, 200, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:b}", "host_id",
+					      api_host_id, "slots", (json_int_t)c.slots, "used",
+					      (json_int_t)c.used, "starting", (json_int_t)c.starting,
+					      "free_cpus", (json_int_t)c.free_cpus,
+					      "free_memory_mib", (json_int_t)c.free_memory_mib,
+					      "draining", c.draining));
+}
+
+/* POST drains, DELETE undoes it; admin tenants only. */
+static enum MHD_Result h_drain(struct req *q, struct MHD_Connection *conn, bool on)
+{
+	if (!q->tenant->admin)
+		return send_error(conn, 403, "forbidden",
+				  "only an admin tenant may drain this host (tokens file: \"admin\": true)");
+	registry_set_draining(q->api->c.reg, on);
+	fprintf(stderr, "kilnd: %s by tenant %s\n", on ? "draining" : "no longer draining",
+		q->tenant->name);
+	return send_json(conn, 200, json_pack("{s:b}", "draining", on));
+}
+
+static enum MHD_Result h_drain_on(struct req *q, struct MHD_Connection *conn)
+{
+	return h_drain(q, conn, true);
+}
+
+static enum MHD_Result h_drain_off(struct req *q, struct MHD_Connection *conn)
+{
+	return h_drain(q, conn, false);
+}
+
 static const struct route routes[] = {
 	{ "GET", "/v1/health", false, BODY_NONE, h_health },
+	{ "GET", "/v1/capacity", false, BODY_NONE, h_capacity },
+	{ "POST", "/v1/drain", false, BODY_NONE, h_drain_on },
+	{ "DELETE", "/v1/drain", false, BODY_NONE, h_drain_off },
 	{ "GET", "/metrics", false, BODY_NONE, h_metrics },
 	{ "POST", "/v1/sandboxes", false, BODY_JSON, h_create },
 	{ "GET", "/v1/sandboxes", false, BODY_NONE, h_list },
@@ -1919,6 +1978,7 @@ int api_start(const struct api_config *c, int listen_fd, struct api **out, char 
 		goto out;
 	}
 	a->c = *c;
+	api_host_id = c->host_id;
 	snprintf(dir, sizeof(dir), "%s/tmp", c->state_dir);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		ret = -errno;

@@ -22,6 +22,7 @@ struct api_config {
 	struct procs *procs;
 	struct idem *idem;	   /* Idempotency-Keys of creates */
 	struct tokens *tokens;
+	const char *host_id;	   /* X-Kiln-Host on every answer, /v1/capacity */
 	const char *state_dir;	   /* tmp/ holds uploads and downloads on their way */
 	const char *image_dir;	   /* NAME.json: an imported image's defaults for processes */
 	uint64_t max_upload;	   /* bytes, PUT files and GET files */

@@ -31,6 +31,8 @@
 #include "daemon/tokens.h"
 #include "lib/image.h"
 #include "lib/sandbox.h"
+#include "fleetid.h"
+#include "daemon/listen.h"
 #include "util.h"
 
 #define MAX_LISTEN 8
@@ -42,7 +44,8 @@ struct opts {
 	const char *tokens, *state_dir;
 	char image_dir[PATH_MAX], vmm[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX],
 		netbin[PATH_MAX];
-	uint64_t max_sandboxes, max_upload, max_connections;
+	uint64_t max_sandboxes, max_upload, max_connections, max_cpus, max_memory_mib;
+	char host_id[FLEET_HOST_MAX + 1];
 	bool log_json, no_cgroup;
 };
 
@@ -51,11 +54,18 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: kilnd --tokens FILE --state-dir DIR [--listen unix:PATH|tcp:HOST:PORT]...\n"
 		"             [--max-sandboxes N] [--max-upload BYTES] [--max-connections N]\n"
+		"             [--host-id ID] [--max-cpus N] [--max-memory-mib MIB]\n"
 		"             [--image-dir DIR] [--log-json] [--no-cgroup]\n"
 		"  --listen         where the API listens (repeatable; default " DEFAULT_LISTEN ")\n"
 		"  --tokens         tenants and their token hashes (docs/daemon.md)\n"
 		"  --state-dir      kilnd.db (records), audit logs, consoles, spooled files\n"
 		"  --max-sandboxes  sandboxes on this host, all tenants (default 16)\n"
+		"  --host-id        this host's id in a fleet, [a-z0-9][a-z0-9-]{0,39}; in every\n"
+		"                   sandbox id (sb-ID-<32 hex>) and X-Kiln-Host (default: env\n"
+		"                   KILN_HOST_ID, else the host name lowercased, other characters '-')\n"
+		"  --max-cpus       vCPUs booked on this host, all tenants (default: online CPUs x 4)\n"
+		"  --max-memory-mib guest memory booked on this host, all tenants (default: 80%% of\n"
+		"                   MemTotal)\n"
 		"  --max-upload     largest file through the API (default 1 GiB)\n"
 		"  --max-connections  open HTTP connections per listener (default 1024)\n"
 		"  --image-dir      where NAME.img images live (default: $KILN_IMAGE_DIR, else images/ beside kilnd)\n"
@@ -91,9 +101,26 @@ static void self_dir(char *buf, size_t len)
 		*slash = 0;
 }
 
+/* MemTotal in MiB (0 if /proc/meminfo says nothing). */
+static uint64_t mem_total_mib(void)
+{
+	char line[256];
+	unsigned long long kib = 0;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemTotal: %llu kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib / 1024;
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	enum { O_TOKENS = 256, O_STATE, O_MAX, O_LOG, O_NOCG, O_IMG, O_UPLOAD, O_CONNS };
+	enum { O_TOKENS = 256, O_STATE, O_MAX, O_LOG, O_NOCG, O_IMG, O_UPLOAD, O_CONNS, O_HOST,
+	       O_CPUS, O_MEM };
 	static const struct option lo[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "tokens", required_argument, NULL, O_TOKENS },
@@ -102,15 +129,24 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "max-upload", required_argument, NULL, O_UPLOAD },
 		{ "max-connections", required_argument, NULL, O_CONNS },
 		{ "image-dir", required_argument, NULL, O_IMG },
+		{ "host-id", required_argument, NULL, O_HOST },
+		{ "max-cpus", required_argument, NULL, O_CPUS },
+		{ "max-memory-mib", required_argument, NULL, O_MEM },
 		{ "log-json", no_argument, NULL, O_LOG },
 		{ "no-cgroup", no_argument, NULL, O_NOCG },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *host = getenv("KILN_HOST_ID");
 	char dir[PATH_MAX];
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int c;
 
 	self_dir(dir, sizeof(dir));
+	o->max_cpus = ncpu > 0 ? (uint64_t)ncpu * 4 : 4;
+	o->max_memory_mib = mem_total_mib() * 8 / 10;
+	if (o->max_memory_mib < 64)
+		o->max_memory_mib = 64;
 	o->max_sandboxes = 16;
 	o->max_upload = 1ULL << 30;
 	o->max_connections = 1024;
@@ -150,6 +186,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				return bad("--image-dir too long: %s", optarg);
 			snprintf(o->image_dir, sizeof(o->image_dir), "%s", optarg);
 			break;
+		case O_HOST:
+			host = optarg;
+			break;
+		case O_CPUS:
+			if (parse_u64(optarg, 1, 1 << 20, &o->max_cpus))
+				return bad("--max-cpus must be from 1 to 2^20, not '%s'", optarg);
+			break;
+		case O_MEM:
+			if (parse_u64(optarg, 64, 1ULL << 40, &o->max_memory_mib))
+				return bad("--max-memory-mib must be from 64 to 2^40, not '%s'", optarg);
+			break;
 		case O_LOG:
 			o->log_json = true;
 			break;
@@ -165,6 +212,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	}
 	if (optind < argc)
 		return bad("unexpected argument '%s'", argv[optind]);
+	if (host) {
+		if (!fleet_host_id_ok(host) || strlen(host) > FLEET_HOST_MAX)
+			return bad("host id '%.64s' must match [a-z0-9][a-z0-9-]{0,39}", host);
+		snprintf(o->host_id, sizeof(o->host_id), "%s", host);
+	} else {
+		fleet_host_id_default(o->host_id, sizeof(o->host_id));
+	}
 	if (!o->tokens)
 		return bad("--tokens FILE is required%s", "");
 	if (!o->state_dir)
@@ -174,7 +228,6 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-/* A listening socket for "unix:PATH" or "tcp:HOST:PORT"; -1 with a message. */
 /* Every HTTP connection is a descriptor: the default soft limit (1024) would
  * let --max-connections idle clients starve everything else, so raise it to
  * the hard limit, and say so when even that is short of what we may need
@@ -195,66 +248,6 @@ static void raise_fd_limit(const struct opts *o)
 			"about %llu needed for --max-connections %llu and --max-sandboxes %llu\n",
 			(unsigned long long)rl.rlim_max, (unsigned long long)need,
 			(unsigned long long)o->max_connections, (unsigned long long)o->max_sandboxes);
-}
-
-static int open_listener(const char *spec)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	char host[256];
-	const char *colon;
-	struct stat st;
-	int fd = -1, one = 1, r;
-
-	if (!strncmp(spec, "unix:", 5)) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		const char *path = spec + 5;
-
-		if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
-			fprintf(stderr, "kilnd: --listen %s: the path must be 1 to %zu bytes\n", spec,
-				sizeof(sa.sun_path) - 1);
-			return -1;
-		}
-		memcpy(sa.sun_path, path, strlen(path));
-		/* A socket left by an earlier kilnd goes; anything else stays. */
-		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-			unlink(path);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-		    chmod(path, 0660) < 0 || listen(fd, 256) < 0)
-			goto fail;
-		return fd;
-	}
-	if (strncmp(spec, "tcp:", 4) || !(colon = strrchr(spec + 4, ':')) ||
-	    (size_t)(colon - spec - 4) >= sizeof(host)) {
-		fprintf(stderr, "kilnd: --listen %s: want unix:PATH or tcp:HOST:PORT\n", spec);
-		return -1;
-	}
-	memcpy(host, spec + 4, (size_t)(colon - spec - 4));
-	host[colon - spec - 4] = 0;
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host) - 2);
-		host[strlen(host) - 2] = 0;
-	}
-	r = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
-	if (r) {
-		fprintf(stderr, "kilnd: --listen %s: %s\n", spec, gai_strerror(r));
-		return -1;
-	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 256) < 0) {
-		freeaddrinfo(res);
-		goto fail;
-	}
-	freeaddrinfo(res);
-	return fd;
-fail:
-	fprintf(stderr, "kilnd: --listen %s: %s\n", spec, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
 }
 
 /* A sandbox is gone: so are its processes. */
@@ -328,6 +321,8 @@ int main(int argc, char **argv)
 				       .netbin = o.netbin, .image_dir = o.image_dir,
 				       .state_dir = o.state_dir,
 				       .max_sandboxes = (unsigned)o.max_sandboxes,
+				       .max_cpus = (unsigned)o.max_cpus,
+				       .max_memory_mib = o.max_memory_mib, .host_id = o.host_id,
 				       .no_cgroup = o.no_cgroup, .stop_fd = stop[0],
 				       .records = rec, .on_gone = procs_gone,
 				       .on_gone_ctx = procs };
@@ -336,12 +331,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	ac = (struct api_config){ .reg = reg, .rec = rec, .procs = procs, .idem = idem,
-				  .tokens = tokens, .image_dir = o.image_dir,
+				  .tokens = tokens, .image_dir = o.image_dir, .host_id = o.host_id,
 				  .state_dir = o.state_dir, .max_upload = o.max_upload,
 				  .max_connections = (unsigned)o.max_connections,
 				  .stop_fd = stop[0], .log_json = o.log_json };
 	for (unsigned i = 0; i < o.nlisten; i++) {
-		int fd = open_listener(o.listen[i]);
+		int fd = listen_open("kilnd", o.listen[i]);
 
 		if (fd < 0)
 			goto out;
@@ -350,8 +345,10 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	fprintf(stderr, "kilnd: ready: %zu tenants, at most %u sandboxes, %u earlier records marked daemon-stopped\n",
-		tokens_count(tokens), (unsigned)o.max_sandboxes, marked);
+	fprintf(stderr, "kilnd: ready: host %s, %zu tenants, at most %u sandboxes, %llu vCPUs, "
+		"%llu MiB, %u earlier records marked daemon-stopped\n",
+		o.host_id, tokens_count(tokens), (unsigned)o.max_sandboxes,
+		(unsigned long long)o.max_cpus, (unsigned long long)o.max_memory_mib, marked);
 	for (unsigned i = 0; i < o.nlisten; i++)
 		fprintf(stderr, "kilnd: listening on %s\n", o.listen[i]);
 	if (o.no_cgroup)

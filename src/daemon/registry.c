@@ -32,9 +32,10 @@
 #include "daemon/tokens.h"
 #include "lib/agent.h"
 #include "lib/sandbox.h"
+#include "fleetid.h"
 #include "util.h"
 
-#define REG_ID_LEN 35		  /* "sb-" + 32 hex digits */
+#define REG_ID_LEN FLEET_ID_MAX	  /* sb-<host>-<32 hex digits> */
 #define BOOT_TIMEOUT_MS 120000	  /* spawn to the agent's hello */
 #define CONNECT_TIMEOUT_MS 10000  /* one more agent connection */
 /* A request to the guest agent (a reply to a signal, a stat, a chunk of a
@@ -93,6 +94,7 @@ struct registry {
 	struct reg_sandbox *list;
 	struct reg_sandbox *queue; /* waiting to boot, in order */
 	unsigned nlive;		   /* booting + running + ending */
+	bool draining;		   /* no new sandboxes (POST /v1/drain) */
 	/* Metrics. */
 	uint64_t counters[REG_NCOUNTERS];
 	uint64_t creates, create_failures, deletes, timeouts, vmm_lost, quota_refusals;
@@ -147,19 +149,18 @@ static void unref_locked(struct reg_sandbox *sb)
 		sb_free(sb);
 }
 
-static int new_id(char *buf)
+/* Under r->mu: what every tenant has booked (booting, running, ending). */
+static void host_usage(struct registry *r, unsigned *booting, unsigned *cpus, uint64_t *mib)
 {
-	uint8_t raw[16];
-	int ret = -EIO;
-
-	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
-		goto out;
-	memcpy(buf, "sb-", 3);
-	for (unsigned i = 0; i < sizeof(raw); i++)
-		snprintf(buf + 3 + 2 * i, 3, "%02x", raw[i]);
-	ret = 0;
-out:
-	return ret;
+	*booting = *cpus = 0;
+	*mib = 0;
+	for (struct reg_sandbox *sb = r->list; sb; sb = sb->next) {
+		if (sb->state == REG_GONE)
+			continue;
+		*booting += sb->state == REG_BOOTING;
+		*cpus += sb->cpus;
+		*mib += sb->memory_mib;
+	}
 }
 
 /* Under r->mu: what the tenant has running or booting. */
@@ -574,8 +575,8 @@ int registry_create(struct registry *r, const struct registry_create *q,
 		    struct reg_sandbox **out, char *err, size_t errlen)
 {
 	struct reg_sandbox *sb = calloc(1, sizeof(*sb)), **tail;
-	unsigned n, cpus;
-	uint64_t mib;
+	unsigned n, cpus, booting, hcpus;
+	uint64_t mib, hmib;
 	int ret = -ENOMEM;
 
 	*out = NULL;
@@ -596,7 +597,7 @@ int registry_create(struct registry *r, const struct registry_create *q,
 	for (; sb->nallow < q->nallow; sb->nallow++)
 		if (!(sb->allow[sb->nallow] = strdup(q->allow[sb->nallow])))
 			goto out;
-	ret = new_id(sb->id);
+	ret = fleet_sandbox_id_new(r->c.host_id, sb->id, sizeof(sb->id));
 	if (ret) {
 		snprintf(err, errlen, "no random bytes for an id");
 		goto out;
@@ -605,13 +606,15 @@ int registry_create(struct registry *r, const struct registry_create *q,
 	sb->state = REG_BOOTING;
 
 	pthread_mutex_lock(&r->mu);
+	host_usage(r, &booting, &hcpus, &hmib);
 	tenant_usage(r, sb->tenant, &n, &cpus, &mib);
 	ret = -EDQUOT;
 	if (r->stopping) {
 		ret = -ECANCELED;
 		snprintf(err, errlen, "kilnd is stopping");
-	} else if (r->nlive >= r->c.max_sandboxes) {
-		snprintf(err, errlen, "this host runs its maximum of %u sandboxes", r->c.max_sandboxes);
+	} else if (r->draining) {
+		ret = -EAGAIN;
+		snprintf(err, errlen, "host %s is draining: no new sandboxes", r->c.host_id);
 	} else if (n + 1 > q->tenant->max_sandboxes) {
 		snprintf(err, errlen, "tenant %s may run at most %u sandboxes", sb->tenant,
 			 q->tenant->max_sandboxes);
@@ -621,11 +624,22 @@ int registry_create(struct registry *r, const struct registry_create *q,
 	} else if (mib + sb->memory_mib > q->tenant->max_memory_mib) {
 		snprintf(err, errlen, "tenant %s may use at most %" PRIu64 " MiB (%" PRIu64 " in use)",
 			 sb->tenant, q->tenant->max_memory_mib, mib);
+	} else if (r->nlive >= r->c.max_sandboxes) {
+		ret = -ENOSPC;
+		snprintf(err, errlen, "this host runs its maximum of %u sandboxes", r->c.max_sandboxes);
+	} else if ((uint64_t)hcpus + sb->cpus > r->c.max_cpus) {
+		ret = -ENOSPC;
+		snprintf(err, errlen, "this host has %u of its %u vCPUs booked", hcpus,
+			 r->c.max_cpus);
+	} else if (hmib + sb->memory_mib > r->c.max_memory_mib) {
+		ret = -ENOSPC;
+		snprintf(err, errlen, "this host has %" PRIu64 " of its %" PRIu64 " MiB booked",
+			 hmib, r->c.max_memory_mib);
 	} else {
 		ret = 0;
 	}
 	if (ret) {
-		if (ret == -EDQUOT)
+		if (ret == -EDQUOT || ret == -ENOSPC)
 			r->quota_refusals++;
 		pthread_mutex_unlock(&r->mu);
 		goto out;
@@ -825,6 +839,28 @@ void registry_capacity(struct registry *r, unsigned *used, unsigned *max)
 	pthread_mutex_lock(&r->mu);
 	*used = r->nlive;
 	*max = r->c.max_sandboxes;
+	pthread_mutex_unlock(&r->mu);
+}
+
+void registry_capacity_full(struct registry *r, struct registry_cap *c)
+{
+	unsigned cpus;
+	uint64_t mib;
+
+	pthread_mutex_lock(&r->mu);
+	host_usage(r, &c->starting, &cpus, &mib);
+	c->used = r->nlive;
+	c->slots = r->c.max_sandboxes;
+	c->free_cpus = cpus < r->c.max_cpus ? r->c.max_cpus - cpus : 0;
+	c->free_memory_mib = mib < r->c.max_memory_mib ? r->c.max_memory_mib - mib : 0;
+	c->draining = r->draining;
+	pthread_mutex_unlock(&r->mu);
+}
+
+void registry_set_draining(struct registry *r, bool on)
+{
+	pthread_mutex_lock(&r->mu);
+	r->draining = on;
 	pthread_mutex_unlock(&r->mu);
 }
 

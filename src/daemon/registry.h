@@ -24,6 +24,9 @@ struct registry_config {
 	const char *image_dir;	/* NAME.img files */
 	const char *state_dir;	/* audit/ lives here */
 	unsigned max_sandboxes; /* on this host, all tenants */
+	unsigned max_cpus;	/* vCPUs booked on this host, all tenants */
+	uint64_t max_memory_mib; /* guest memory booked on this host, all tenants */
+	const char *host_id;	/* in every sandbox id: sb-<host_id>-<32 hex> */
 	bool no_cgroup;
 	int stop_fd;		/* readable once kilnd stops: every wait gives up */
 	struct records *records;
@@ -51,8 +54,9 @@ int registry_start(const struct registry_config *c, struct registry **out, char 
 void registry_stop(struct registry *r);
 
 /* Boots a sandbox; blocks the calling thread until it runs or failed. On
- * success *out is a reference. -EDQUOT: over a quota (429); -EINVAL: bad
- * request (400); anything else: it did not boot (err says why). */
+ * success *out is a reference. -EDQUOT: over the tenant's quota (429);
+ * -ENOSPC: the host is full (429); -EINVAL: bad
+ * request (400); -EAGAIN: the host is draining (503); anything else: it did not boot (err says why). */
 int registry_create(struct registry *r, const struct registry_create *req,
 		    struct reg_sandbox **out, char *err, size_t errlen);
 /* A reference to the tenant's running sandbox, or NULL (unknown, another
@@ -76,6 +80,15 @@ json_t *registry_sandbox_json(struct registry *r, struct reg_sandbox *sb);
 json_t *registry_list_json(struct registry *r, const char *tenant, const char *state);
 /* Running and booting sandboxes; and the host's cap. */
 void registry_capacity(struct registry *r, unsigned *used, unsigned *max);
+/* What GET /v1/capacity reports. */
+struct registry_cap {
+	unsigned slots, used, starting, free_cpus;
+	uint64_t free_memory_mib;
+	bool draining;
+};
+void registry_capacity_full(struct registry *r, struct registry_cap *c);
+/* Draining: creates fail with -EAGAIN, running sandboxes run out. */
+void registry_set_draining(struct registry *r, bool on);
 
 /* Counters the API bumps. */
 enum registry_counter { REG_EXECS, REG_EXEC_TIMEOUTS, REG_FILES_IN, REG_FILES_OUT, REG_NCOUNTERS };

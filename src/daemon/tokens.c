@@ -53,6 +53,8 @@ struct tokens {
 static const char *const tokens_keys[] = {
 	"name", "token_sha256", "max_sandboxes", "max_vcpus", "max_memory_mib", "max_timeout_s",
 };
+/* Optional keys: "admin" (a boolean, false when absent). */
+static const char *const tokens_optional[] = { "admin" };
 
 __attribute__((format(printf, 4, 5))) static void tokens_err(char *err, size_t errlen,
 							      const char *path, const char *fmt, ...)
@@ -207,6 +209,8 @@ static int tokens_parse_tenant(const char *path, size_t idx, json_t *obj,
 
 		for (size_t k = 0; k < sizeof(tokens_keys) / sizeof(tokens_keys[0]); k++)
 			known |= !strcmp(key, tokens_keys[k]);
+		for (size_t k = 0; k < sizeof(tokens_optional) / sizeof(tokens_optional[0]); k++)
+			known |= !strcmp(key, tokens_optional[k]);
 		if (!known) {
 			tokens_err(err, errlen, path, "tenant %zu: unknown key \"%s\"", idx,
 				   text_sanitize_str(safe, sizeof(safe), key));
@@ -269,6 +273,13 @@ static int tokens_parse_tenant(const char *path, size_t idx, json_t *obj,
 	e->tenant.max_vcpus = (unsigned)vals[1];
 	e->tenant.max_memory_mib = vals[2];
 	e->tenant.max_timeout_s = vals[3];
+	v = json_object_get(obj, "admin");
+	if (v && !json_is_boolean(v)) {
+		tokens_err(err, errlen, path, "tenant %zu (%s): admin must be true or false", idx,
+			   e->tenant.name);
+		goto out;
+	}
+	e->tenant.admin = v && json_is_true(v);
 	ret = 0;
 out:
 	return ret;

@@ -4,14 +4,16 @@
  *
  *	{"tenants": [{"name": "acme", "token_sha256": "<64 hex digits>",
  *		      "max_sandboxes": 4, "max_vcpus": 8, "max_memory_mib": 8192,
- *		      "max_timeout_s": 3600}]}
+ *		      "max_timeout_s": 3600, "admin": false}]}
  *
- * Every key is required; unknown keys, duplicate names or hashes, empty
+ * Every key but "admin" is required ("admin": true lets the tenant drain the
+ * host, POST /v1/drain); unknown keys, duplicate names or hashes, empty
  * lists and out-of-range values are refused with a one-line reason.
  */
 #ifndef KILN_DAEMON_TOKENS_H
 #define KILN_DAEMON_TOKENS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +26,7 @@ struct tokens_tenant {
 	unsigned max_vcpus;	 /* 1 .. 4096 */
 	uint64_t max_memory_mib; /* 1 .. 1 << 30 */
 	uint64_t max_timeout_s;	 /* 1 .. 30 days */
+	bool admin;		 /* may drain the host */
 };
 
 struct tokens;

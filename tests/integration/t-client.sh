@@ -66,7 +66,7 @@ lap "before create"
 run_k create create --image tiny --mem 256 --disk 64 --timeout 1800 --meta job=t-client
 expect_eq "create: exit 0" "0" "$rc"
 A=$(out create)
-expect_match "create prints the id" '^sb-[0-9a-f]{32}$' "$A"
+expect_match "create prints the id" '^sb-[a-z0-9][a-z0-9-]*-[0-9a-f]{32}$' "$A"
 expect_eq "create: nothing on stderr" "" "$(err create)"
 expect_eq "one VM runs" "1" "$(vmms)"
 
@@ -136,8 +136,8 @@ check "one Ctrl-C: kiln still follows a process that ignores INT" kill -0 "$kp"
 kill -INT "$kp"
 wait_kiln "$kp"
 expect_eq "a second Ctrl-C: exit 130" "130" "$rc"
-expect_match "a second Ctrl-C: says how to reattach" 'may still run in sb-.* \(kiln attach sb-[0-9a-f]+ [0-9]+ --after [0-9]+\)' "$(cat "$work/int2.err")"
-IP=$(sed -n 's/.*kiln attach sb-[0-9a-f]* \([0-9]*\) .*/\1/p' "$work/int2.err")
+expect_match "a second Ctrl-C: says how to reattach" 'may still run in sb-.* \(kiln attach sb-[a-z0-9-]+ [0-9]+ --after [0-9]+\)' "$(cat "$work/int2.err")"
+IP=$(sed -n 's/.*kiln attach sb-[a-z0-9-]* \([0-9]*\) .*/\1/p' "$work/int2.err")
 expect_eq "KILL it through the API: 204" "204" "$(curl -sS -m 30 --unix-socket "$sock" \
     -H "Authorization: Bearer $TA" -o /dev/null -w '%{http_code}' -d '{"signal":"KILL"}' \
     "http://kiln/v1/sandboxes/$A/processes/${IP:-0}/signal")"
@@ -159,7 +159,7 @@ check "exec -it: the command did not go on after Ctrl-C" test -z "$(grep -a afte
 r=$(ptyrun --out "$work/tty2" --expect ready --signal TERM -- "$KILN" exec -it "$A" -- sh -c 'echo ready; sleep 300')
 expect_eq "exec -it and SIGTERM: 143, the host terminal is restored" "rc=143 restored=yes steps=done" "$r"
 expect_match "exec -it and SIGTERM: says how to reattach, after the terminal is back" \
-    $'kiln attach sb-[0-9a-f]+ [0-9]+ --after [0-9]+\\)\r$' "$(cat "$work/tty2")"
+    $'kiln attach sb-[a-z0-9-]+ [0-9]+ --after [0-9]+\\)\r$' "$(cat "$work/tty2")"
 expect_match "exec -it with a piped stdin: its end is a ^D typed into the guest terminal" '\[hi\]$' \
     "$(printf 'hi\n' | timeout 120 "$KILN" exec -it "$A" -- sh -c 'cat > /tmp/in; printf "[%s]" "$(cat /tmp/in)"')"
 run_k attt attach -t "$A" 1

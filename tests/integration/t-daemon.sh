@@ -72,7 +72,7 @@ check "the retry is marked Idempotent-Replayed" grep -qi '^Idempotent-Replayed: 
 expect_eq "the retry booted no second VM" "1" "$(vmms)"
 expect_eq "the same key with another body: 422" "422" "$(api "$TA" POST /v1/sandboxes -H "Idempotency-Key: run-42" -d '{"image":"tiny"}' | code)"
 expect_eq "an Idempotency-Key with a space: 400" "400" "$(api "$TA" POST /v1/sandboxes -H "Idempotency-Key: a b" -d '{}' | code)"
-expect_match "create: an unguessable id" '^sb-[0-9a-f]{32}$' "$A"
+expect_match "create: an unguessable id" '^sb-[a-z0-9][a-z0-9-]*-[0-9a-f]{32}$' "$A"
 expect_eq "create: running" "running" "$(echo "$r" | body | jget '["state"]' 2>/dev/null)"
 exp1=$(echo "$r" | body | jget '["expires_at"]' 2>/dev/null)
 

@@ -84,7 +84,7 @@ expect_eq "kilnd has no sandbox left after the MCP sessions" "0" "$(sandboxes)"
 out=$(cd "$top" && timeout 300 $PY examples/agent_loop.py debian 2>&1); rc=$?
 echo "$out" | sed 's/^/#   /' | tail -n 30
 expect_eq "agent_loop.py exits 0" "0" "$rc"
-expect_match "agent_loop.py: every step in one sandbox" "agent run in sandbox sb-[0-9a-f]+" "$out"
+expect_match "agent_loop.py: every step in one sandbox" "agent run in sandbox sb-[a-z0-9-]+" "$out"
 expect_match "agent_loop.py: the program ran after its input was written" "words: 5" "$out"
 expect_match "agent_loop.py: 7 tool calls, the sandbox ran to the end and is destroyed" \
     "7 tool calls in one sandbox; it ran to the end: True; destroyed now: True" "$out"

@@ -66,7 +66,7 @@ async function goneFromKilnd(ids) {
   }
   return left;
 }
-const sbId = (t) => (t.match(/\bsb-[0-9a-f]+/) || [])[0];
+const sbId = (t) => (t.match(/\bsb-(?:[a-z0-9][a-z0-9-]*-)?[0-9a-f]{32}\b/) || [])[0];
 
 const TOOLS = ['sandbox_create', 'sandbox_list', 'sandbox_kill', 'run_command', 'process_output',
   'send_stdin', 'kill_process', 'read_file', 'write_file', 'list_files', 'run_code'];

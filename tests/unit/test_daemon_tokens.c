@@ -397,6 +397,30 @@ static void test_short_err(void **state)
 	assert_null(t);
 }
 
+/* "admin" is optional, false when absent, and must be a boolean. */
+static void test_admin(void **state)
+{
+	struct tokens *t = NULL;
+	char err[256] = "";
+
+	put_str("{\"tenants\": [" TENANT("ops", H_TEST, ", \"admin\": true") ","
+		TENANT("user", H_ABC, "") "]}");
+	assert_int_equal(tokens_load(path, &t, err, sizeof(err)), 0);
+	assert_true(tokens_find(t, "test", 4)->admin);
+	assert_false(tokens_find(t, "abc", 3)->admin);
+	tokens_free(t);
+	put_str("{\"tenants\": [" TENANT("ops", H_TEST, ", \"admin\": false") "]}");
+	assert_int_equal(tokens_load(path, &t, err, sizeof(err)), 0);
+	assert_false(tokens_find(t, "test", 4)->admin);
+	tokens_free(t);
+	refused("{\"tenants\": [" TENANT("ops", H_TEST, ", \"admin\": 1") "]}", "tenant 1 (ops)",
+		"admin must be true or false");
+	refused("{\"tenants\": [" TENANT("ops", H_TEST, ", \"admin\": \"yes\"") "]}",
+		"admin must be true or false");
+	refused("{\"tenants\": [" TENANT("ops", H_TEST, ", \"admin\": null") "]}",
+		"admin must be true or false");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -417,6 +441,7 @@ int main(void)
 		cmocka_unit_test(test_oversized),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_short_err),
+		cmocka_unit_test(test_admin),
 	};
 
 	return cmocka_run_group_tests_name("daemon_tokens", tests, setup, teardown);
