@@ -3,7 +3,8 @@
 # state dir and --host-id; h1 with 2 slots, h2 and h3 with 1) and one router
 # with a hosts file. Creates spread and a create beyond the fleet's capacity
 # is 503; every later request reaches the sandbox's owner (X-Kiln-Host); a
-# draining host's 503 makes the router place elsewhere; kill -9 of a kilnd:
+# draining host's 503 and a full host's 429 make the router place elsewhere;
+# kill -9 of a kilnd:
 # creates avoid it, its ids get 410, it sweeps and rejoins after a restart;
 # a 20 MiB exec stream and files both ways arrive byte-exact; the SDK suite
 # (tests/sdk) passes with KILN_HOST at the router. Runs where /dev/kvm works.
@@ -24,10 +25,10 @@ slots=([h1]=2 [h2]=1 [h3]=1)
 # h2 also listens on TCP, for a router that finds it by DNS (A records).
 PORT=$((20000 + RANDOM % 20000))
 extra=([h2]="--listen tcp:127.0.0.1:$PORT")
-rpid= r2pid= r3=
+rpid= r2pid= r3= r4pid=
 kilnd_cleanup_more() {
     local p
-    for p in "${hpid[@]}" $rpid $r2pid $r3; do kill -9 "$p" 2>/dev/null; done
+    for p in "${hpid[@]}" $rpid $r2pid $r3 $r4pid; do kill -9 "$p" 2>/dev/null; done
 }
 # start_host ID: its own socket and state dir; waits for this start's ready line.
 start_host() {
@@ -250,6 +251,33 @@ kill -TERM "$r2pid"; wait "$r2pid"; rc=$?; r2pid=
 expect_eq "router: SIGTERM is a clean exit" "0" "$rc"
 r=$(direct h1 "$TA" DELETE /v1/drain)
 expect_eq "kilnd: DELETE /v1/drain undoes it" '200 {"draining":false}' "$(echo "$r" | code) $(echo "$r" | body)"
+
+# --- a full host's 429: the router places elsewhere --------------------------------
+# A router that knows only h1 and h2 and reads their capacity once: its first
+# create lands on h1 (most room); h1 is then filled behind its back, so its
+# next create goes to h1 first (a tie, h1 listed first), which answers 429.
+api "$TA" DELETE "/v1/sandboxes/$D" > /dev/null
+printf 'h1 unix:%s\nh2 unix:%s\n' "$work/h1.sock" "$work/h2.sock" > "$work/hosts12"
+start_router "$work/router4.sock" "$work/router4.log" --hosts-file "$work/hosts12" --refresh-s 3600 --sample 3
+r4pid=$rlast
+r=$(via "$work/router4.sock" "$TA" POST /v1/sandboxes -d "$SB")
+F1=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
+expect_eq "429: the router's first create lands on h1 (most room)" "201 h1" "$(echo "$r" | code) $(hdr X-Kiln-Host)"
+r=$(direct h1 "$TA" POST /v1/sandboxes -d "$SB")
+F2=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
+expect_eq "429: h1 filled behind the router's back" "201" "$(echo "$r" | code)"
+r=$(direct h1 "$TA" POST /v1/sandboxes -d "$SB")
+expect_eq "a full kilnd answers 429" "429" "$(echo "$r" | code)"
+expect_match "... with scope host" '"scope":"host"' "$r"
+n1=$(creates_h1)
+r=$(via "$work/router4.sock" "$TA" POST /v1/sandboxes -d "$SB")
+F3=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
+expect_eq "the router retried elsewhere after h1's 429: 201 on h2" "201 h2" "$(echo "$r" | code) $(hdr X-Kiln-Host)"
+expect_eq "... h1 was asked first (it refused)" "$((n1 + 1))" "$(creates_h1)"
+kill -TERM "$r4pid"; wait "$r4pid"; r4pid=
+for id in "$F1" "$F2" "$F3"; do api "$TA" DELETE "/v1/sandboxes/$id" > /dev/null; done
+expect_eq "429: h1 and h2 are empty again" "0 0" \
+    "$(direct h1 "$TA" GET /v1/sandboxes | body | jget '["sandboxes"].__len__()') $(direct h2 "$TA" GET /v1/sandboxes | body | jget '["sandboxes"].__len__()')"
 
 # --- kill -9 of a kilnd ---------------------------------------------------------
 X=
