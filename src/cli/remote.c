@@ -1197,12 +1197,19 @@ static const char ps_usage[] =
 static void print_sandboxes(json_t *arr)
 {
 	char id[128], st[32], img[64], exp[64];
+	int w = 2;
 	size_t i;
 	json_t *s;
 
-	printf("%-36s %-8s %-10s %s\n", "ID", "STATE", "IMAGE", "EXPIRES");
+	/* As wide as the longest id (sb-HOST-HEX: up to 76 characters). */
+	json_array_foreach(arr, i, s) {
+		int n = (int)strlen(field(s, "id", id, sizeof(id)));
+
+		w = n > w ? n : w;
+	}
+	printf("%-*s %-8s %-10s %s\n", w, "ID", "STATE", "IMAGE", "EXPIRES");
 	json_array_foreach(arr, i, s)
-		printf("%-36s %-8s %-10s %s\n", field(s, "id", id, sizeof(id)),
+		printf("%-*s %-8s %-10s %s\n", w, field(s, "id", id, sizeof(id)),
 		       field(s, "state", st, sizeof(st)), field(s, "image", img, sizeof(img)),
 		       field(s, "expires_at", exp, sizeof(exp)));
 }
@@ -1287,13 +1294,23 @@ out:
 	return ret;
 }
 
-/* ---- rm, timeout ---- */
+/* ---- rm, pause, resume, timeout ---- */
 
 static const char rm_usage[] =
 	"usage: kiln rm ID...\n"
 	"Destroys each sandbox; prints the ids destroyed.\n";
+static const char pause_usage[] =
+	"usage: kiln pause ID...\n"
+	"Stops each sandbox's vCPUs (its processes wait; exec and files answer 'paused'\n"
+	"until kiln resume); prints the ids paused.\n";
+static const char resume_usage[] =
+	"usage: kiln resume ID...\n"
+	"Lets each paused sandbox run again; prints the ids resumed.\n";
 
-static int cmd_rm(struct client *c, int argc, char **argv)
+/* One call per ID (METHOD /v1/sandboxes/ID + suffix); every id is checked
+ * before the first call. The worst status wins. */
+static int each_id(struct client *c, int argc, char **argv, const char *verb, const char *usage,
+		   const char *method, const char *suffix)
 {
 	static const struct option opts[] = { { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	char path[128];
@@ -1303,21 +1320,21 @@ static int cmd_rm(struct client *c, int argc, char **argv)
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		if (opt != 'h')
-			return bad_option("rm", opt, argv);
-		fputs(rm_usage, stdout);
+			return bad_option(verb, opt, argv);
+		fputs(usage, stdout);
 		return 0;
 	}
 	if (optind >= argc)
-		return usage_error("rm", "no sandbox id (kiln rm ID...)");
+		return usage_error(verb, "no sandbox id (kiln %s ID...)", verb);
 	for (int i = optind; i < argc; i++)
-		if (check_id("rm", argv[i]))
+		if (check_id(verb, argv[i]))
 			return EXIT_USAGE;
 	for (int i = optind; i < argc; i++) {
 		struct call k;
 		int r = EXIT_KILN;
 
-		snprintf(path, sizeof(path), "/v1/sandboxes/%s", argv[i]);
-		if (!call_init(&k, c, "DELETE", path, SINK_BUF))
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s%s", argv[i], suffix);
+		if (!call_init(&k, c, method, path, SINK_BUF))
 			r = call_run(&k);
 		else
 			fprintf(stderr, "kiln: out of memory\n");
@@ -1328,6 +1345,21 @@ static int cmd_rm(struct client *c, int argc, char **argv)
 			ret = r;
 	}
 	return ret;
+}
+
+static int cmd_rm(struct client *c, int argc, char **argv)
+{
+	return each_id(c, argc, argv, "rm", rm_usage, "DELETE", "");
+}
+
+static int cmd_pause(struct client *c, int argc, char **argv)
+{
+	return each_id(c, argc, argv, "pause", pause_usage, "POST", "/pause");
+}
+
+static int cmd_resume(struct client *c, int argc, char **argv)
+{
+	return each_id(c, argc, argv, "resume", resume_usage, "POST", "/resume");
 }
 
 static const char timeout_usage[] =
@@ -1587,6 +1619,7 @@ const char cli_remote_usage[] =
 	"       kiln cp LOCAL ID:/PATH | ID:/PATH LOCAL\n"
 	"       kiln attach ID PID [--after SEQ]\n"
 	"       kiln timeout ID SECONDS\n"
+	"       kiln pause ID... | kiln resume ID...   stop or restart sandboxes' vCPUs\n"
 	"  The verbs above talk to kilnd at KILN_HOST (unix:/PATH or http://HOST:PORT;\n"
 	"  default " DEFAULT_HOST ") with KILN_TOKEN; see docs/daemon.md.\n";
 
@@ -1602,6 +1635,8 @@ static const struct {
 	{ "cp", cmd_cp, cp_usage },
 	{ "attach", cmd_attach, attach_usage },
 	{ "timeout", cmd_timeout, timeout_usage },
+	{ "pause", cmd_pause, pause_usage },
+	{ "resume", cmd_resume, resume_usage },
 };
 
 bool cli_remote_verb(const char *verb)

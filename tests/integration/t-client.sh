@@ -237,6 +237,20 @@ check "timeout moves the expiry later ($exp1 -> $(out tmo))" test "$(out tmo)" \
 run_k tmo2 timeout "$A" 999999
 one_line_error tmo2 "timeout over the tenant's most" 2 'timeout_s must be an integer from 1 to 3600'
 
+# --- pause, resume ------------------------------------------------------------
+run_k pz pause "$A"
+expect_eq "pause: exit 0, prints the id" "0 $A" "$rc $(out pz)"
+run_k pzps ps
+expect_match "ps shows it paused" "$A +paused" "$(out pzps)"
+run_k pzx exec "$A" -- true
+one_line_error pzx "exec in a paused sandbox" 2 'paused'
+run_k rz resume "$A"
+expect_eq "resume: exit 0, prints the id" "0 $A" "$rc $(out rz)"
+run_k rzx exec "$A" -- echo back
+expect_eq "exec after resume" "0 back" "$rc $(out rzx)"
+run_k pznone pause
+one_line_error pznone "pause without an id" 2 '^kiln pause: no sandbox id'
+
 lap "before rm"
 # --- rm ----------------------------------------------------------------------
 run_k rm rm sb-00000000000000000000000000000000 "$A"
