@@ -209,8 +209,8 @@ static enum MHD_Result send_agent_error(struct MHD_Connection *conn, struct kiln
 		status = 503, code = "unavailable";
 		break;
 	case -EBUSY:
-		status = 409, code = "sandbox_paused";
-		break;
+		return send_error(conn, 409, "sandbox_paused",
+				  "the sandbox is paused (POST .../resume it first)");
 	case -ETIMEDOUT: case -ECONNRESET: case -EPROTO: case -EPIPE: case -ECONNREFUSED:
 		status = 502, code = "sandbox_unreachable";
 		break;
