@@ -31,7 +31,7 @@ jget() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys
 # Four creates at once.
 creates=()
 for i in 1 2 3 4; do
-    api POST /v1/sandboxes -d '{"image":"tiny","memory_mib":128,"disk_mib":0}' > "$work/sb$i" &
+    api POST /v1/sandboxes -d '{"image":"tiny","memory_mib":128,"disk_mib":0}' -m 400 > "$work/sb$i" &
     creates+=($!)
 done
 wait "${creates[@]}"   # not kilnd, our child too
@@ -41,6 +41,11 @@ for i in 1 2 3 4; do
     [ -n "$id" ] && ids+=("$id")
 done
 expect_eq "four sandboxes created at once" 4 "${#ids[@]}"
+if [ "${#ids[@]}" != 4 ]; then
+    for i in 1 2 3 4; do echo "# create $i answered: $(head -c 300 "$work/sb$i")"; done
+    echo "# kilnd's log:"; tail -n 40 "$work/kilnd.log" | sed 's/^/#   /'
+    echo "# VMMs: $(pgrep -x kiln-vmm | wc -l); run dirs:"; ls "$work/state" 2>/dev/null | sed 's/^/#   /'
+fi
 
 # Eight detached writers in each: 400 numbered lines, a little at a time.
 LINES=400
