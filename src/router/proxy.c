@@ -117,6 +117,10 @@ send_error(struct MHD_Connection *conn, unsigned status, const char *retry_after
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* The message may quote the decoded path (any bytes): JSON wants UTF-8. */
+	for (char *m = msg; *m; m++)
+		if ((unsigned char)*m < 0x20 || (unsigned char)*m >= 0x7f)
+			*m = '?';
 	return send_json(conn, status,
 			 json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg),
 			 retry_after);
@@ -383,7 +387,7 @@ static ssize_t pipe_read(void *cls, uint64_t pos, char *out, size_t max)
 		struct pollfd p[3] = { { .fd = up_fd(pp->up), .events = POLLIN },
 				       { .fd = pp->client_fd, .events = POLLRDHUP },
 				       { .fd = pp->stop_fd, .events = POLLIN } };
-		int r = poll(p, pp->client_fd >= 0 ? 3 : 1, 1000);
+		int r = poll(p, 3, 1000);
 
 		if (r < 0 && errno != EINTR)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -443,6 +447,8 @@ static enum MHD_Result forward_begin(struct req *q, struct MHD_Connection *conn,
 		return send_error(conn, 410, NULL, "host_gone", "host %s of %s does not answer: %s",
 				  host, id, strerror(-r));
 	up_set_timeout(q->up, IO_TIMEOUT_MS);
+	/* The client's hang-up or the router's stop ends every wait on it. */
+	up_set_abort(q->up, client_fd_of(conn), q->p->c.stop_fd);
 	if (q->auth[0]) {
 		hdrs[h++] = "Authorization";
 		hdrs[h++] = q->auth;
