@@ -227,22 +227,28 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 		unsigned status = 0;
 		char *resp = NULL;
 		size_t rlen = 0;
+		struct up_conn *c = NULL;
 		int r = fleet_place(q->p->c.fleet, q->auth[0] ? q->auth : NULL,
 				    (const char(*)[FLEET_HOST_MAX + 1])tried, ntried, id, &addr);
 
 		if (r)
 			break;
 		snprintf(tried[ntried++], sizeof(tried[0]), "%s", id);
-		r = up_exchange(&addr, "POST", "/v1/sandboxes", hdrs, q->body ? q->body : "",
-				q->len, CREATE_TIMEOUT_MS, &status, &resp, &rlen, JSON_BODY_MAX * 4,
-				host, sizeof(host));
-		if (r == -ECONNREFUSED || r == -ENOENT || r == -EHOSTUNREACH ||
-		    (r == -ETIMEDOUT && !status && !resp)) {
-			/* Nothing reached it (or it took no request): another host. */
+		r = up_open(&addr, CONNECT_TIMEOUT_MS, &c);
+		if (r) {
+			/* No connection, so no request: another host. Once sent, a
+			 * create may be under way there whatever happens next: it is
+			 * never sent twice. */
 			fleet_placed(q->p->c.fleet, id, false, true, r != -ETIMEDOUT);
 			snprintf(last, sizeof(last), "host %s did not answer (%s)", id, strerror(-r));
 			continue;
 		}
+		up_set_timeout(c, q->p->c.create_timeout_ms ? q->p->c.create_timeout_ms
+							    : CREATE_TIMEOUT_MS);
+		up_set_abort(c, -1, q->p->c.stop_fd);
+		r = up_exchange_on(c, "POST", "/v1/sandboxes", hdrs, q->body ? q->body : "", q->len,
+				   &status, &resp, &rlen, JSON_BODY_MAX * 4, host, sizeof(host));
+		up_close(c);
 		if (r) {
 			fleet_placed(q->p->c.fleet, id, false, true, false);
 			free(resp);
