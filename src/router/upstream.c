@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -54,6 +55,8 @@ static int wait_fd(struct up_conn *c, short ev)
 			if (now >= c->deadline)
 				return -ETIMEDOUT;
 			left = (c->deadline - now + 999999) / 1000000;
+			if (left > INT_MAX)
+				left = INT_MAX;
 			if (ms < 0 || left < (uint64_t)ms)
 				ms = (int)left;
 		}
@@ -114,9 +117,9 @@ int up_open(const struct up_addr *a, int timeout_ms, struct up_conn **out)
 
 		memcpy(sa.sun_path, a->path, strnlen(a->path, sizeof(sa.sun_path) - 1));
 		c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		/* EAGAIN here is a full backlog, not a connect under way. */
 		if (c->fd < 0 ||
-		    (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS &&
-		     errno != EAGAIN)) {
+		    (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS)) {
 			ret = -errno;
 			goto out;
 		}
@@ -329,6 +332,7 @@ int up_read_head(struct up_conn *c, unsigned *status)
 	if (c->timeout_ms > 0 && !c->deadline)
 		c->deadline = now_ns() + (uint64_t)c->timeout_ms * 1000000;
 	while (!end) {
+		size_t from = c->head_len > 3 ? c->head_len - 3 : 0;
 		ssize_t n;
 
 		ret = -EPROTO;
@@ -340,7 +344,7 @@ int up_read_head(struct up_conn *c, unsigned *status)
 			goto out;
 		c->head_len += (size_t)n;
 		c->head[c->head_len] = 0;
-		end = memmem(c->head, c->head_len, "\r\n\r\n", 4);
+		end = memmem(c->head + from, c->head_len - from, "\r\n\r\n", 4);
 	}
 	ret = -EPROTO;
 	hl = (size_t)(end - c->head) + 4;

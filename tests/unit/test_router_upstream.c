@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -231,6 +232,42 @@ static void test_abort(void **state)
 	close(stop[1]);
 }
 
+/* A unix socket whose backlog is full: EAGAIN, not a socket that looks
+ * connected and fails later (a create then tries the next host). */
+static void test_full_backlog(void **state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[] = "/tmp/kiln-test-up.XXXXXX", url[128];
+	struct up_conn *c = NULL;
+	struct up_addr a;
+	int lfd, fds[16], nf;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/s", dir);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 0), 0);
+	for (nf = 0; nf < 16; nf++) {
+		fds[nf] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (connect(fds[nf], (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			assert_int_equal(errno, EAGAIN);
+			close(fds[nf]);
+			break;
+		}
+	}
+	assert_true(nf < 16);
+	snprintf(url, sizeof(url), "unix:%s", sa.sun_path);
+	assert_int_equal(hosts_url_parse(url, &a), 0);
+	assert_int_equal(up_open(&a, 1000, &c), -EAGAIN);
+	assert_null(c);
+	for (int i = 0; i < nf; i++)
+		close(fds[i]);
+	close(lfd);
+	unlink(sa.sun_path);
+	rmdir(dir);
+}
+
 /* The proxy's 404 for a path whose decoded bytes are not UTF-8: an answer,
  * not a dropped connection (no fleet is needed to refuse it). */
 static void test_proxy_error_bytes(void **state)
@@ -276,6 +313,7 @@ int main(void)
 		cmocka_unit_test(test_chunks),
 		cmocka_unit_test(test_drip),
 		cmocka_unit_test(test_abort),
+		cmocka_unit_test(test_full_backlog),
 		cmocka_unit_test(test_proxy_error_bytes),
 	};
 
