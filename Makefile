@@ -239,6 +239,7 @@ FUZZ_LINK_dns     := $(call fobj,src/net/dnsmsg.c)
 FUZZ_LINK_sniff   := $(call fobj,src/net/sniff.c)
 FUZZ_LINK_rules   := $(call fobj,src/net/rules.c)
 FUZZ_LINK_hosts   := $(call fobj,src/router/hosts.c src/common/fleetid.c src/common/util.c)
+FUZZ_LINK_upstream := $(call fobj,src/router/upstream.c src/common/util.c)
 FUZZ_LINK_pio     := $(call fobj,src/vmm/io.c src/vmm/devices/serial.c src/vmm/devices/i8042.c \
                        src/vmm/devices/power.c src/vmm/devices/boottimer.c src/common/util.c)
 FUZZ_LINK_config  := $(call fobj,src/vmm/config.c src/common/util.c)

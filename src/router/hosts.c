@@ -67,10 +67,14 @@ int hosts_url_parse(const char *url, struct up_addr *out)
 		goto out;
 	memcpy(out->host, h, hl);
 	memcpy(out->port, colon + 1, (size_t)(end - colon - 1));
-	for (const char *p = out->port; *p; p++)
+	/* Decimal, as getaddrinfo reads it (parse_u64 would read 010 as 8). */
+	port = 0;
+	for (const char *p = out->port; *p; p++) {
 		if (*p < '0' || *p > '9')
 			goto out;
-	if (parse_u64(out->port, 1, 65535, &port))
+		port = port * 10 + (uint64_t)(*p - '0');
+	}
+	if (port < 1 || port > 65535)
 		goto out;
 	ret = 0;
 out:

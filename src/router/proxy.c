@@ -117,6 +117,10 @@ send_error(struct MHD_Connection *conn, unsigned status, const char *retry_after
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* The message may quote the decoded path (any bytes): JSON wants UTF-8. */
+	for (char *m = msg; *m; m++)
+		if ((unsigned char)*m < 0x20 || (unsigned char)*m >= 0x7f)
+			*m = '?';
 	return send_json(conn, status,
 			 json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg),
 			 retry_after);
@@ -223,22 +227,28 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 		unsigned status = 0;
 		char *resp = NULL;
 		size_t rlen = 0;
+		struct up_conn *c = NULL;
 		int r = fleet_place(q->p->c.fleet, q->auth[0] ? q->auth : NULL,
 				    (const char(*)[FLEET_HOST_MAX + 1])tried, ntried, id, &addr);
 
 		if (r)
 			break;
 		snprintf(tried[ntried++], sizeof(tried[0]), "%s", id);
-		r = up_exchange(&addr, "POST", "/v1/sandboxes", hdrs, q->body ? q->body : "",
-				q->len, CREATE_TIMEOUT_MS, &status, &resp, &rlen, JSON_BODY_MAX * 4,
-				host, sizeof(host));
-		if (r == -ECONNREFUSED || r == -ENOENT || r == -EHOSTUNREACH ||
-		    (r == -ETIMEDOUT && !status && !resp)) {
-			/* Nothing reached it (or it took no request): another host. */
+		r = up_open(&addr, CONNECT_TIMEOUT_MS, &c);
+		if (r) {
+			/* No connection, so no request: another host. Once sent, a
+			 * create may be under way there whatever happens next: it is
+			 * never sent twice. */
 			fleet_placed(q->p->c.fleet, id, false, true, r != -ETIMEDOUT);
 			snprintf(last, sizeof(last), "host %s did not answer (%s)", id, strerror(-r));
 			continue;
 		}
+		up_set_timeout(c, q->p->c.create_timeout_ms ? q->p->c.create_timeout_ms
+							    : CREATE_TIMEOUT_MS);
+		up_set_abort(c, -1, q->p->c.stop_fd);
+		r = up_exchange_on(c, "POST", "/v1/sandboxes", hdrs, q->body ? q->body : "", q->len,
+				   &status, &resp, &rlen, JSON_BODY_MAX * 4, host, sizeof(host));
+		up_close(c);
 		if (r) {
 			fleet_placed(q->p->c.fleet, id, false, true, false);
 			free(resp);
@@ -383,7 +393,7 @@ static ssize_t pipe_read(void *cls, uint64_t pos, char *out, size_t max)
 		struct pollfd p[3] = { { .fd = up_fd(pp->up), .events = POLLIN },
 				       { .fd = pp->client_fd, .events = POLLRDHUP },
 				       { .fd = pp->stop_fd, .events = POLLIN } };
-		int r = poll(p, pp->client_fd >= 0 ? 3 : 1, 1000);
+		int r = poll(p, 3, 1000);
 
 		if (r < 0 && errno != EINTR)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -443,6 +453,8 @@ static enum MHD_Result forward_begin(struct req *q, struct MHD_Connection *conn,
 		return send_error(conn, 410, NULL, "host_gone", "host %s of %s does not answer: %s",
 				  host, id, strerror(-r));
 	up_set_timeout(q->up, IO_TIMEOUT_MS);
+	/* The client's hang-up or the router's stop ends every wait on it. */
+	up_set_abort(q->up, client_fd_of(conn), q->p->c.stop_fd);
 	if (q->auth[0]) {
 		hdrs[h++] = "Authorization";
 		hdrs[h++] = q->auth;

@@ -19,6 +19,7 @@ struct proxy_config {
 	unsigned max_connections;
 	uint64_t max_upload;		/* bytes of one request body */
 	int stop_fd;
+	int create_timeout_ms;		/* a create's exchange; 0: 300 s (tests shorten it) */
 };
 
 struct proxy;

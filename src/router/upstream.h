@@ -28,6 +28,11 @@ int up_fd(const struct up_conn *c);
 bool up_pending(const struct up_conn *c);
 /* Every read and write waits at most this long (0: forever). */
 void up_set_timeout(struct up_conn *c, int timeout_ms);
+/* Every wait also ends (-ECONNABORTED) when hangup_fd hangs up or stop_fd
+ * is readable (-1: none). */
+void up_set_abort(struct up_conn *c, int hangup_fd, int stop_fd);
+/* A connection over an already connected fd, owned from here on success (tests). */
+int up_attach(int fd, int timeout_ms, struct up_conn **out);
 
 /* The request line and headers (hdrs: name, value pairs, NULL-terminated);
  * body_len UP_UNKNOWN_LEN sends the body chunked. */
@@ -45,7 +50,12 @@ uint64_t up_body_len(const struct up_conn *c);
 /* Body bytes, decoded: > 0, 0 at its end, -errno. */
 ssize_t up_read_body(struct up_conn *c, void *buf, size_t len);
 
-/* A whole small exchange: body read up to max bytes (-EFBIG beyond), NUL
+/* up_exchange on an open connection (left open), its timeout for the
+ * whole exchange. */
+int up_exchange_on(struct up_conn *c, const char *method, const char *target,
+		   const char *const *hdrs, const void *body, size_t body_len, unsigned *status,
+		   char **resp, size_t *resp_len, size_t max, char *host_hdr, size_t host_len);
+/* A whole small exchange (within timeout_ms in all): body read up to max bytes (-EFBIG beyond), NUL
  * terminated, *resp freed by the caller. */
 int up_exchange(const struct up_addr *a, const char *method, const char *target,
 		const char *const *hdrs, const void *body, size_t body_len, int timeout_ms,

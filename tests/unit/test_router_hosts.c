@@ -34,6 +34,11 @@ static void test_urls(void **state)
 	assert_string_equal(a.host, "node-1.kiln.svc");
 	assert_int_equal(hosts_url_parse("http://[::1]:8470", &a), 0);
 	assert_string_equal(a.host, "::1");
+	/* Ports are decimal, leading zeros or not (getaddrinfo reads them so). */
+	assert_int_equal(hosts_url_parse("http://h:099", &a), 0);
+	assert_string_equal(a.port, "099");
+	assert_int_equal(hosts_url_parse("http://h:00000", &a), -EINVAL);
+	assert_int_equal(hosts_url_parse("http://h:65536", &a), -EINVAL);
 	assert_int_equal(hosts_url_parse("unix:/run/kiln/kilnd.sock", &a), 0);
 	assert_true(a.is_unix);
 	assert_string_equal(a.path, "/run/kiln/kilnd.sock");
