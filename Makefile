@@ -39,7 +39,7 @@ GUEST_SRCS  := $(filter-out src/guest/main.c,$(wildcard src/guest/*.c))
 NET_SRCS    := $(filter-out src/net/main.c,$(wildcard src/net/*.c))
 # kiln-net, the egress process: its modules need libslirp and stay out of unit tests.
 KNET_SRCS   := $(wildcard src/net/proc/*.c)
-LIBS        := -lpthread -ljansson -lseccomp
+LIBS        := -lpthread -ljansson -lseccomp -lz
 # kilnd, the per-host daemon: HTTP (libmicrohttpd), records (SQLite), token hashes (libcrypto).
 DAEMON_SRCS := $(filter-out src/daemon/main.c,$(wildcard src/daemon/*.c))
 DAEMON_LIBS := -lmicrohttpd -lsqlite3 -lcrypto
