@@ -242,6 +242,8 @@ FUZZ_LINK_hosts   := $(call fobj,src/router/hosts.c src/common/fleetid.c src/com
 FUZZ_LINK_upstream := $(call fobj,src/router/upstream.c src/common/util.c)
 FUZZ_LINK_pio     := $(call fobj,src/vmm/io.c src/vmm/devices/serial.c src/vmm/devices/i8042.c \
                        src/vmm/devices/power.c src/vmm/devices/boottimer.c src/common/util.c)
+FUZZ_LINK_snapfile := $(call fobj,src/vmm/snapfile.c)
+FUZZ_LIBS_snapfile := -lz
 FUZZ_LINK_config  := $(call fobj,src/vmm/config.c src/common/util.c)
 FUZZ_LIBS_config  := -ljansson
 # kiln-net's main.c is compiled into the harness itself (its loop turns there).
