@@ -106,9 +106,8 @@ static int save_region(int fd, const struct mem_region *r, uint64_t base, uint64
 	return ret;
 }
 
-/* The guest RAM, region after region, as a sparse file of exactly its size. */
-static int save_memory(const struct guest_mem *m, int fd, struct snap_memory *layout,
-		       uint64_t *written)
+int snapshot_write_memory(const struct guest_mem *m, int fd, struct snap_memory *layout,
+			  uint64_t *written)
 {
 	uint64_t off = 0;
 	int ret;
@@ -234,7 +233,7 @@ int snapshot_save(const struct snapshot_src *src, int state_fd, int mem_fd,
 	}
 	if (!ret) {
 		step = "the memory file";
-		ret = save_memory(src->vm->mem, mem_fd, &layout, &res->mem_bytes);
+		ret = snapshot_write_memory(src->vm->mem, mem_fd, &layout, &res->mem_bytes);
 	}
 	if (!ret) {
 		snap_add(&b, SNAP_SEC_MEMORY, 0, 0, &layout, sizeof(layout));

@@ -9,7 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct guest_mem;
 struct kvm_vm;
+struct snap_memory;
 struct vcpu;
 struct virtio_mmio_dev;
 
@@ -37,5 +39,11 @@ struct snapshot_result {
  * file; each is truncated first. 0, or -errno with a one-line why. */
 int snapshot_save(const struct snapshot_src *src, int state_fd, int mem_fd,
 		  struct snapshot_result *res, char *why, size_t whylen);
+
+/* The guest RAM, region after region, into fd as a sparse file of exactly
+ * its size: all-zero pages stay holes. *layout says where each region went,
+ * *written how many bytes were written. 0 or -errno. */
+int snapshot_write_memory(const struct guest_mem *m, int fd, struct snap_memory *layout,
+			  uint64_t *written);
 
 #endif
