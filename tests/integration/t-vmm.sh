@@ -148,7 +148,7 @@ while read -r res desc; do
     nctl=$((nctl + 1))
     [ "$res" = PASS ] && ok "$desc" || not_ok "$res $desc"
 done < "$work/ctl.tap"
-expect_eq "control: every check of vmmctl.py ran" 39 "$nctl"
+expect_eq "control: every check of vmmctl.py ran" 40 "$nctl"
 echo "# control: VMM stderr:"; sed 's/^/#   /' "$work/ctl.out.err" 2>/dev/null | tail -n 3
 
 # --- bad input: exit 2, one line on stderr, before any guest runs -------------------
