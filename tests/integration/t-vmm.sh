@@ -143,7 +143,7 @@ done
 nctl=0
 timeout -s KILL 400 /usr/bin/python3 "$top/tests/integration/vmmctl.py" "$work/ctl.out" \
     "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=tick" --cpus 2 \
-    > "$work/ctl.tap" 2>&1
+    --drive "path=$work/ro.img,ro" > "$work/ctl.tap" 2>&1
 while read -r res desc; do
     nctl=$((nctl + 1))
     [ "$res" = PASS ] && ok "$desc" || not_ok "$res $desc"

@@ -82,7 +82,7 @@ def inspect(vmm, path):
     return p.returncode, p.stdout, p.stderr
 
 
-def snapshots(vmm, ncpus, req, send_fds, console):
+def snapshots(vmm, ncpus, ndrives, req, send_fds, console):
     """Snapshot checks on a running VM; returns with it running."""
     d = os.path.dirname(os.path.abspath(console))
     state, mem = os.path.join(d, "snap.state"), os.path.join(d, "snap.mem")
@@ -104,8 +104,10 @@ def snapshots(vmm, ncpus, req, send_fds, console):
         r = send_fds(STATUS, 24, [sf])
         check("snapshot: fds on another request are refused",
               r and r["result"] == -EINVAL and "no fds" in r["text"], r)
+        t0 = time.monotonic()
         snap = send_fds(SNAPSHOT, 25, [sf, mf])
-        ok = bool(check("snapshot: SNAPSHOT while paused answers 0 with the sizes",
+        took = int((time.monotonic() - t0) * 1000)
+        ok = bool(check(f"snapshot: SNAPSHOT while paused answers 0 with the sizes ({took} ms)",
                         snap and snap["id"] == 25 and snap["result"] == 0 and snap["a"] > 0
                         and snap["b"] > 0, snap))
         n0 = ticks(console)
@@ -132,9 +134,10 @@ def snapshots(vmm, ncpus, req, send_fds, console):
         vm = [l for l in lines if l.startswith("vm ")]
         ndev = int(vm[0].split()[6]) if vm else -1
         virtio = [l for l in lines if l.startswith("section virtio ")]
-        check("snapshot: one section per device, the rng's queue running",
-              ndev >= 1 and len(virtio) == ndev and "device-id 4 " in out
-              and "q0=ready" in out, virtio)
+        check(f"snapshot: one section per device ({1 + ndrives}: rng, blk), their queues running",
+              ndev == 1 + ndrives and len(virtio) == ndev and "device-id 4 " in out
+              and ("device-id 2 " in out) == (ndrives > 0)
+              and all("q0=ready" in l for l in virtio), virtio)
         check("snapshot: the MSRs include kvmclock's",
               all("kvmclock-msr yes" in l for l in lines if l.startswith("section msrs")), out)
         memsize = int(vm[0].split()[4]) if vm else -1
@@ -212,7 +215,7 @@ def main():
             socket.send_fds(ours, [msg(typ, mid)], fds)
             return until(ours, REPLY, 120, events)
 
-        snapshots(argv[0], ncpus, req, send_fds, console)
+        snapshots(argv[0], ncpus, argv.count("--drive"), req, send_fds, console)
 
         for desc, data, want in (("a short message", b"\x01" * 10, -EBADMSG),
                                  ("a long message", msg(STATUS, 1) + b"x", -EBADMSG),
