@@ -134,10 +134,11 @@ def snapshots(vmm, ncpus, ndrives, req, send_fds, console):
         vm = [l for l in lines if l.startswith("vm ")]
         ndev = int(vm[0].split()[6]) if vm else -1
         virtio = [l for l in lines if l.startswith("section virtio ")]
-        check(f"snapshot: one section per device ({1 + ndrives}: rng, blk), their queues running",
+        check(f"snapshot: one section per device ({1 + ndrives}: rng, blk), queues running, blk's own state",
               ndev == 1 + ndrives and len(virtio) == ndev and "device-id 4 " in out
               and ("device-id 2 " in out) == (ndrives > 0)
-              and all("q0=ready" in l for l in virtio), virtio)
+              and all("q0=ready" in l for l in virtio)
+              and all(("dev-state 0 " in l) == ("device-id 4 " in l) for l in virtio), virtio)
         check("snapshot: the MSRs include kvmclock's",
               all("kvmclock-msr yes" in l for l in lines if l.startswith("section msrs")), out)
         memsize = int(vm[0].split()[4]) if vm else -1
