@@ -39,7 +39,7 @@ GUEST_SRCS  := $(filter-out src/guest/main.c,$(wildcard src/guest/*.c))
 NET_SRCS    := $(filter-out src/net/main.c,$(wildcard src/net/*.c))
 # kiln-net, the egress process: its modules need libslirp and stay out of unit tests.
 KNET_SRCS   := $(wildcard src/net/proc/*.c)
-LIBS        := -lpthread -ljansson -lseccomp
+LIBS        := -lpthread -ljansson -lseccomp -lz
 # kilnd, the per-host daemon: HTTP (libmicrohttpd), records (SQLite), token hashes (libcrypto).
 DAEMON_SRCS := $(filter-out src/daemon/main.c,$(wildcard src/daemon/*.c))
 DAEMON_LIBS := -lmicrohttpd -lsqlite3 -lcrypto
@@ -242,6 +242,8 @@ FUZZ_LINK_hosts   := $(call fobj,src/router/hosts.c src/common/fleetid.c src/com
 FUZZ_LINK_upstream := $(call fobj,src/router/upstream.c src/common/util.c)
 FUZZ_LINK_pio     := $(call fobj,src/vmm/io.c src/vmm/devices/serial.c src/vmm/devices/i8042.c \
                        src/vmm/devices/power.c src/vmm/devices/boottimer.c src/common/util.c)
+FUZZ_LINK_snapfile := $(call fobj,src/vmm/snapfile.c)
+FUZZ_LIBS_snapfile := -lz
 FUZZ_LINK_config  := $(call fobj,src/vmm/config.c src/common/util.c)
 FUZZ_LIBS_config  := -ljansson
 # kiln-net's main.c is compiled into the harness itself (its loop turns there).

@@ -19,6 +19,10 @@ enum ctl_type {
 	CTL_PAUSE = 1,	/* stop every vCPU; REPLY once all are parked */
 	CTL_RESUME = 2, /* let them run again */
 	CTL_STATUS = 3, /* REPLY: a = CTL_STATE_*, b = boot time in us (0: not yet) */
+	/* While paused: save the VM. Carries two fds (SCM_RIGHTS): the state
+	 * file, then the memory file, both regular files open for writing.
+	 * REPLY: a = state file bytes, b = memory bytes written (not holes). */
+	CTL_SNAPSHOT = 4,
 	CTL_REPLY = 0x80,    /* result = 0 or -errno; text: why, on failure */
 	CTL_EV_BOOTED = 0x81, /* a = boot time in us */
 	CTL_EV_EXIT = 0x82,   /* result = the VMM's exit status, text = why */
@@ -44,5 +48,17 @@ void ctl_init(struct ctl_msg *m, enum ctl_type type, uint32_t id, int32_t result
 /* 0 if buf holds exactly one well-formed message (copied to *out), else
  * -EBADMSG; *why says what is wrong. */
 int ctl_check(const void *buf, size_t len, struct ctl_msg *out, const char **why);
+
+#define CTL_MAX_FDS 2
+/*
+ * Read one message from the SOCK_SEQPACKET fd with the fds it carries (at
+ * most CTL_MAX_FDS, close-on-exec). 0 with *out, fds[0 .. *nfds) the
+ * caller's; -EBADMSG (*why set) for a malformed message or too many fds,
+ * -EPIPE at the end of the channel, or -errno from recvmsg. On every error
+ * the received fds are already closed and *nfds is 0.
+ */
+int ctl_recv(int fd, struct ctl_msg *out, int fds[CTL_MAX_FDS], unsigned *nfds, const char **why);
+/* Send m with nfds fds (0..CTL_MAX_FDS) attached. 0 or -errno. */
+int ctl_send_fds(int fd, const struct ctl_msg *m, const int *fds, unsigned nfds);
 
 #endif

@@ -355,7 +355,8 @@ out:
 }
 
 /* Files: what is open now plus room for vsock connections. File size: the
- * largest writable disk (writes never grow one) or the console log's cap. */
+ * largest writable disk (writes never grow one) or the console log's cap,
+ * and with a control channel the guest RAM (a snapshot's memory file). */
 static int limits(const struct vmm_config *c, char *why, size_t whylen)
 {
 	rlim_t fsize = JAIL_MIN_FSIZE;
@@ -370,6 +371,8 @@ static int limits(const struct vmm_config *c, char *why, size_t whylen)
 		if ((rlim_t)st.st_size > fsize)
 			fsize = (rlim_t)st.st_size;
 	}
+	if (c->control_fd >= 0 && (rlim_t)(c->mem_mib << 20) > fsize)
+		fsize = (rlim_t)(c->mem_mib << 20);
 	/* Past the limit a write fails with EFBIG instead of killing us. */
 	signal(SIGXFSZ, SIG_IGN);
 	ret = privs_set_limit(RLIMIT_NOFILE, JAIL_MAX_FILES);

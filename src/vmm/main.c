@@ -6,6 +6,7 @@
 #include "vmm/config.h"
 #include "vmm/exit.h"
 #include "vmm/jail.h"
+#include "vmm/snapinspect.h"
 #include "vmm/virtio/queue.h"
 #include "vmm/vmm.h"
 
@@ -37,6 +38,14 @@ int main(int argc, char **argv)
 	bool help = false;
 	int status;
 
+	/* A state file check, apart from any VM: no KVM, no jail. */
+	if (argc >= 2 && strcmp(argv[1], "--inspect-snapshot") == 0) {
+		if (argc != 3) {
+			fprintf(stderr, "kiln-vmm: usage: kiln-vmm --inspect-snapshot FILE\n");
+			return VMM_EXIT_USAGE;
+		}
+		return snapshot_inspect(argv[2]);
+	}
 	config_defaults(&cfg);
 	argc = take_check_writes(argc, argv);
 	if (config_parse_args(&cfg, argc - 1, argv + 1, &help, msg, sizeof(msg))) {
@@ -47,6 +56,8 @@ int main(int argc, char **argv)
 		fputs(config_usage, stdout);
 		fputs("--check-writes: check every virtio store into guest memory (exit 7 on a "
 		      "violation); for diagnosis\n", stdout);
+		fputs("--inspect-snapshot FILE: check a snapshot state file and list its sections "
+		      "(exit 2 on any defect)\n", stdout);
 		return 0;
 	}
 	if (sysinfo(&si) == 0)

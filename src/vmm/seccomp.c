@@ -95,8 +95,17 @@ static const struct sc_rule sc_main[] = {
 	ALLOW(write),			/* stop eventfd, UART irqfd (serial_rx), console flush */
 	ALLOW_SELF_SIGNAL(VCPU_KICK_SIGNAL), /* vcpu_kick() */
 	ALLOW(close),			/* teardown */
-	ALLOW(newfstatat),		/* vsock_free(): lstat of the socket file */
+	ALLOW(newfstatat),		/* vsock_free(): lstat of the socket file; snapshot fds' fstat */
 	ALLOW(unlink),			/* vsock_free(): remove our socket file */
+	/* The control channel and CTL_SNAPSHOT (src/vmm/snapshot.c). */
+	ALLOW(recvmsg),			/* ctl_recv(): a request and the fds it carries */
+	ALLOW_IF(fcntl, 1, ARG(1, SCMP_CMP_EQ, F_GETFL)), /* snapshot fds: open for writing? */
+	ALLOW(fstat),			/* snapshot fds: regular files? (older glibc) */
+	ALLOW(ftruncate),		/* snapshot files: emptied, memory file sized (holes) */
+	ALLOW(pwrite64),		/* snapshot files: state, RAM's non-zero pages */
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_IRQCHIP)), /* PIC master, slave, IOAPIC */
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_PIT2)),	/* the PIT */
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_CLOCK)),	/* kvmclock */
 };
 
 /* A vCPU thread from the top of its run loop, with the devices it runs. */
@@ -105,6 +114,17 @@ static const struct sc_rule sc_vcpu[] = {
 	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_REGS)),	/* report_shutdown() */
 	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_SREGS)),	/* report_shutdown() */
 	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_KVMCLOCK_CTRL)), /* park(): the guest was paused */
+	/* vcpu_save(), parked, for CTL_SNAPSHOT: each vCPU's state from its own thread. */
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_MP_STATE)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_FPU)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_XSAVE)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_XSAVE2)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_XCRS)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_DEBUGREGS)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_LAPIC)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_MSRS)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_TSC_KHZ)),
+	ALLOW_IF(ioctl, 1, ARG(1, SCMP_CMP_EQ, KVM_GET_VCPU_EVENTS)),
 	ALLOW(write),			/* console, irqfds, stop eventfd, vsock kick eventfd, report */
 	ALLOW(pread64),			/* virtio-blk reads */
 	ALLOW(pwrite64),		/* virtio-blk writes */

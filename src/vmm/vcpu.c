@@ -15,6 +15,7 @@
 #include "vmm/cpuid.h"
 #include "vmm/exit.h"
 #include "vmm/seccomp.h"
+#include "vmm/snapfile.h"
 
 #define MSR_IA32_TSC 0x10
 #define MSR_IA32_SYSENTER_CS 0x174
@@ -113,6 +114,43 @@ static int set_lapic(struct vcpu *v)
 	return ioctl(v->fd, KVM_SET_LAPIC, &l) < 0 ? -errno : 0;
 }
 
+/* KVM's MSR list (KVM_GET_MSR_INDEX_LIST: the host's and KVM's paravirtual
+ * ones) and the state ioctls this host has, for snapshots. */
+static int probe_save(struct vcpu_env *e)
+{
+	struct kvm_msr_list probe = { .nmsrs = 0 }, *list = NULL;
+	int kvm = e->vm->kvm_fd, x2, ret = -EINVAL;
+
+	if (ioctl(kvm, KVM_GET_MSR_INDEX_LIST, &probe) == 0 || errno != E2BIG ||
+	    probe.nmsrs == 0 || probe.nmsrs > SNAP_MAX_MSRS)
+		goto out;
+	ret = -ENOMEM;
+	list = calloc(1, sizeof(*list) + probe.nmsrs * sizeof(uint32_t));
+	if (!list)
+		goto out;
+	list->nmsrs = probe.nmsrs;
+	ret = ioctl(kvm, KVM_GET_MSR_INDEX_LIST, list) < 0 ? -errno : 0;
+	if (ret)
+		goto out;
+	e->msr_index = calloc(list->nmsrs, sizeof(uint32_t));
+	ret = e->msr_index ? 0 : -ENOMEM;
+	if (ret)
+		goto out;
+	memcpy(e->msr_index, list->indices, list->nmsrs * sizeof(uint32_t));
+	e->nmsr_index = list->nmsrs;
+	x2 = ioctl(e->vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	if (x2 > (int)sizeof(struct kvm_xsave) && x2 <= (int)SNAP_MAX_XSAVE)
+		e->xsave_size = (uint32_t)x2;
+	else if (ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0)
+		e->xsave_size = sizeof(struct kvm_xsave);
+	e->has_xcrs = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
+	e->has_debugregs = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_DEBUGREGS) > 0;
+	e->has_tsc_khz = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GET_TSC_KHZ) > 0;
+out:
+	free(list);
+	return ret;
+}
+
 int vcpu_create(struct vcpu *v, struct vcpu_env *env, unsigned id, unsigned ncpus)
 {
 	int ret;
@@ -126,6 +164,11 @@ int vcpu_create(struct vcpu *v, struct vcpu_env *env, unsigned id, unsigned ncpu
 	if (v->fd < 0) {
 		ret = -errno;
 		goto out;
+	}
+	if (!env->msr_index) {
+		ret = probe_save(env);
+		if (ret)
+			goto out;
 	}
 	v->run = mmap(NULL, (size_t)env->vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
 	if (v->run == MAP_FAILED) {
@@ -304,6 +347,122 @@ static void report_shutdown(struct vcpu *v)
 	}
 }
 
+/* One KVM_GET_* of a fixed-size structure into a section. */
+static int save_one(struct vcpu *v, struct snap_buf *b, unsigned long req, uint32_t type,
+		    void *buf, size_t len)
+{
+	if (ioctl(v->fd, req, buf) < 0)
+		return -errno;
+	snap_add(b, type, 0, v->id, buf, len);
+	return b->err;
+}
+
+/* XSAVE (KVM_GET_XSAVE2 when the area is larger than 4 KiB), else the FPU. */
+static int save_fpu(struct vcpu *v, struct snap_buf *b)
+{
+	uint32_t size = v->env->xsave_size;
+	struct kvm_fpu fpu;
+	void *x;
+	int ret;
+
+	if (size == 0)
+		return save_one(v, b, KVM_GET_FPU, SNAP_SEC_FPU, &fpu, sizeof(fpu));
+	x = calloc(1, size);
+	if (!x)
+		return -ENOMEM;
+	ret = save_one(v, b, size > sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE,
+		       SNAP_SEC_XSAVE, x, size);
+	free(x);
+	return ret;
+}
+
+/*
+ * Every MSR of KVM's list that this vCPU can read: KVM_GET_MSRS stops at the
+ * first it cannot (one the guest's CPUID does not have), which is dropped.
+ */
+static int save_msrs(struct vcpu *v, struct snap_buf *b)
+{
+	const struct vcpu_env *e = v->env;
+	struct kvm_msrs *m;
+	struct snap_msrs hdr = { .count = 0 };
+	unsigned n = e->nmsr_index, tries = 0;
+	int got, ret = -ENOMEM;
+
+	m = calloc(1, sizeof(*m) + n * sizeof(struct kvm_msr_entry));
+	if (!m)
+		goto out;
+	for (unsigned i = 0; i < n; i++)
+		m->entries[i].index = e->msr_index[i];
+	for (;;) {
+		m->nmsrs = n;
+		got = ioctl(v->fd, KVM_GET_MSRS, m);
+		ret = got < 0 ? -errno : 0;
+		if (ret || (unsigned)got >= n || ++tries > e->nmsr_index)
+			break;
+		memmove(&m->entries[got], &m->entries[got + 1],
+			(n - (unsigned)got - 1) * sizeof(struct kvm_msr_entry));
+		n--;
+	}
+	if (ret)
+		goto out;
+	hdr.count = n;
+	snap_add2(b, SNAP_SEC_MSRS, v->id, &hdr, sizeof(hdr), m->entries,
+		  n * sizeof(struct kvm_msr_entry));
+	ret = b->err;
+out:
+	free(m);
+	return ret;
+}
+
+/*
+ * This vCPU's state, from its own thread while parked, in the order KVM
+ * wants it read: MP state first, LAPIC before the MSRs (TSC deadline), the
+ * events last.
+ */
+static int vcpu_save(struct vcpu *v, struct snap_buf *b)
+{
+	const struct vcpu_env *e = v->env;
+	union {
+		struct kvm_mp_state mp;
+		struct kvm_regs regs;
+		struct kvm_sregs sregs;
+		struct kvm_xcrs xcrs;
+		struct kvm_debugregs dregs;
+		struct kvm_lapic_state lapic;
+		struct kvm_vcpu_events ev;
+	} u;
+	uint64_t khz;
+	int ret, k;
+
+	memset(&u, 0, sizeof(u));
+	ret = save_one(v, b, KVM_GET_MP_STATE, SNAP_SEC_MP_STATE, &u.mp, sizeof(u.mp));
+	if (!ret)
+		ret = save_one(v, b, KVM_GET_REGS, SNAP_SEC_REGS, &u.regs, sizeof(u.regs));
+	if (!ret)
+		ret = save_one(v, b, KVM_GET_SREGS, SNAP_SEC_SREGS, &u.sregs, sizeof(u.sregs));
+	if (!ret)
+		ret = save_fpu(v, b);
+	if (!ret && e->has_xcrs)
+		ret = save_one(v, b, KVM_GET_XCRS, SNAP_SEC_XCRS, &u.xcrs, sizeof(u.xcrs));
+	if (!ret && e->has_debugregs)
+		ret = save_one(v, b, KVM_GET_DEBUGREGS, SNAP_SEC_DEBUGREGS, &u.dregs,
+			       sizeof(u.dregs));
+	if (!ret)
+		ret = save_one(v, b, KVM_GET_LAPIC, SNAP_SEC_LAPIC, &u.lapic, sizeof(u.lapic));
+	if (!ret)
+		ret = save_msrs(v, b);
+	if (!ret && e->has_tsc_khz) {
+		k = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
+		khz = k > 0 ? (uint64_t)k : 0;
+		if (k > 0)
+			snap_add(b, SNAP_SEC_TSC_KHZ, SNAP_SEC_F_OPTIONAL, v->id, &khz, sizeof(khz));
+		ret = b->err;
+	}
+	if (!ret)
+		ret = save_one(v, b, KVM_GET_VCPU_EVENTS, SNAP_SEC_VCPU_EVENTS, &u.ev, sizeof(u.ev));
+	return ret;
+}
+
 /*
  * Out of KVM_RUN until the pause ends. The pauser sets pause_req before it
  * sets immediate_exit, and we clear immediate_exit before we look at
@@ -312,6 +471,7 @@ static void report_shutdown(struct vcpu *v)
 static void park(struct vcpu *v)
 {
 	struct vcpu_env *e = v->env;
+	int ret;
 
 	/* The guest's kvmclock learns it was stopped, so its watchdogs do not
 	 * see the pause as a soft lockup (EINVAL before the guest enabled it). */
@@ -320,8 +480,22 @@ static void park(struct vcpu *v)
 	e->parked++;
 	pthread_cond_broadcast(&e->pause_cv);
 	while (__atomic_load_n(&e->pause_req, __ATOMIC_SEQ_CST) &&
-	       !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE))
+	       !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE)) {
+		if (v->save && !v->saving) {
+			struct snap_buf *b = v->save;
+
+			v->saving = true;
+			pthread_mutex_unlock(&e->pause_mu);
+			ret = vcpu_save(v, b);
+			pthread_mutex_lock(&e->pause_mu);
+			v->save_ret = ret;
+			v->save = NULL;
+			v->saving = false;
+			pthread_cond_broadcast(&e->pause_cv);
+			continue;
+		}
 		pthread_cond_wait(&e->pause_cv, &e->pause_mu);
+	}
 	e->parked--;
 	pthread_mutex_unlock(&e->pause_mu);
 	__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
@@ -440,6 +614,8 @@ int vcpu_env_init(struct vcpu_env *e)
 
 void vcpu_env_destroy(struct vcpu_env *e)
 {
+	free(e->msr_index);
+	e->msr_index = NULL;
 	pthread_cond_destroy(&e->pause_cv);
 	pthread_mutex_destroy(&e->pause_mu);
 }
@@ -473,6 +649,40 @@ int vcpus_pause(struct vcpu *vs, unsigned n, int timeout_ms)
 	pthread_mutex_unlock(&e->pause_mu);
 	if (ret)
 		vcpus_resume(e);
+	return ret;
+}
+
+/* Every vCPU asked is done, or may never be: the VM is ending and none is
+ * still writing. Under pause_mu. */
+static bool saves_done(struct vcpu *vs, unsigned n)
+{
+	bool stopping = __atomic_load_n(&vs[0].env->stopping, __ATOMIC_ACQUIRE);
+
+	for (unsigned i = 0; i < n; i++)
+		if (vs[i].saving || (vs[i].save && !stopping))
+			return false;
+	return true;
+}
+
+int vcpus_save(struct vcpu *vs, unsigned n, struct snap_buf *bufs)
+{
+	struct vcpu_env *e = vs[0].env;
+	int ret = 0;
+
+	pthread_mutex_lock(&e->pause_mu);
+	for (unsigned i = 0; i < n; i++) {
+		vs[i].save = &bufs[i];
+		vs[i].save_ret = -ESHUTDOWN;
+	}
+	pthread_cond_broadcast(&e->pause_cv);
+	while (!saves_done(vs, n))
+		pthread_cond_wait(&e->pause_cv, &e->pause_mu);
+	for (unsigned i = 0; i < n; i++) {
+		if (!ret && (vs[i].save || vs[i].save_ret))
+			ret = vs[i].save ? -ESHUTDOWN : vs[i].save_ret;
+		vs[i].save = NULL;
+	}
+	pthread_mutex_unlock(&e->pause_mu);
 	return ret;
 }
 

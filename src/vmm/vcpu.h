@@ -14,6 +14,8 @@
 #include "vmm/io.h"
 #include "vmm/kvm.h"
 
+struct snap_buf;
+
 #define VCPU_KICK_SIGNAL SIGUSR1
 #define VCPU_MAX 32
 
@@ -31,6 +33,12 @@ struct vcpu_env {
 	pthread_cond_t pause_cv;
 	int pause_req;
 	unsigned parked;
+	/* For snapshots, found once at vcpu_create() of vCPU 0 (before the
+	 * jail): KVM's MSR list and which state ioctls this host has. */
+	uint32_t *msr_index;
+	unsigned nmsr_index;
+	uint32_t xsave_size;	/* KVM_GET_XSAVE2's size; 4096: KVM_GET_XSAVE; 0: KVM_GET_FPU */
+	bool has_xcrs, has_debugregs, has_tsc_khz;
 };
 
 /* The last exits of a vCPU, for the report of a triple fault. */
@@ -52,6 +60,11 @@ struct vcpu {
 	pthread_t thread;
 	bool started;
 	struct vcpu_env *env;
+	/* vcpus_save(): the buffer this vCPU's thread appends its sections to
+	 * while parked (NULL: nothing asked), and the result. Under pause_mu. */
+	struct snap_buf *save;
+	bool saving;
+	int save_ret;
 };
 
 /* The pause lock and condition of env (a monotonic clock for its waits). */
@@ -68,6 +81,10 @@ void vcpu_kick(struct vcpu *v);
  * (the guest's clock is told it was stopped), -ETIMEDOUT (and running again)
  * if they are not within timeout_ms, -ESHUTDOWN if the VM is ending. */
 int vcpus_pause(struct vcpu *vs, unsigned n, int timeout_ms);
+/* While paused (vcpus_pause): each of the n vCPUs appends its sections
+ * (regs ... vcpu-events, src/vmm/snapfile.h) to bufs[i] from its own thread.
+ * 0, -ESHUTDOWN if the VM is ending, or the first vCPU's -errno. */
+int vcpus_save(struct vcpu *vs, unsigned n, struct snap_buf *bufs);
 /* Let parked vCPUs run again (also what a stopping VM calls to free them). */
 void vcpus_resume(struct vcpu_env *env);
 /* Join the thread (if started) and release the vCPU. */

@@ -27,6 +27,7 @@
 #include "vmm/jail.h"
 #include "vmm/kvm.h"
 #include "vmm/seccomp.h"
+#include "vmm/snapshot.h"
 #include "vmm/vcpu.h"
 #include "vmm/virtio/blk.h"
 #include "vmm/virtio/mmio.h"
@@ -321,24 +322,57 @@ static void ctl_send(struct vmm *v, const struct ctl_msg *m)
 	}
 }
 
+/* CTL_SNAPSHOT: fds[0] the state file, fds[1] the memory file. */
+static void ctl_snapshot(struct vmm *v, const int *fds, unsigned nfds, struct ctl_msg *rep)
+{
+	struct snapshot_dev devs[VIRTIO_MAX_DEVS];
+	struct snapshot_src src = { .vm = v->vm, .vcpus = v->vcpus, .nvcpus = v->nvcpus,
+				    .devs = devs, .ndevs = v->nvirtio };
+	struct snapshot_result res;
+
+	rep->result = -EINVAL;
+	if (!v->paused) {
+		snprintf(rep->text, sizeof(rep->text), "snapshot: the VM is running: pause it first");
+		return;
+	}
+	if (nfds != 2) {
+		snprintf(rep->text, sizeof(rep->text),
+			 "snapshot: needs two fds (state file, memory file), got %u", nfds);
+		return;
+	}
+	for (unsigned i = 0; i < v->nvirtio; i++)
+		devs[i] = (struct snapshot_dev){ v->virtio[i].mmio,
+						 VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE,
+						 v->virtio[i].irq.gsi, v->virtio[i].ops->device_id };
+	rep->result = snapshot_save(&src, fds[0], fds[1], &res, rep->text, sizeof(rep->text));
+	rep->a = res.state_bytes;
+	rep->b = res.mem_bytes;
+}
+
 /* One request from the control channel; false once the channel is gone. */
 static bool control(struct vmm *v)
 {
-	uint8_t buf[sizeof(struct ctl_msg) + 1];
 	struct ctl_msg req, rep;
 	const char *bad = NULL;
-	ssize_t n = read(v->ctl_fd, buf, sizeof(buf));
-	int r;
+	int fds[CTL_MAX_FDS];
+	unsigned nfds = 0;
+	int r = ctl_recv(v->ctl_fd, &req, fds, &nfds, &bad);
 
-	if (n <= 0)
-		return n < 0 && (errno == EINTR || errno == EAGAIN);
-	if (ctl_check(buf, (size_t)n, &req, &bad)) {
+	if (r == -EINTR || r == -EAGAIN)
+		return true;
+	if (r == -EBADMSG) {
 		ctl_init(&rep, CTL_REPLY, 0, -EBADMSG, bad);
 		ctl_send(v, &rep);
 		return true;
 	}
+	if (r)
+		return false;
 	ctl_init(&rep, CTL_REPLY, req.id, 0, NULL);
-	switch (req.type) {
+	switch (nfds && req.type != CTL_SNAPSHOT ? 0 : req.type) {
+	case 0:
+		rep.result = -EINVAL;
+		snprintf(rep.text, sizeof(rep.text), "this request carries no fds");
+		break;
 	case CTL_PAUSE:
 		if (!v->paused) {
 			r = vcpus_pause(v->vcpus, v->nvcpus, 5000);
@@ -358,11 +392,16 @@ static bool control(struct vmm *v)
 		rep.a = v->paused ? CTL_STATE_PAUSED : CTL_STATE_RUNNING;
 		rep.b = __atomic_load_n(&v->boot_us, __ATOMIC_RELAXED);
 		break;
+	case CTL_SNAPSHOT:
+		ctl_snapshot(v, fds, nfds, &rep);
+		break;
 	default:
 		rep.result = -EINVAL;
 		snprintf(rep.text, sizeof(rep.text), "not a request");
 		break;
 	}
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
 	ctl_send(v, &rep);
 	return true;
 }

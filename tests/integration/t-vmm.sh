@@ -139,16 +139,16 @@ for sig in TERM INT; do
     check "no thread of the VMM survives SIG$sig" bash -c "! kill -0 $pid 2>/dev/null"
 done
 
-# --- the control channel: pause, resume, status, events, bad messages -------------
+# --- the control channel: pause, resume, status, snapshot, events, bad messages ---
 nctl=0
 timeout -s KILL 400 /usr/bin/python3 "$top/tests/integration/vmmctl.py" "$work/ctl.out" \
     "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=tick" --cpus 2 \
-    > "$work/ctl.tap" 2>&1
+    --drive "path=$work/ro.img,ro" > "$work/ctl.tap" 2>&1
 while read -r res desc; do
     nctl=$((nctl + 1))
     [ "$res" = PASS ] && ok "$desc" || not_ok "$res $desc"
 done < "$work/ctl.tap"
-expect_eq "control: every check of vmmctl.py ran" 21 "$nctl"
+expect_eq "control: every check of vmmctl.py ran" 40 "$nctl"
 echo "# control: VMM stderr:"; sed 's/^/#   /' "$work/ctl.out.err" 2>/dev/null | tail -n 3
 
 # --- bad input: exit 2, one line on stderr, before any guest runs -------------------
@@ -169,6 +169,8 @@ bad "--mem not a number" 'mem' --kernel "$KERNEL" --mem 12abc
 bad "no kernel" 'no kernel' --cpus 2
 bad "unknown option" 'unknown option' --kernel "$KERNEL" --frobnicate
 bad "unknown JSON key" 'unknown key' --config "$work/unknown.json"
+bad "--inspect-snapshot of a file that is not one" 'bad magic' --inspect-snapshot "$work/notelf"
+bad "--inspect-snapshot of a missing file" 'No such file' --inspect-snapshot "$work/nope"
 bad "malformed JSON" 'line' --config "$work/broken.json"
 
 done_testing

@@ -4,7 +4,8 @@
 usage: vmmctl.py CONSOLE_FILE VMM ARGS...
 Starts the VMM with --control-fd on a SOCK_SEQPACKET pair (the guest runs
 the test initramfs's kiln.test=tick: a numbered line every 0.2 s), then
-pauses, resumes, sends bad messages and stops it while paused. Prints one
+pauses, resumes, snapshots (state and memory files, read back with
+kiln-vmm --inspect-snapshot), sends bad messages and stops it while paused. Prints one
 "PASS desc" or "FAIL desc" line per check."""
 import os
 import select
@@ -17,7 +18,7 @@ import time
 
 FMT = "<IHHIiQQ128s"
 MAGIC = 0x314C434B
-PAUSE, RESUME, STATUS, REPLY, EV_BOOTED, EV_EXIT = 1, 2, 3, 0x80, 0x81, 0x82
+PAUSE, RESUME, STATUS, SNAPSHOT, REPLY, EV_BOOTED, EV_EXIT = 1, 2, 3, 4, 0x80, 0x81, 0x82
 EINVAL, EBADMSG = 22, 74
 
 
@@ -75,8 +76,104 @@ def wait_ticks(path, above, timeout):
     return False
 
 
+def inspect(vmm, path):
+    p = subprocess.run([vmm, "--inspect-snapshot", path], capture_output=True, text=True,
+                       timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+def snapshots(vmm, ncpus, ndrives, req, send_fds, console):
+    """Snapshot checks on a running VM; returns with it running."""
+    d = os.path.dirname(os.path.abspath(console))
+    state, mem = os.path.join(d, "snap.state"), os.path.join(d, "snap.mem")
+    sf = os.open(state, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    mf = os.open(mem, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    ro = os.open(state, os.O_RDONLY)
+    try:
+        r = send_fds(SNAPSHOT, 20, [sf, mf])
+        check("snapshot: refused while the VM runs",
+              r and r["id"] == 20 and r["result"] == -EINVAL and "pause" in r["text"], r)
+        r = req(PAUSE, 21)
+        check("snapshot: PAUSE first", r and r["result"] == 0, r)
+        r = req(SNAPSHOT, 22)
+        check("snapshot: refused without fds, saying so",
+              r and r["result"] == -EINVAL and "two fds" in r["text"], r)
+        r = send_fds(SNAPSHOT, 23, [ro, mf])
+        check("snapshot: refused with a read-only state fd, saying so",
+              r and r["result"] == -EINVAL and "not open for writing" in r["text"], r)
+        r = send_fds(STATUS, 24, [sf])
+        check("snapshot: fds on another request are refused",
+              r and r["result"] == -EINVAL and "no fds" in r["text"], r)
+        t0 = time.monotonic()
+        snap = send_fds(SNAPSHOT, 25, [sf, mf])
+        took = int((time.monotonic() - t0) * 1000)
+        ok = bool(check(f"snapshot: SNAPSHOT while paused answers 0 with the sizes ({took} ms)",
+                        snap and snap["id"] == 25 and snap["result"] == 0 and snap["a"] > 0
+                        and snap["b"] > 0, snap))
+        n0 = ticks(console)
+        r = req(RESUME, 26)
+        check("snapshot: RESUME after it", r and r["result"] == 0, r)
+        check("snapshot: the guest ticks on after the snapshot", wait_ticks(console, n0, 60),
+              f"{ticks(console)} ticks")
+        st = os.stat(state)
+        check(f"snapshot: the state file has the reported size ({st.st_size} bytes)",
+              ok and st.st_size == snap["a"], f"{st.st_size} vs {snap}")
+        rc, out, err = inspect(vmm, state)
+        check("snapshot: --inspect-snapshot accepts the state file", rc == 0 and not err,
+              f"{rc} {err.strip()}")
+        lines = out.splitlines()
+        secs = [l.split()[1:3] for l in lines if l.startswith("section ")]
+        per = ("regs", "sregs", "lapic", "msrs", "mp-state", "vcpu-events")
+        have = all([t, str(c)] in secs for t in per for c in range(ncpus))
+        fpu = all(["xsave", str(c)] in secs or ["fpu", str(c)] in secs for c in range(ncpus))
+        check(f"snapshot: one vCPU section set per vCPU ({ncpus})",
+              have and fpu and not any(s[0] == "regs" and int(s[1]) >= ncpus for s in secs), secs)
+        check("snapshot: irqchips (PIC master, slave, IOAPIC), PIT, clock, memory sections",
+              all(x in secs for x in (["irqchip", "0"], ["irqchip", "1"], ["irqchip", "2"],
+                                       ["pit", "0"], ["clock", "0"], ["memory", "0"])), secs)
+        vm = [l for l in lines if l.startswith("vm ")]
+        ndev = int(vm[0].split()[6]) if vm else -1
+        virtio = [l for l in lines if l.startswith("section virtio ")]
+        check(f"snapshot: one section per device ({1 + ndrives}: rng, blk), queues running, blk's own state",
+              ndev == 1 + ndrives and len(virtio) == ndev and "device-id 4 " in out
+              and ("device-id 2 " in out) == (ndrives > 0)
+              and all("q0=ready" in l for l in virtio)
+              and all(("dev-state 0 " in l) == ("device-id 4 " in l) for l in virtio), virtio)
+        check("snapshot: the MSRs include kvmclock's",
+              all("kvmclock-msr yes" in l for l in lines if l.startswith("section msrs")), out)
+        memsize = int(vm[0].split()[4]) if vm else -1
+        ms = os.stat(mem)
+        check("snapshot: the memory file is the guest RAM's size",
+              memsize > 0 and ms.st_size == memsize, f"{ms.st_size} vs {memsize}")
+        alloc = ms.st_blocks * 512
+        check(f"snapshot: the memory file is sparse ({alloc >> 20} MiB of {ms.st_size >> 20} MiB "
+              "allocated)", 0 < alloc < ms.st_size // 2, f"{alloc} of {ms.st_size} bytes")
+        with open(mem, "rb") as f:
+            banner = b"Linux version" in f.read()
+        check("snapshot: the memory file holds the guest's RAM (the kernel's banner is there)",
+              banner)
+        written = snap["b"] if ok else -1
+        check("snapshot: the RAM bytes written are what is allocated (within 10 %)",
+              abs(alloc - written) <= max(alloc, written) // 10 + (1 << 20),
+              f"{alloc} allocated, {written} written")
+        with open(state, "rb") as f:
+            data = bytearray(f.read())
+        data[len(data) // 2] ^= 0x40
+        bad = state + ".bad"
+        with open(bad, "wb") as f:
+            f.write(data)
+        rc, out, err = inspect(vmm, bad)
+        check("snapshot: a flipped byte: --inspect-snapshot exits 2 naming the checksum",
+              rc == 2 and not out and len(err.splitlines()) == 1 and "checksum" in err,
+              f"{rc} {err.strip()}")
+    finally:
+        for fd in (sf, mf, ro):
+            os.close(fd)
+
+
 def main():
     console, argv = sys.argv[1], sys.argv[2:]
+    ncpus = int(argv[argv.index("--cpus") + 1]) if "--cpus" in argv else 1
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fd = theirs.fileno()
     with open(console + ".err", "wb") as err:
@@ -114,6 +211,12 @@ def main():
               f"{ticks(console)} ticks")
         r = req(STATUS, 12)
         check("control: STATUS says running again", r and r["a"] == 0, r)
+
+        def send_fds(typ, mid, fds):
+            socket.send_fds(ours, [msg(typ, mid)], fds)
+            return until(ours, REPLY, 120, events)
+
+        snapshots(argv[0], ncpus, argv.count("--drive"), req, send_fds, console)
 
         for desc, data, want in (("a short message", b"\x01" * 10, -EBADMSG),
                                  ("a long message", msg(STATUS, 1) + b"x", -EBADMSG),

@@ -14,7 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vmm/snapfile.h"
 #include "vmm/virtio/blk.h"
+#include "vmm/virtio/mmio.h"
 
 #define SECTOR VIRTIO_BLK_SECTOR_SIZE
 #define DISK_SIZE (1ULL << 20)
@@ -375,6 +377,46 @@ static void test_batch(void **state)
 	bt_free(t);
 }
 
+/* A snapshot of the transport (virtio_mmio_save) after three requests: the
+ * registers, the queue's indexes, and the disk as the guest was told it
+ * (the device's save hook); a buffer too small for the hook is an error. */
+static void test_snapshot_save(void **state)
+{
+	struct bt *t = bt_new_opts(DISK_SIZE, true, "snap-disk", false);
+	struct snap_virtio v;
+	uint8_t dev[64], tiny[8];
+	uint64_t cap;
+	uint32_t ro;
+
+	bt_hdr(t, VIRTIO_BLK_T_FLUSH, 0);
+	for (uint16_t i = 0; i < 3; i++) {
+		fake_desc(&t->g, FAKE_DESC, 2 * i, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 2 * i + 1);
+		fake_desc(&t->g, FAKE_DESC, 2 * i + 1, STATUS_GPA + i, 1, VIRTQ_DESC_F_WRITE, 0);
+		fake_avail_add(&t->g, &t->vq, 2 * i);
+	}
+	fake_notify(&t->g, 0);
+	assert_int_equal(virtio_mmio_save(t->g.dev, &v, dev, sizeof(dev)), 0);
+	assert_int_equal(v.device_id, VIRTIO_ID_BLOCK);
+	assert_int_equal(v.num_queues, 1);
+	assert_true(v.status & VIRTIO_STATUS_DRIVER_OK);
+	assert_true(v.driver_features & VIRTIO_BIT(VIRTIO_F_VERSION_1));
+	assert_true(v.offered & VIRTIO_BIT(VIRTIO_BLK_F_RO));
+	assert_int_equal(v.queues[0].ready, 1);
+	assert_int_equal(v.queues[0].size, 16);
+	assert_int_equal(v.queues[0].last_avail, 3);
+	assert_int_equal(v.queues[0].next_used, 3);
+	assert_int_equal(v.queues[0].desc_gpa, t->vq.desc);
+	assert_int_equal(v.queues[0].used_gpa, t->vq.used);
+	assert_true(v.dev_len >= 36 && v.dev_len <= sizeof(dev));
+	memcpy(&cap, dev, sizeof(cap));
+	memcpy(&ro, dev + 8, sizeof(ro));
+	assert_int_equal(cap, DISK_SECTORS);
+	assert_int_equal(ro, 1);
+	assert_memory_equal(dev + 12, "snap-disk", 9);
+	assert_int_equal(virtio_mmio_save(t->g.dev, &v, tiny, sizeof(tiny)), -ENOSPC);
+	bt_free(t);
+}
+
 /* Requests without room for a header or a status cannot be answered. */
 static void test_malformed_requests(void **state)
 {
@@ -481,6 +523,7 @@ int main(void)
 		cmocka_unit_test(test_unsupported),
 		cmocka_unit_test(test_framing),
 		cmocka_unit_test(test_batch),
+		cmocka_unit_test(test_snapshot_save),
 		cmocka_unit_test(test_malformed_requests),
 		cmocka_unit_test(test_scratch_disk),
 	};

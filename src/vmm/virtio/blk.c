@@ -191,6 +191,30 @@ static int vblk_notify(void *dev, struct virtq *q, unsigned qidx)
 	return ret;
 }
 
+/* Snapshots: what the guest was told about the disk (capacity, read-only,
+ * serial), so a restore can refuse a backing file that does not match. */
+struct vblk_saved {
+	uint64_t capacity;
+	uint32_t read_only;
+	char serial[VIRTIO_BLK_ID_BYTES];
+	uint8_t pad[4];
+};
+
+static int vblk_save(void *dev, void *buf, size_t cap)
+{
+	const struct vblk *b = dev;
+	struct vblk_saved s;
+
+	if (cap < sizeof(s))
+		return -ENOSPC;
+	memset(&s, 0, sizeof(s));
+	s.capacity = b->capacity;
+	s.read_only = b->read_only;
+	memcpy(s.serial, b->serial, sizeof(s.serial));
+	memcpy(buf, &s, sizeof(s));
+	return (int)sizeof(s);
+}
+
 const struct virtio_dev_ops vblk_ops = {
 	.name = "blk",
 	.device_id = VIRTIO_ID_BLOCK,
@@ -200,6 +224,7 @@ const struct virtio_dev_ops vblk_ops = {
 	.features = vblk_features,
 	.config_read = vblk_config_read,
 	.notify = vblk_notify,
+	.save = vblk_save,
 };
 
 int vblk_create(struct vblk **out, const struct vblk_params *p)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "vmm/io.h"
+#include "vmm/snapfile.h"
 #include "vmm/virtio/queue.h"
 
 /* Register offsets (§4.2.2). */
@@ -404,6 +405,34 @@ int virtio_mmio_run(struct virtio_mmio_dev *d, int (*fn)(void *arg, struct virtq
 	}
 	pthread_mutex_unlock(&d->lock);
 	return ret;
+}
+
+int virtio_mmio_save(struct virtio_mmio_dev *d, struct snap_virtio *out, void *dev_state,
+		     size_t cap)
+{
+	int n = 0;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&d->lock);
+	out->device_id = d->ops->device_id;
+	out->num_queues = d->ops->num_queues;
+	out->status = d->status;
+	out->offered = d->offered;
+	out->driver_features = d->driver_features;
+	out->device_features_sel = d->device_features_sel;
+	out->driver_features_sel = d->driver_features_sel;
+	out->queue_sel = d->queue_sel;
+	out->int_status = d->int_status;
+	out->config_gen = d->config_gen;
+	for (unsigned i = 0; i < d->ops->num_queues && i < SNAP_MAX_QUEUES; i++)
+		virtq_save(&d->queues[i], &out->queues[i]);
+	if (d->ops->save)
+		n = d->ops->save(d->dev, dev_state, cap);
+	pthread_mutex_unlock(&d->lock);
+	if (n < 0)
+		return n;
+	out->dev_len = (size_t)n <= cap ? (uint32_t)n : 0;
+	return (size_t)n <= cap ? 0 : -EOVERFLOW;
 }
 
 int virtio_mmio_register(struct virtio_mmio_dev *d, struct io_bus *bus, uint64_t base)

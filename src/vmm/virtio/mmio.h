@@ -46,6 +46,16 @@ void virtio_mmio_free(struct virtio_mmio_dev *d);
 int virtio_mmio_run(struct virtio_mmio_dev *d, int (*fn)(void *arg, struct virtq *queues),
 		    void *arg);
 
+/*
+ * Snapshots: the transport's registers and queues into *out (mmio_base and
+ * gsi are the caller's), and the device's own state (ops->save) into
+ * dev_state (cap bytes; out->dev_len says how much). Under the lock.
+ * 0 or the device's -errno.
+ */
+struct snap_virtio;
+int virtio_mmio_save(struct virtio_mmio_dev *d, struct snap_virtio *out, void *dev_state,
+		     size_t cap);
+
 /* Claim [base, base + VIRTIO_MMIO_SIZE) on bus. io_register()'s result. */
 int virtio_mmio_register(struct virtio_mmio_dev *d, struct io_bus *bus, uint64_t base);
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "vmm/memory.h"
+#include "vmm/snapfile.h"
 #include "vmm/virtio/virtio.h"
 
 /*
@@ -184,6 +185,22 @@ out:
 void virtq_reset(struct virtq *q)
 {
 	memset(q, 0, sizeof(*q));
+}
+
+void virtq_save(const struct virtq *q, struct snap_virtq *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->size = q->size;
+	s->last_avail = q->last_avail;
+	s->next_used = q->next_used;
+	s->signalled_used = q->signalled_used;
+	s->ready = q->ready;
+	s->broken = q->broken;
+	s->event_idx = q->event_idx;
+	s->indirect = q->indirect;
+	s->desc_gpa = q->desc_gpa;
+	s->avail_gpa = q->avail_gpa;
+	s->used_gpa = q->used_gpa;
 }
 
 bool virtq_is_ready(const struct virtq *q)

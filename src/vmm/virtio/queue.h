@@ -87,6 +87,10 @@ int virtq_push(struct virtq *q, uint16_t head, uint32_t len);
 /* After a batch of pushes: does the driver want an interrupt for them? */
 bool virtq_need_interrupt(struct virtq *q);
 
+/* The queue's registers and indexes, for a snapshot (src/vmm/snapfile.h). */
+struct snap_virtq;
+void virtq_save(const struct virtq *q, struct snap_virtq *s);
+
 bool virtq_is_ready(const struct virtq *q);
 bool virtq_is_broken(const struct virtq *q);
 

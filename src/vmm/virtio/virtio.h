@@ -216,6 +216,10 @@ struct virtio_dev_ops {
 	int (*notify)(void *dev, struct virtq *q, unsigned qidx);
 	/* Back to the just-created state. Optional. */
 	void (*reset)(void *dev);
+	/* Snapshots: the device's own state (beyond the transport's) into buf
+	 * (cap bytes). Bytes written or -errno. Called under the transport's
+	 * lock with the vCPUs paused. Optional: without it nothing is saved. */
+	int (*save)(void *dev, void *buf, size_t cap);
 };
 
 #endif
