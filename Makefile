@@ -136,9 +136,10 @@ $(B)/guest/kiln-mark: tests/guest/kiln-mark.c
 
 # A hostile guest agent (tests/integration/t-hostile.sh): the real protocol
 # codec, its own initramfs with it as /init.
-$(B)/guest/fake-agent: tests/guest/fake-agent.c src/common/proto.c src/common/proto.h
+PROTO_DEPS := src/common/proto.c src/common/fleetid.c src/common/hostname.c
+$(B)/guest/fake-agent: tests/guest/fake-agent.c $(PROTO_DEPS) src/common/proto.h
 	@mkdir -p $(dir $@)
-	$(CC) $(GUEST_CFLAGS) -o $@ tests/guest/fake-agent.c src/common/proto.c
+	$(CC) $(GUEST_CFLAGS) -o $@ tests/guest/fake-agent.c $(PROTO_DEPS)
 
 $(B)/guest/fake-initrd.cpio: $(B)/guest/fake-agent
 	@rm -rf $(B)/guest/fake.d && mkdir -p $(B)/guest/fake.d/dev $(B)/guest/fake.d/proc
@@ -225,9 +226,9 @@ FUZZ_BINS  := $(FUZZ_NAMES:%=$(FB)/fuzz_%)
 fobj = $(patsubst %.c,$(FB)/obj/%.o,$(1))
 
 # What each harness links besides itself (real project sources).
-FUZZ_LINK_proto   := $(call fobj,src/common/proto.c)
-FUZZ_LINK_agent_client := $(call fobj,src/lib/agent.c src/common/proto.c src/common/util.c src/common/sanitize.c)
-FUZZ_LINK_agentd  := $(call fobj,src/guest/agentd.c src/common/proto.c)
+FUZZ_LINK_proto   := $(call fobj,$(PROTO_DEPS))
+FUZZ_LINK_agent_client := $(call fobj,src/lib/agent.c $(PROTO_DEPS) src/common/util.c src/common/sanitize.c)
+FUZZ_LINK_agentd  := $(call fobj,src/guest/agentd.c src/guest/identity.c $(PROTO_DEPS))
 FUZZ_LINK_virtq   := $(call fobj,src/vmm/virtio/queue.c src/vmm/memory.c)
 # vsock.c and net.c are compiled into the harness itself (their work runs inline).
 FUZZ_LINK_virtio  := $(call fobj,src/vmm/virtio/mmio.c src/vmm/virtio/queue.c \

@@ -96,6 +96,8 @@ struct run_state {
 	int code;
 	int signal;
 	int write_error;
+	char sandbox_id[96]; /* the sandbox's identity (lib/sandbox.h), for --json */
+	char hostname[64];
 };
 
 static volatile sig_atomic_t g_signal;
@@ -878,6 +880,8 @@ static void print_json(const struct run_opts *o, const struct run_state *st, int
 		json_object_set_new(j, "guest_oom_kills", json_integer(oom));
 	if (o->nallow)
 		json_object_set_new(j, "net", net_json(ns));
+	json_object_set_new(j, "sandbox_id", json_string(st->sandbox_id));
+	json_object_set_new(j, "hostname", json_string(st->hostname));
 	json_object_set_new(json_object_get(j, "durations_ms"), "vmm_walls",
 			    json_real(t->walls_ns / 1e6));
 	s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -1058,6 +1062,8 @@ int cli_run(int argc, char **argv, const char *self)
 		return EXIT_KILN;
 	}
 	kiln_sandbox_times(sb, &times);
+	snprintf(st.sandbox_id, sizeof(st.sandbox_id), "%s", kiln_sandbox_id(sb));
+	snprintf(st.hostname, sizeof(st.hostname), "%s", kiln_sandbox_hostname(sb));
 	a = kiln_sandbox_agent(sb);
 
 	/* Before CMD: uploads, the OOM counter, the EXEC request. */

@@ -5,6 +5,9 @@
  */
 #include "proto.h"
 
+#include "fleetid.h"
+#include "hostname.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -23,6 +26,11 @@ struct proto_type_info {
 };
 
 #define PATH_REQ_MAX (16u + 4u + PROTO_PATH_MAX)
+#define IDENTITY_MAX                                                                  \
+	(16u + PROTO_ENTROPY_MAX + 4u + PROTO_HOSTNAME_MAX + 4u + PROTO_SANDBOX_ID_MAX)
+
+_Static_assert(PROTO_SANDBOX_ID_MAX == FLEET_ID_MAX, "sandbox id caps differ");
+_Static_assert(PROTO_HOSTNAME_MAX == HOSTNAME_LABEL_MAX, "hostname caps differ");
 
 static const struct proto_type_info proto_types[] = {
 	[PROTO_HELLO] = { "HELLO", C2A, 0, 12 },
@@ -51,6 +59,7 @@ static const struct proto_type_info proto_types[] = {
 	[PROTO_DIR_ENTRIES] = { "DIR_ENTRIES", A2C, PROTO_F_EOF, PROTO_MAX_PAYLOAD },
 	[PROTO_MKDIR] = { "MKDIR", C2A, 0, PATH_REQ_MAX },
 	[PROTO_REMOVE] = { "REMOVE", C2A, 0, PATH_REQ_MAX },
+	[PROTO_IDENTITY] = { "IDENTITY", C2A, 0, IDENTITY_MAX },
 };
 
 #define NTYPES (sizeof(proto_types) / sizeof(proto_types[0]))
@@ -820,6 +829,56 @@ int proto_dec_stat(const void *p, size_t len, struct proto_stat *m)
 	ret = proto_rd_end(&r);
 	if (!ret && m->mtime_nsec >= 1000000000u)
 		ret = -EBADMSG;
+	return ret;
+}
+
+static bool identity_valid(const struct proto_identity *m)
+{
+	return m->sec >= 0 && (uint64_t)m->sec <= PROTO_TIME_SEC_MAX && m->nsec < 1000000000u &&
+	       m->entropy_len >= PROTO_ENTROPY_MIN && m->entropy_len <= PROTO_ENTROPY_MAX &&
+	       hostname_label_ok(m->hostname, strnlen(m->hostname, sizeof(m->hostname))) &&
+	       fleet_sandbox_id_ok(m->sandbox_id);
+}
+
+int proto_enc_identity(void *buf, size_t cap, uint32_t id, const struct proto_identity *m)
+{
+	struct proto_wr w;
+
+	if (!identity_valid(m))
+		return -EINVAL;
+	proto_wr_begin(&w, buf, cap, PROTO_IDENTITY, 0, id);
+	proto_wr_u64(&w, (uint64_t)m->sec);
+	proto_wr_u32(&w, m->nsec);
+	proto_wr_u32(&w, m->entropy_len);
+	proto_wr_bytes(&w, m->entropy, m->entropy_len);
+	proto_wr_str(&w, m->hostname, strlen(m->hostname));
+	proto_wr_str(&w, m->sandbox_id, strlen(m->sandbox_id));
+	return proto_wr_end(&w);
+}
+
+int proto_dec_identity(const void *p, size_t len, struct proto_identity *m)
+{
+	struct proto_rd r;
+	const uint8_t *bytes;
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	proto_rd_init(&r, p, len);
+	m->sec = (int64_t)proto_rd_u64(&r);
+	m->nsec = proto_rd_u32(&r);
+	m->entropy_len = proto_rd_u32(&r);
+	if (!r.err && (m->entropy_len < PROTO_ENTROPY_MIN || m->entropy_len > PROTO_ENTROPY_MAX))
+		r.err = -EBADMSG;
+	bytes = rd_take(&r, m->entropy_len);
+	if (bytes)
+		memcpy(m->entropy, bytes, m->entropy_len);
+	proto_rd_str(&r, m->hostname, PROTO_HOSTNAME_MAX);
+	proto_rd_str(&r, m->sandbox_id, PROTO_SANDBOX_ID_MAX);
+	ret = proto_rd_end(&r);
+	if (!ret && !identity_valid(m))
+		ret = -EBADMSG;
+	if (ret)
+		memset(m, 0, sizeof(*m));
 	return ret;
 }
 

@@ -32,6 +32,11 @@
 #define PROTO_SIGNO_MAX	     64
 #define PROTO_PTY_DIM_MAX    4096u /* terminal rows and columns: 1..this */
 #define PROTO_USER_MAX	     255u /* EXEC's user spec */
+#define PROTO_ENTROPY_MIN    32u /* IDENTITY's random bytes */
+#define PROTO_ENTROPY_MAX    256u
+#define PROTO_HOSTNAME_MAX   63u /* IDENTITY's hostname: one RFC 1123 label */
+#define PROTO_SANDBOX_ID_MAX 76u /* IDENTITY's sandbox id (common/fleetid.h's FLEET_ID_MAX) */
+#define PROTO_TIME_SEC_MAX   (1ull << 33) /* IDENTITY's wall clock, seconds since 1970 */
 
 enum proto_type {
 	PROTO_HELLO = 0x01,	   /* c->a proto_hello */
@@ -59,6 +64,7 @@ enum proto_type {
 	PROTO_DIR_ENTRIES = 0x26,  /* a->c proto_dirent..., F_EOF marks the last */
 	PROTO_MKDIR = 0x27,	   /* c->a proto_path */
 	PROTO_REMOVE = 0x28,	   /* c->a proto_path */
+	PROTO_IDENTITY = 0x30,	   /* c->a proto_identity; OK or ERROR */
 };
 
 /* Header flags. */
@@ -74,6 +80,7 @@ enum proto_type {
 #define PROTO_CAP_FILES	   0x2u
 #define PROTO_CAP_REBOOT   0x4u /* SHUTDOWN powers the VM off (PID-1 mode) */
 #define PROTO_CAP_PTY	   0x8u /* EXEC with PROTO_EXEC_PTY, RESIZE */
+#define PROTO_CAP_IDENTITY 0x10u /* IDENTITY (PID-1 mode) */
 
 /* EXEC flags. */
 #define PROTO_EXEC_STDIN 0x1u /* else stdin is /dev/null (or, with PTY, nothing to send) */
@@ -182,6 +189,20 @@ struct proto_dirent {
 };
 
 /*
+ * IDENTITY: what makes a sandbox unique, from the host (a clone restored
+ * from a snapshot would otherwise share all of it with its siblings).
+ * Wire: u64 sec, u32 nsec, u32 entropy length + bytes, hostname, sandbox id.
+ */
+struct proto_identity {
+	int64_t sec;   /* CLOCK_REALTIME: 0..PROTO_TIME_SEC_MAX */
+	uint32_t nsec; /* < 1e9 */
+	uint32_t entropy_len; /* PROTO_ENTROPY_MIN..PROTO_ENTROPY_MAX */
+	uint8_t entropy[PROTO_ENTROPY_MAX];
+	char hostname[PROTO_HOSTNAME_MAX + 1]; /* one RFC 1123 label (common/hostname.h) */
+	char sandbox_id[PROTO_SANDBOX_ID_MAX + 1]; /* fleet_sandbox_id_ok (common/fleetid.h) */
+};
+
+/*
  * Header. decode checks the length cap, the type and its direction and the
  * flags; -EBADMSG on any violation.
  */
@@ -251,6 +272,8 @@ int proto_enc_path(void *buf, size_t cap, uint16_t type, uint32_t id, const stru
 int proto_dec_path(const void *p, size_t len, struct proto_path *m);
 int proto_enc_stat(void *buf, size_t cap, uint32_t id, const struct proto_stat *m);
 int proto_dec_stat(const void *p, size_t len, struct proto_stat *m);
+int proto_enc_identity(void *buf, size_t cap, uint32_t id, const struct proto_identity *m);
+int proto_dec_identity(const void *p, size_t len, struct proto_identity *m);
 /* A frame header of any type with a raw payload (data frames, PING/PONG, SHUTDOWN). */
 int proto_enc_data(void *buf, size_t cap, uint16_t type, uint16_t flags, uint32_t id,
 		   const void *data, size_t n);

@@ -232,6 +232,7 @@ static void boot_begin(struct registry *r, struct reg_sandbox *sb)
 	cfg.boot_timeout_ms = BOOT_TIMEOUT_MS;
 	cfg.cancel_fd = r->c.stop_fd;
 	cfg.no_cgroup = r->c.no_cgroup;
+	cfg.id = sb->id; /* the guest's /run/kiln/sandbox-id; its hostname from it */
 	if (sb->nallow) {
 		net = (struct kiln_net_config){ .bin = r->c.netbin,
 						.rules = (const char *const *)sb->allow,

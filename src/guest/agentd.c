@@ -47,6 +47,7 @@
 
 #include "guest/gexec.h"
 #include "guest/gfs.h"
+#include "guest/identity.h"
 #include "proto.h"
 
 #define MAX_CONNS	    16
@@ -974,13 +975,41 @@ static void do_hello(struct conn *c, const struct proto_hdr *h, const uint8_t *p
 	}
 	memset(&ok, 0, sizeof(ok));
 	ok.version = PROTO_VERSION;
-	ok.caps = PROTO_CAP_EXEC | PROTO_CAP_FILES | PROTO_CAP_PTY | (c->d->cfg.pid1 ? PROTO_CAP_REBOOT : 0);
+	ok.caps = PROTO_CAP_EXEC | PROTO_CAP_FILES | PROTO_CAP_PTY;
+	if (c->d->cfg.pid1)
+		ok.caps |= PROTO_CAP_REBOOT | PROTO_CAP_IDENTITY;
 	ok.max_payload = PROTO_MAX_PAYLOAD;
 	ok.stdin_window = STDIN_WINDOW;
 	snprintf(ok.agent, sizeof(ok.agent), "%s", AGENT_NAME);
 	p = tx_reserve(c, REPLY_RESERVE);
 	reply_frame(c, p ? proto_enc_hello_ok(p, REPLY_RESERVE, h->id, &ok) : -ENOSPC);
 	c->hello = true;
+}
+
+/* The host's entropy, clock, hostname and sandbox id (guest/identity.h):
+ * only PID 1 may change the whole VM's. A failure is answered, the agent
+ * goes on. */
+static void do_identity(struct conn *c, const struct proto_hdr *h, const uint8_t *payload)
+{
+	struct proto_identity m;
+	char err[256];
+	int ret;
+
+	if (proto_dec_identity(payload, h->len, &m)) {
+		proto_fail(c, "malformed IDENTITY");
+		return;
+	}
+	if (!c->d->cfg.pid1) {
+		reply_err(c, h->id, EPERM, "identity: not PID 1");
+		goto out;
+	}
+	ret = identity_apply(&m, IDENTITY_DIR, err, sizeof(err));
+	if (ret)
+		reply_err(c, h->id, -ret, "%s", err);
+	else
+		reply_ok(c, h->id, 0);
+out:
+	explicit_bzero(&m, sizeof(m));
 }
 
 static void handle_frame(struct conn *c, const struct proto_hdr *h, const uint8_t *payload)
@@ -1024,6 +1053,9 @@ static void handle_frame(struct conn *c, const struct proto_hdr *h, const uint8_
 		break;
 	case PROTO_FILE_DATA:
 		do_put_data(c, h, payload);
+		break;
+	case PROTO_IDENTITY:
+		do_identity(c, h, payload);
 		break;
 	case PROTO_FILE_PUT:
 	case PROTO_FILE_GET:

@@ -3,6 +3,7 @@
  * BOOTARGS_CMDLINE_MAX bytes; every value is checked against its own cap.
  */
 #include "guest/bootargs.h"
+#include "hostname.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -53,22 +54,6 @@ static int parse_num(const char *s, uint32_t max, uint32_t *out)
 	}
 	*out = (uint32_t)v;
 	return 0;
-}
-
-static bool valid_hostname(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > BOOTARGS_HOST_MAX || s[0] == '-' || s[0] == '.')
-		return false;
-	for (; *s; s++) {
-		char c = *s;
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '-' || c == '.'))
-			return false;
-	}
-	return true;
 }
 
 static bool valid_dev(const char *s)
@@ -247,7 +232,7 @@ static int apply(struct bootargs *ba, const char *key, const char *val, const ch
 	uint32_t v;
 
 	if (!strcmp(key, "hostname")) {
-		if (!valid_hostname(val))
+		if (!hostname_ok(val, strlen(val), BOOTARGS_HOST_MAX))
 			return -EINVAL;
 		snprintf(ba->hostname, sizeof(ba->hostname), "%s", val);
 	} else if (!strcmp(key, "port")) {

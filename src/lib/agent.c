@@ -29,8 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -41,6 +43,7 @@
 #define KA_RX_INIT    (64u * 1024)
 #define KA_PUT_CHUNK  (128u * 1024)
 #define KA_PATH_FRAME (PROTO_HDR_SIZE + 20 + PROTO_PATH_MAX)
+#define KA_ENTROPY    64u /* IDENTITY's random bytes */
 
 struct kexec {
 	bool used;
@@ -227,7 +230,8 @@ static int reply_frame(struct kiln_agent *a, const struct proto_hdr *h, const ui
 		break;
 	case PROTO_OK:
 		if (r->type != PROTO_SHUTDOWN && r->type != PROTO_SIGNAL && r->type != PROTO_MKDIR &&
-		    r->type != PROTO_REMOVE && r->type != PROTO_FILE_PUT)
+		    r->type != PROTO_REMOVE && r->type != PROTO_FILE_PUT &&
+		    r->type != PROTO_IDENTITY)
 			goto out;
 		if (proto_dec_ok(p, h->len, &r->value))
 			goto out;
@@ -1026,6 +1030,39 @@ int kiln_agent_mkdir(struct kiln_agent *a, const char *path, uint32_t mode, bool
 int kiln_agent_remove(struct kiln_agent *a, const char *path, bool recursive)
 {
 	return path_req(a, PROTO_REMOVE, path, recursive ? PROTO_PATH_RECURSIVE : 0, 0, NULL);
+}
+
+int kiln_agent_identity(struct kiln_agent *a, const char *hostname, const char *sandbox_id)
+{
+	struct proto_identity m;
+	struct timespec now;
+	uint8_t buf[PROTO_HDR_SIZE + 512];
+	uint32_t id;
+	int ret = -EINVAL;
+
+	memset(&m, 0, sizeof(m));
+	if (!hostname || !sandbox_id || strlen(hostname) > PROTO_HOSTNAME_MAX ||
+	    strlen(sandbox_id) > PROTO_SANDBOX_ID_MAX)
+		goto out;
+	memcpy(m.hostname, hostname, strlen(hostname) + 1);
+	memcpy(m.sandbox_id, sandbox_id, strlen(sandbox_id) + 1);
+	m.entropy_len = KA_ENTROPY;
+	if (getrandom(m.entropy, KA_ENTROPY, 0) != (ssize_t)KA_ENTROPY) {
+		ret = -EIO;
+		goto out;
+	}
+	ret = req_begin(a, PROTO_IDENTITY, &id);
+	if (ret)
+		goto out;
+	/* The clock last: it goes out with no wait in between. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	m.sec = (int64_t)now.tv_sec;
+	m.nsec = (uint32_t)now.tv_nsec;
+	ret = req_run(a, buf, proto_enc_identity(buf, sizeof(buf), id, &m));
+out:
+	explicit_bzero(&m, sizeof(m));
+	explicit_bzero(buf, sizeof(buf));
+	return ret;
 }
 
 int kiln_agent_shutdown(struct kiln_agent *a)

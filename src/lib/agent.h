@@ -147,6 +147,12 @@ int kiln_agent_list(struct kiln_agent *a, const char *path,
 		    int (*cb)(void *ctx, const struct kiln_dirent *e), void *ctx);
 int kiln_agent_mkdir(struct kiln_agent *a, const char *path, uint32_t mode, bool parents);
 int kiln_agent_remove(struct kiln_agent *a, const char *path, bool recursive);
+/* The sandbox's identity, for an agent with PROTO_CAP_IDENTITY (PID 1):
+ * fresh bytes from this host's getrandom() for the guest's entropy pool, this
+ * host's CLOCK_REALTIME read just before sending, the hostname (one RFC 1123
+ * label, common/hostname.h) and the sandbox id (common/fleetid.h). -EINVAL
+ * for a bad hostname or id; the agent's refusal as its errno and message. */
+int kiln_agent_identity(struct kiln_agent *a, const char *hostname, const char *sandbox_id);
 /* The agent kills everything and powers the VM off; its going away counts as success. */
 int kiln_agent_shutdown(struct kiln_agent *a);
 

@@ -24,6 +24,9 @@
 #include "lib/netproc.h"
 #include "lib/vsock_uds.h"
 #include "ctl.h"
+#include "fleetid.h"
+#include "hostname.h"
+#include "proto.h"
 #include "sanitize.h"
 #include "util.h"
 
@@ -40,8 +43,11 @@
 #define SHUTDOWN_GRACE_MS 10000
 #define SHUTDOWN_REPLY_MS 5000 /* the agent's answer to SHUTDOWN */
 #define RUN_PREFIX "run."
+#define HOST_ID_HEX 12 /* hex digits of the sandbox id in the default hostname */
 
 struct kiln_sandbox {
+	char id[FLEET_ID_MAX + 1];
+	char hostname[HOSTNAME_LABEL_MAX + 1];
 	char dir[PATH_MAX];
 	char sock[108];
 	pid_t vmm;
@@ -492,6 +498,7 @@ bool kiln_sandbox_vmm_exited(struct kiln_sandbox *s, int *status)
 static int greet_agent(struct kiln_sandbox *s, char *err, size_t errlen)
 {
 	uint64_t deadline = s->boot_deadline;
+	uint32_t caps = 0;
 	int ret, fd = -1;
 
 	ret = vsock_uds_connect(s->sock, AGENT_PORT, ms_left(deadline, INT_MAX), &fd);
@@ -507,7 +514,17 @@ static int greet_agent(struct kiln_sandbox *s, char *err, size_t errlen)
 	}
 	kiln_agent_set_cancel_fd(s->agent, s->cancel_fd);
 	kiln_agent_set_deadline(s->agent, deadline); /* a silent or trickling hello too */
-	ret = kiln_agent_hello(s->agent, NULL);
+	ret = kiln_agent_hello(s->agent, &caps);
+	/* Before anything else runs in it: the guest's own entropy, clock and name. */
+	if (!ret && (caps & PROTO_CAP_IDENTITY)) {
+		ret = kiln_agent_identity(s->agent, s->hostname, s->id);
+		if (ret && ret != -ECANCELED && ret != -ETIMEDOUT) {
+			snprintf(err, errlen, "the guest agent did not take the sandbox's identity: %s%s%s",
+				 strerror(-ret), kiln_agent_error(s->agent)[0] ? ": " : "",
+				 kiln_agent_error(s->agent));
+			return ret;
+		}
+	}
 	if (ret == -ECANCELED) {
 		snprintf(err, errlen, "interrupted while booting");
 		return ret;
@@ -599,6 +616,44 @@ int kiln_sandbox_boot_step(struct kiln_sandbox *s, char *err, size_t errlen)
 	return -EINPROGRESS;
 }
 
+/* The config's id and hostname, checked, or new ones. */
+static int set_identity(struct kiln_sandbox *s, const struct kiln_sandbox_config *c, char *err,
+			size_t errlen)
+{
+	char host[FLEET_HOST_MAX + 1];
+	size_t n;
+	int ret;
+
+	if (c->id) {
+		if (!fleet_sandbox_id_ok(c->id)) {
+			snprintf(err, errlen, "invalid sandbox id (want sb-HOST-<32 hex digits>)");
+			return -EINVAL;
+		}
+		snprintf(s->id, sizeof(s->id), "%s", c->id);
+	} else {
+		fleet_host_id_default(host, sizeof(host));
+		ret = fleet_sandbox_id_new(host, s->id, sizeof(s->id));
+		if (ret) {
+			snprintf(err, errlen, "cannot make a sandbox id: %s", strerror(-ret));
+			return ret;
+		}
+	}
+	if (c->hostname) {
+		n = strnlen(c->hostname, sizeof(s->hostname));
+		if (!hostname_label_ok(c->hostname, n)) {
+			snprintf(err, errlen, "invalid hostname (want 1..63 letters, digits and '-')");
+			return -EINVAL;
+		}
+		memcpy(s->hostname, c->hostname, n);
+		s->hostname[n] = 0;
+	} else {
+		n = strlen(s->id);
+		snprintf(s->hostname, sizeof(s->hostname), "sb-%.*s", HOST_ID_HEX,
+			 s->id + n - FLEET_RAND_HEX);
+	}
+	return 0;
+}
+
 /* kiln-net, before the VMM; its stderr goes to net.log in the run directory. */
 static int start_net(struct kiln_sandbox *s, const struct kiln_sandbox_config *c, char *err,
 		     size_t errlen)
@@ -627,6 +682,9 @@ int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_conf
 	s->cancel_fd = c->cancel_fd;
 	s->t0 = now_ns();
 	s->boot_deadline = s->t0 + (uint64_t)(c->boot_timeout_ms > 0 ? c->boot_timeout_ms : 0) * 1000000ULL;
+	ret = set_identity(s, c, err, errlen);
+	if (ret)
+		goto out;
 	s->image_fd = open(c->image, O_RDONLY | O_CLOEXEC);
 	if (s->image_fd < 0) {
 		ret = -errno;
@@ -701,6 +759,17 @@ struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s)
 {
 	return s->agent;
 }
+
+const char *kiln_sandbox_id(const struct kiln_sandbox *s)
+{
+	return s->id;
+}
+
+const char *kiln_sandbox_hostname(const struct kiln_sandbox *s)
+{
+	return s->hostname;
+}
+
 
 void kiln_sandbox_set_deadline(struct kiln_sandbox *s, uint64_t deadline_ns)
 {

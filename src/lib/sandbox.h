@@ -49,6 +49,13 @@ struct kiln_sandbox_config {
 	 * GUESTNET_BOOTARGS (src/common/guestnet.h). no_jail and no_seccomp
 	 * apply to kiln-net as well. */
 	const struct kiln_net_config *net;
+	/* Identity (docs/protocol.md, IDENTITY), sent right after the agent's
+	 * hello when it offers PROTO_CAP_IDENTITY, with fresh host entropy and
+	 * the host's clock. id: sb-<host>-<32 hex> (common/fleetid.h); NULL: a new
+	 * one for this machine. hostname: one RFC 1123 label; NULL: "sb-" and the
+	 * first 12 hex digits of the id. */
+	const char *id;
+	const char *hostname;
 };
 
 struct kiln_cgroup_stat;
@@ -82,6 +89,9 @@ uint64_t kiln_sandbox_boot_deadline(const struct kiln_sandbox *s);
  * else -errno with a one-line reason (the caller kills and destroys it). */
 int kiln_sandbox_boot_step(struct kiln_sandbox *s, char *err, size_t errlen);
 struct kiln_agent *kiln_sandbox_agent(struct kiln_sandbox *s);
+/* The sandbox id and the hostname it was given (or was to be given). */
+const char *kiln_sandbox_id(const struct kiln_sandbox *s);
+const char *kiln_sandbox_hostname(const struct kiln_sandbox *s);
 /* One more greeted connection to the guest agent, for callers that run
  * requests side by side (kilnd opens one per API request): within
  * timeout_ms, every call on it cut short by cancel_fd (-1: none). The caller

@@ -8,7 +8,8 @@
  *    bytes: the encoding is canonical, so nothing is lost or invented;
  *  - decoded strings are NUL-free, within their caps, and no longer than the
  *    payload; EXEC's vectors are NULL-terminated and add up within the input;
- *  - directory entries are single path components.
+ *  - directory entries are single path components;
+ *  - IDENTITY's entropy, clock, hostname and sandbox id are within bounds.
  * Input: the first 12 bytes are a header, the whole input is also a payload.
  */
 #include <errno.h>
@@ -145,6 +146,7 @@ static void check_payload(const uint8_t *p, size_t n)
 	struct proto_winsize ws;
 	struct proto_path path;
 	struct proto_stat st;
+	struct proto_identity ident;
 	uint64_t v;
 	uint32_t credit;
 
@@ -195,6 +197,15 @@ static void check_payload(const uint8_t *p, size_t n)
 	}
 	if (proto_dec_stat(p, n, &st) == 0)
 		same_payload(proto_enc_stat(out, sizeof(out), 1, &st), PROTO_STAT_OK, p, n, "stat");
+	if (proto_dec_identity(p, n, &ident) == 0) {
+		check_str(ident.hostname, PROTO_HOSTNAME_MAX, n, "hostname");
+		check_str(ident.sandbox_id, PROTO_SANDBOX_ID_MAX, n, "sandbox id");
+		FZ_CHECK(ident.entropy_len >= PROTO_ENTROPY_MIN && ident.entropy_len <= PROTO_ENTROPY_MAX &&
+				 ident.nsec < 1000000000u && ident.sec >= 0,
+			 "identity bounds %u %u", ident.entropy_len, ident.nsec);
+		same_payload(proto_enc_identity(out, sizeof(out), 1, &ident), PROTO_IDENTITY, p, n,
+			     "identity");
+	}
 	check_exec(p, n);
 	check_dirents(p, n);
 }

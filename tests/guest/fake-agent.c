@@ -283,6 +283,11 @@ static void serve(int fd)
 			if (getpid() == 1)
 				reboot(RB_AUTOBOOT);
 			return;
+		case PROTO_IDENTITY:
+			/* Its HELLO_OK never offers PROTO_CAP_IDENTITY: a client must not send it. */
+			say("IDENTITY received, never offered\n");
+			send_error(fd, h.id, EPROTO, "fake-agent: IDENTITY was not offered");
+			break;
 		default:
 			send_error(fd, h.id, ENOSYS, "fake-agent");
 			break;

@@ -69,6 +69,18 @@ A=$(out create)
 expect_match "create prints the id" '^sb-[a-z0-9][a-z0-9-]*-[0-9a-f]{32}$' "$A"
 expect_eq "create: nothing on stderr" "" "$(err create)"
 expect_eq "one VM runs" "1" "$(vmms)"
+# kilnd's sandbox id is the guest's identity (docs/protocol.md, IDENTITY).
+h0=$(date +%s)
+run_k ident exec "$A" -- sh -c 'hostname; cat /run/kiln/sandbox-id; stat -c %a /run/kiln/sandbox-id; date +%s'
+h1=$(date +%s)
+expect_eq "the guest's hostname, /run/kiln/sandbox-id (0444) are kilnd's id" \
+    "sb-${A: -32:12} $A 444" "$(head -n3 "$work/ident.out" | tr '\n' ' ' | sed 's/ $//')"
+g=$(sed -n 4p "$work/ident.out")
+if [ -n "$g" ] && [ "$g" -ge $((h0 - 2)) ] && [ "$g" -le $((h1 + 2)) ]; then
+    ok "the guest's wall clock is the host's within 2 s (guest $g, host $h0..$h1)"
+else
+    not_ok "the guest's wall clock is the host's within 2 s (guest '$g', host $h0..$h1)"
+fi
 
 lap "before exec"
 # --- exec --------------------------------------------------------------------

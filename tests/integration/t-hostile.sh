@@ -87,6 +87,8 @@ krun ok --get "/x:$work/ok.got" -- ok; rc=$?
 expect_eq "fake agent, behaving: exit 0" 0 "$rc"
 expect_eq "fake agent, behaving: ready on stdout" "ready" "$(cat "$work/ok.out")"
 expect_eq "fake agent, behaving: --get works" "fake file" "$(cat "$work/ok.got" 2>/dev/null)"
+check "fake agent without PROTO_CAP_IDENTITY: kiln run sent it no IDENTITY" \
+    test -s "$work/ok.console" -a -z "$(grep 'IDENTITY received' "$work/ok.console")"
 
 # --- (a) endless /proc/vmstat with data: cut at its 64 KiB cap -----------------
 krun vmstat -- vmstat-forever; rc=$?

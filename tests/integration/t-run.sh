@@ -28,8 +28,18 @@ krun() {
 leftovers() { ls -d "$run_dir"/run.* 2>/dev/null | wc -l; }
 vmms() { pgrep -x kiln-vmm | wc -l; }
 
+# The sandbox's identity as the guest sees it, one key=value a line
+# (docs/protocol.md, IDENTITY): read right after the start.
+IDENT='echo "hostname=$(hostname)"; echo "id=$(cat /run/kiln/sandbox-id)";
+echo "mode=$(stat -c %a /run/kiln/sandbox-id)"; echo "date=$(date +%s)";
+echo "urandom=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n")";
+echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"'
+# kv FILE KEY: KEY's value in FILE.
+kv() { sed -n "s/^$2=//p" "$1" | head -n1; }
+
 # --- exit codes, stdout/stderr separation, JSON ----------------------------------
-out=$(krun --cpus 2 --mem 256 --json -- sh -c 'echo out; echo err >&2; nproc; exit 7' 2>"$work/err")
+out=$(krun --cpus 2 --mem 256 --json -- sh -c "echo out; echo err >&2; nproc; { $IDENT; } >&2; exit 7" \
+    2>"$work/err")
 rc=$?
 expect_eq "exit code 7 comes back" 7 "$rc"
 expect_eq "stdout carries only stdout" "out
@@ -37,8 +47,37 @@ expect_eq "stdout carries only stdout" "out
 expect_eq "stderr carries only stderr (then the JSON line)" "err" "$(head -n1 "$work/err")"
 json=$(tail -n1 "$work/err")
 expect_match "--json: exit status and durations" '"exit_status":7.*"durations_ms":\{"boot":[0-9.]+' "$json"
-expect_match "--json: bytes counted" '"stdout":6,"stderr":4' "$json"
-krun -- true; expect_eq "exit code 0" 0 "$?"
+expect_match "--json: bytes counted" "\"stdout\":6,\"stderr\":$(head -n -1 "$work/err" | wc -c)," "$json"
+# Each line of this run's stdout stamped with the host's clock as it arrives.
+krun --json -- sh -c "$IDENT" 2>"$work/id2.err" |
+    while IFS= read -r l; do echo "$l"; echo "host_${l%%=*}=$(date +%s)"; done > "$work/id2"
+expect_eq "exit code 0" 0 "${PIPESTATUS[0]}"
+
+# --- identity: the host's hostname, sandbox id, clock and entropy in each guest ---------------
+sed -n '2,/^{/p' "$work/err" | grep -v '^{' > "$work/id1"
+for r in 1 2; do
+    f=$work/id$r
+    [ $r = 1 ] && j=$(tail -n1 "$work/err") || j=$(tail -n1 "$work/id2.err")
+    id=$(kv "$f" id)
+    expect_match "run $r: /run/kiln/sandbox-id holds a sandbox id" '^sb-[a-z0-9][a-z0-9-]*-[0-9a-f]{32}$' "$id"
+    expect_match "run $r: the id is the one kiln run gave it (--json)" "\"sandbox_id\":\"$id\"" "$j"
+    expect_eq "run $r: the guest's hostname is the one sent: sb- and the id's first 12 hex digits" \
+        "sb-${id: -32:12}" "$(kv "$f" hostname)"
+    expect_match "run $r: --json names the hostname" "\"hostname\":\"sb-${id: -32:12}\"" "$j"
+    expect_eq "run $r: the id file is read-only for everyone (0444)" 444 "$(kv "$f" mode)"
+    expect_match "run $r: 32 bytes of /dev/urandom read" '^[0-9a-f]{64}$' "$(kv "$f" urandom)"
+done
+g=$(kv "$work/id2" date); h=$(kv "$work/id2" host_date)
+if [ -n "$g" ] && [ -n "$h" ] && [ $((g - h)) -le 2 ] && [ $((h - g)) -le 2 ]; then
+    ok "the guest's wall clock is within 2 s of the host's (guest $g, host $h)"
+else
+    not_ok "the guest's wall clock is within 2 s of the host's (guest '$g', host '$h')"
+fi
+check "two runs: different sandbox ids" test "$(kv "$work/id1" id)" != "$(kv "$work/id2" id)"
+check "two runs: different hostnames" test "$(kv "$work/id1" hostname)" != "$(kv "$work/id2" hostname)"
+check "two runs: different first 32 bytes of /dev/urandom" \
+    test "$(kv "$work/id1" urandom)" != "$(kv "$work/id2" urandom)"
+check "two runs: different boot_id" test "$(kv "$work/id1" boot_id)" != "$(kv "$work/id2" boot_id)"
 krun -- sh -c 'kill -9 $$'; expect_eq "killed by SIGKILL exits 137" 137 "$?"
 krun -- /no/such/program 2>"$work/err"; rc=$?
 expect_eq "missing program exits 127" 127 "$rc"

@@ -108,6 +108,7 @@ static struct kiln_agent *client_at(const char *path)
 	assert_true(caps & PROTO_CAP_EXEC);
 	assert_true(caps & PROTO_CAP_FILES);
 	assert_false(caps & PROTO_CAP_REBOOT); /* test mode never powers off */
+	assert_false(caps & PROTO_CAP_IDENTITY); /* nor takes the VM's identity */
 	return a;
 }
 
@@ -1597,6 +1598,25 @@ static void test_error_text(void **state)
 	peer_done(&p, a);
 }
 
+/* IDENTITY outside PID-1 mode is refused with a reason, and the connection
+ * goes on; a bad hostname or id never leaves the client. */
+static void test_identity(void **state)
+{
+	struct kiln_agent *a = client();
+	const char *id = "sb-host1-0123456789abcdef0123456789abcdef";
+
+	assert_int_equal(kiln_agent_identity(a, "box", id), -EPERM);
+	assert_string_equal(kiln_agent_error(a), "identity: not PID 1");
+	assert_int_equal(kiln_agent_status(a), 0);
+	assert_int_equal(kiln_agent_ping(a), 0);
+	assert_int_equal(kiln_agent_identity(a, "a.b", id), -EINVAL);
+	assert_int_equal(kiln_agent_identity(a, "box", "sb-1"), -EINVAL);
+	assert_int_equal(kiln_agent_identity(a, NULL, id), -EINVAL);
+	assert_int_equal(kiln_agent_status(a), 0);
+	assert_int_equal(kiln_agent_ping(a), 0);
+	kiln_agent_free(a);
+}
+
 static void test_shutdown(void **state)
 {
 	struct kiln_agent *a = client();
@@ -1759,6 +1779,7 @@ int main(void)
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_get_cap),
 		cmocka_unit_test(test_error_text),
+		cmocka_unit_test(test_identity),
 		cmocka_unit_test(test_shutdown),
 	};
 

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "hostname.h"
 #include "proto.h"
 
 static uint8_t buf[PROTO_MAX_FRAME];
@@ -620,6 +621,211 @@ static void test_path_stat(void **state)
 	assert_int_equal(proto_dec_stat(buf + 1000, h.len, &dst), -EBADMSG);
 }
 
+#define ID_SB "sb-host1-0123456789abcdef0123456789abcdef"
+
+/* An IDENTITY payload field by field, lengths as given (not as the data). */
+static size_t identity_payload(uint8_t *out, uint64_t sec, uint32_t nsec, uint32_t elen,
+			       size_t ebytes, const char *host, uint32_t hlen, const char *sbid,
+			       uint32_t slen)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < 8; i++)
+		out[n++] = (uint8_t)(sec >> (8 * i));
+	put32(out + n, nsec);
+	put32(out + n + 4, elen);
+	n += 8;
+	memset(out + n, 0xa5, ebytes);
+	n += ebytes;
+	put32(out + n, hlen);
+	memcpy(out + n + 4, host, hlen);
+	n += 4 + hlen;
+	put32(out + n, slen);
+	memcpy(out + n + 4, sbid, slen);
+	return n + 4 + slen;
+}
+
+static size_t good_identity(uint8_t *out, const char *host, const char *sbid)
+{
+	return identity_payload(out, 1700000000, 5, 32, 32, host, (uint32_t)strlen(host), sbid,
+				(uint32_t)strlen(sbid));
+}
+
+static void test_identity(void **state)
+{
+	static const char *const bad_hosts[] = { "-a", "a-", "a.b", "a_b", "a b", "\xc3\xa9", "",
+						 NULL };
+	static const char *const bad_ids[] = { "", "sb-", "sb-host1-0123", "xb-host1-0123456789abcdef0123456789abcdef",
+					       "sb-host1-0123456789ABCDEF0123456789abcdef",
+					       "sb-Host1-0123456789abcdef0123456789abcdef",
+					       "sb-host1-0123456789abcdef0123456789abcdef\n", NULL };
+	struct proto_identity m, d;
+	struct proto_hdr h;
+	uint8_t pl[1024], hdr[PROTO_HDR_SIZE];
+	char host64[65], id77[80];
+	const uint8_t *p;
+	size_t n;
+	int len;
+
+	memset(&m, 0, sizeof(m));
+	m.sec = 1700000000;
+	m.nsec = 999999999;
+	m.entropy_len = PROTO_ENTROPY_MAX;
+	for (unsigned i = 0; i < PROTO_ENTROPY_MAX; i++)
+		m.entropy[i] = (uint8_t)i;
+	snprintf(m.hostname, sizeof(m.hostname), "sb-0123456789ab");
+	snprintf(m.sandbox_id, sizeof(m.sandbox_id), "%s", ID_SB);
+	len = proto_enc_identity(buf, sizeof(buf), 11, &m);
+	p = payload_of(len, PROTO_IDENTITY, 11, PROTO_FROM_CLIENT, &h);
+	assert_int_equal(proto_dec_identity(p, h.len, &d), 0);
+	assert_true(d.sec == 1700000000);
+	assert_int_equal(d.nsec, 999999999);
+	assert_int_equal(d.entropy_len, PROTO_ENTROPY_MAX);
+	assert_memory_equal(d.entropy, m.entropy, PROTO_ENTROPY_MAX);
+	assert_string_equal(d.hostname, "sb-0123456789ab");
+	assert_string_equal(d.sandbox_id, ID_SB);
+	/* Every truncation, and one byte too many. */
+	for (uint32_t k = 0; k < h.len; k++)
+		assert_int_equal(proto_dec_identity(p, k, &d), -EBADMSG);
+	memcpy(pl, p, h.len);
+	pl[h.len] = 0;
+	assert_int_equal(proto_dec_identity(pl, h.len + 1, &d), -EBADMSG);
+	/* The largest IDENTITY fits its header's cap; one byte more does not. */
+	memset(m.hostname, 'h', PROTO_HOSTNAME_MAX);
+	m.hostname[PROTO_HOSTNAME_MAX] = 0;
+	snprintf(m.sandbox_id, sizeof(m.sandbox_id), "sb-%.40s-0123456789abcdef0123456789abcdef",
+		 "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh");
+	assert_int_equal(strlen(m.sandbox_id), PROTO_SANDBOX_ID_MAX);
+	len = proto_enc_identity(buf, sizeof(buf), 12, &m);
+	p = payload_of(len, PROTO_IDENTITY, 12, PROTO_FROM_CLIENT, &h);
+	assert_int_equal(proto_dec_identity(p, h.len, &d), 0);
+	assert_int_equal(strlen(d.hostname), PROTO_HOSTNAME_MAX);
+	proto_hdr_encode(hdr, &(struct proto_hdr){ .len = h.len + 1, .type = PROTO_IDENTITY });
+	assert_int_equal(proto_hdr_decode(hdr, PROTO_FROM_CLIENT, &h), -EBADMSG);
+	/* Client to agent only, no flags. */
+	proto_hdr_encode(hdr, &(struct proto_hdr){ .len = 40, .type = PROTO_IDENTITY });
+	assert_int_equal(proto_hdr_decode(hdr, PROTO_FROM_AGENT, &h), -EBADMSG);
+	proto_hdr_encode(hdr, &(struct proto_hdr){ .len = 40, .type = PROTO_IDENTITY,
+						   .flags = PROTO_F_EOF });
+	assert_int_equal(proto_hdr_decode(hdr, PROTO_FROM_CLIENT, &h), -EBADMSG);
+
+	/* Hand-made payloads: the good one decodes, each bad field does not. */
+	n = good_identity(pl, "box", ID_SB);
+	assert_int_equal(proto_dec_identity(pl, n, &d), 0);
+	assert_string_equal(d.hostname, "box");
+	n = identity_payload(pl, 0, 0, 32, 32, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), 0); /* 1970 is a time */
+	n = identity_payload(pl, PROTO_TIME_SEC_MAX, 0, 32, 32, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), 0);
+	/* Clock: negative, past the cap, nanoseconds of a whole second. */
+	n = identity_payload(pl, (uint64_t)-1, 0, 32, 32, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, PROTO_TIME_SEC_MAX + 1, 0, 32, 32, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, 1, 1000000000u, 32, 32, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	/* Entropy: under 32, over 256, a length past the payload, huge. */
+	n = identity_payload(pl, 1, 0, 31, 31, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, 1, 0, 0, 0, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, 1, 0, 257, 257, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, 1, 0, 256, 256, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), 0);
+	n = identity_payload(pl, 1, 0, 200, 32, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, 1, 0, 0xffffffffu, 32, "a", 1, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	/* Hostname: not one RFC 1123 label, 64 bytes, a NUL inside, a length past the end. */
+	for (unsigned i = 0; bad_hosts[i]; i++) {
+		n = good_identity(pl, bad_hosts[i], ID_SB);
+		assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	}
+	memset(host64, 'a', 64);
+	host64[64] = 0;
+	n = good_identity(pl, host64, ID_SB);
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, 1, 0, 32, 32, "a\0b", 3, ID_SB, strlen(ID_SB));
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, 1, 0, 32, 32, "ab", 2, ID_SB, strlen(ID_SB));
+	put32(pl + 48, 5000);
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	/* Sandbox id: not sb-HOST-<32 hex>, 77 bytes, a NUL inside. */
+	for (unsigned i = 0; bad_ids[i]; i++) {
+		n = good_identity(pl, "a", bad_ids[i]);
+		assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	}
+	snprintf(id77, sizeof(id77), "sb-%.41s-0123456789abcdef0123456789abcdef",
+		 "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh");
+	assert_int_equal(strlen(id77), PROTO_SANDBOX_ID_MAX + 1);
+	n = good_identity(pl, "a", id77);
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	n = identity_payload(pl, 1, 0, 32, 32, "a", 1, ID_SB "\0", strlen(ID_SB) + 1);
+	assert_int_equal(proto_dec_identity(pl, n, &d), -EBADMSG);
+	/* A failed decode leaves nothing behind (entropy is secret). */
+	for (unsigned i = 0; i < sizeof(d.entropy); i++)
+		assert_int_equal(d.entropy[i], 0);
+
+	/* The encoder refuses what the decoder would. */
+	memset(&m, 0, sizeof(m));
+	m.sec = 1;
+	m.entropy_len = 32;
+	snprintf(m.hostname, sizeof(m.hostname), "a");
+	snprintf(m.sandbox_id, sizeof(m.sandbox_id), "%s", ID_SB);
+	assert_true(proto_enc_identity(buf, sizeof(buf), 1, &m) > 0);
+	m.sec = -1;
+	assert_int_equal(proto_enc_identity(buf, sizeof(buf), 1, &m), -EINVAL);
+	m.sec = 1;
+	m.nsec = 1000000000u;
+	assert_int_equal(proto_enc_identity(buf, sizeof(buf), 1, &m), -EINVAL);
+	m.nsec = 0;
+	m.entropy_len = 31;
+	assert_int_equal(proto_enc_identity(buf, sizeof(buf), 1, &m), -EINVAL);
+	m.entropy_len = 257;
+	assert_int_equal(proto_enc_identity(buf, sizeof(buf), 1, &m), -EINVAL);
+	m.entropy_len = 32;
+	snprintf(m.hostname, sizeof(m.hostname), "a.b");
+	assert_int_equal(proto_enc_identity(buf, sizeof(buf), 1, &m), -EINVAL);
+	memset(m.hostname, 'a', sizeof(m.hostname)); /* no NUL at all */
+	assert_int_equal(proto_enc_identity(buf, sizeof(buf), 1, &m), -EINVAL);
+	snprintf(m.hostname, sizeof(m.hostname), "a");
+	snprintf(m.sandbox_id, sizeof(m.sandbox_id), "sb-x");
+	assert_int_equal(proto_enc_identity(buf, sizeof(buf), 1, &m), -EINVAL);
+	memset(m.sandbox_id, 'a', sizeof(m.sandbox_id));
+	assert_int_equal(proto_enc_identity(buf, sizeof(buf), 1, &m), -EINVAL);
+	snprintf(m.sandbox_id, sizeof(m.sandbox_id), "%s", ID_SB);
+	assert_int_equal(proto_enc_identity(buf, 40, 1, &m), -ENOSPC);
+}
+
+static void test_hostname(void **state)
+{
+	char label[65];
+
+	assert_true(hostname_label_ok("a", 1));
+	assert_true(hostname_label_ok("sb-0123456789ab", 15));
+	assert_true(hostname_label_ok("A9-z", 4));
+	assert_true(hostname_label_ok("0", 1));
+	assert_false(hostname_label_ok("", 0));
+	assert_false(hostname_label_ok(NULL, 1));
+	assert_false(hostname_label_ok("-a", 2));
+	assert_false(hostname_label_ok("a-", 2));
+	assert_false(hostname_label_ok("a.b", 3));
+	assert_false(hostname_label_ok("a_b", 3));
+	assert_false(hostname_label_ok("a\0b", 3));
+	memset(label, 'x', sizeof(label));
+	assert_true(hostname_label_ok(label, 63));
+	assert_false(hostname_label_ok(label, 64));
+	assert_true(hostname_ok("a.b-c.d", 7, 64));
+	assert_true(hostname_ok("kiln", 4, 64));
+	assert_false(hostname_ok("a..b", 4, 64));
+	assert_false(hostname_ok(".a", 2, 64));
+	assert_false(hostname_ok("a.", 2, 64));
+	assert_false(hostname_ok("a.-b", 4, 64));
+	assert_false(hostname_ok("abcde", 5, 4));
+	assert_false(hostname_ok("", 0, 64));
+}
+
 static void test_dirents(void **state)
 {
 	static const char *const names[] = { "a", "file.txt", "with space", NULL };
@@ -770,6 +976,8 @@ int main(void)
 		cmocka_unit_test(test_exec_user),
 		cmocka_unit_test(test_small_messages),
 		cmocka_unit_test(test_path_stat),
+		cmocka_unit_test(test_identity),
+		cmocka_unit_test(test_hostname),
 		cmocka_unit_test(test_dirents),
 		cmocka_unit_test(test_wr_rd),
 		cmocka_unit_test(test_corruption),
