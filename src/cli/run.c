@@ -983,69 +983,29 @@ static void disarm_alarm(void)
 }
 
 /*
- * kiln template create: the VM CMD ran in, paused and saved into a staging
- * directory of the template cache, with a copy of its scratch disk taken at
- * the same instant (virtio-blk completes every request in the vCPU's exit,
- * so with the vCPUs stopped no write is half done), then renamed into place.
- * The status to exit with; the VM is killed either way (it is paused).
+ * kiln template create: the VM CMD ran in, saved as a template
+ * (kiln_template_save), then killed (it is paused). The status to exit with.
  */
 static int save_template(struct kiln_sandbox *sb, const struct run_opts *o,
 			 const struct kiln_sandbox_times *times)
 {
-	static const char *const names[3] = { "state", "mem", "scratch" };
 	struct kiln_template_info info;
-	char dir[PATH_MAX], stage[PATH_MAX] = "", path[PATH_MAX], err[512];
-	int fds[3] = { -1, -1, -1 }, status = EXIT_KILN, ret;
-	uint64_t t0;
-	size_t used = 0;
+	char dir[PATH_MAX], err[512];
+	uint64_t disk_bytes = 0;
+	int ret;
 
 	memset(&info, 0, sizeof(info));
-	info.mem_mib = o->mem_mib;
 	if (kiln_template_dir(dir, sizeof(dir))) {
+		kiln_sandbox_kill(sb);
 		fprintf(stderr, "kiln template create: no template cache (set KILN_CACHE, XDG_CACHE_HOME or HOME)\n");
-		goto out;
-	}
-	kiln_template_sweep(dir);
-	if (kiln_template_stage(dir, o->template_name, stage, sizeof(stage), err, sizeof(err))) {
-		fprintf(stderr, "kiln template create: %s\n", err);
-		stage[0] = 0;
-		goto out;
-	}
-	for (int i = 0; i < (o->disk_mib ? 3 : 2); i++) {
-		snprintf(path, sizeof(path), "%s/%s", stage, names[i]);
-		fds[i] = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fds[i] < 0) {
-			fprintf(stderr, "kiln template create: cannot create %s: %s\n", path,
-				strerror(errno));
-			goto out;
-		}
-	}
-	t0 = now_ns();
-	ret = kiln_sandbox_snapshot(sb, fds[0], fds[1], fds[2], SNAPSHOT_TIMEOUT_MS,
-				    &info.state_bytes, &info.ram_bytes, err, sizeof(err));
-	info.snapshot_ms = (now_ns() - t0) / 1000000ULL;
-	kiln_sandbox_kill(sb);
-	if (g_signal)
-		goto out;
-	if (ret) {
-		fprintf(stderr, "kiln template create: %s\n", err);
-		goto out;
-	}
-	for (int i = 0; i < 3; i++) {
-		struct stat st;
-
-		if (fds[i] >= 0 && fsync(fds[i]) == 0 && fstat(fds[i], &st) == 0)
-			used += (size_t)st.st_blocks * 512;
+		return EXIT_KILN;
 	}
 	snprintf(info.name, sizeof(info.name), "%s", o->template_name);
-	info.created = (int64_t)time(NULL);
-	if (kiln_template_file_stat(&info.kernel, o->kernel) ||
-	    kiln_template_file_stat(&info.initrd, o->initrd) ||
-	    kiln_template_file_stat(&info.image, o->image)) {
-		fprintf(stderr, "kiln template create: the kernel, initramfs or image changed while the template was made\n");
-		goto out;
-	}
+	snprintf(info.kernel.path, sizeof(info.kernel.path), "%s", o->kernel);
+	snprintf(info.initrd.path, sizeof(info.initrd.path), "%s", o->initrd);
+	snprintf(info.image.path, sizeof(info.image.path), "%s", o->image);
 	info.cpus = o->cpus;
+	info.mem_mib = o->mem_mib;
 	info.disk_mib = o->disk_mib;
 	info.boot_ms = times->boot_ns / 1000000ULL;
 	for (char **a = o->argv; *a; a++) {
@@ -1053,24 +1013,20 @@ static int save_template(struct kiln_sandbox *sb, const struct run_opts *o,
 
 		snprintf(info.warmup + n, sizeof(info.warmup) - n, "%s%s", n ? " " : "", *a);
 	}
-	if (kiln_template_commit(stage, dir, &info, err, sizeof(err))) {
+	ret = kiln_template_save(sb, dir, &info, SNAPSHOT_TIMEOUT_MS, &disk_bytes, err, sizeof(err));
+	kiln_sandbox_kill(sb);
+	if (g_signal)
+		return EXIT_KILN; /* the caller reports it */
+	if (ret) {
 		fprintf(stderr, "kiln template create: %s\n", err);
-		goto out;
+		return EXIT_KILN;
 	}
-	stage[0] = 0;
 	fprintf(stderr, "kiln template create: saved '%s' in %s/%s: state %llu bytes, RAM %llu MiB (%.1f MiB not zero), %.1f MiB on disk; booted in %llu ms, saved in %llu ms\n",
 		info.name, dir, info.name, (unsigned long long)info.state_bytes,
 		(unsigned long long)info.mem_mib, (double)info.ram_bytes / 1048576.0,
-		(double)used / 1048576.0,
-		(unsigned long long)info.boot_ms, (unsigned long long)info.snapshot_ms);
-	status = 0;
-out:
-	for (int i = 0; i < 3; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	if (stage[0])
-		kiln_template_remove_dir(stage);
-	return status;
+		(double)disk_bytes / 1048576.0, (unsigned long long)info.boot_ms,
+		(unsigned long long)info.snapshot_ms);
+	return 0;
 }
 
 static int run_main(int argc, char **argv, const char *self, const char *template_name)

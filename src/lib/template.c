@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "lib/image.h"
+#include "lib/sandbox.h"
 #include "util.h"
 
 #define INFO_MAX (64 << 10)
@@ -411,4 +412,67 @@ int kiln_copy_sparse(int in_fd, int out_fd)
 		pos = hole;
 	}
 	return 0;
+}
+
+int kiln_template_save(struct kiln_sandbox *sb, const char *dir, struct kiln_template_info *t,
+		       int timeout_ms, uint64_t *disk_bytes, char *err, size_t errlen)
+{
+	static const char *const names[3] = { "state", "mem", "scratch" };
+	char stage[PATH_MAX] = "", path[PATH_MAX];
+	int fds[3] = { -1, -1, -1 }, ret = -1;
+	uint64_t t0, used = 0;
+
+	kiln_template_sweep(dir);
+	if (kiln_template_stage(dir, t->name, stage, sizeof(stage), err, errlen)) {
+		stage[0] = 0;
+		goto out;
+	}
+	for (int i = 0; i < (t->disk_mib ? 3 : 2); i++) {
+		snprintf(path, sizeof(path), "%s/%s", stage, names[i]);
+		fds[i] = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fds[i] < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+			goto out;
+		}
+	}
+	t0 = now_ns();
+	ret = kiln_sandbox_snapshot(sb, fds[0], fds[1], fds[2], timeout_ms, &t->state_bytes,
+				    &t->ram_bytes, err, errlen);
+	t->snapshot_ms = (now_ns() - t0) / 1000000ULL;
+	if (ret)
+		goto out;
+	ret = -1;
+	for (int i = 0; i < 3; i++) {
+		struct stat st;
+
+		if (fds[i] < 0)
+			continue;
+		if (fsync(fds[i]) < 0 || fstat(fds[i], &st) < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot write %s/%s: %s", stage, names[i], strerror(errno));
+			goto out;
+		}
+		used += (uint64_t)st.st_blocks * 512;
+	}
+	t->created = (int64_t)time(NULL);
+	if (kiln_template_file_stat(&t->kernel, t->kernel.path) ||
+	    kiln_template_file_stat(&t->initrd, t->initrd.path) ||
+	    kiln_template_file_stat(&t->image, t->image.path)) {
+		snprintf(err, errlen, "the kernel, initramfs or image went away while the template was made");
+		goto out;
+	}
+	ret = kiln_template_commit(stage, dir, t, err, errlen);
+	if (ret)
+		goto out;
+	stage[0] = 0;
+	if (disk_bytes)
+		*disk_bytes = used;
+out:
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (stage[0])
+		kiln_template_remove_dir(stage);
+	return ret;
 }

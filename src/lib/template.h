@@ -82,6 +82,17 @@ int kiln_template_remove_dir(const char *path);
 /* Remove the staging directories in dir whose creating process is gone. */
 void kiln_template_sweep(const char *dir);
 
+struct kiln_sandbox;
+/* Save the booted sandbox sb as template t->name in dir: stage, pause and
+ * snapshot it (kiln_sandbox_snapshot: state, RAM, and the scratch disk when
+ * t->disk_mib), stat t's kernel/initrd/image paths, commit. The caller fills
+ * name, the three paths, cpus, mem_mib, disk_mib, boot_ms, warmup; the rest
+ * is filled here. The VM stays paused (the caller kills it). 0, or non-zero
+ * with a one-line reason; nothing is left in dir on failure.
+ * *disk_bytes (may be NULL): what the files take on disk. */
+int kiln_template_save(struct kiln_sandbox *sb, const char *dir, struct kiln_template_info *t,
+		       int timeout_ms, uint64_t *disk_bytes, char *err, size_t errlen);
+
 /* Copy the regular file in_fd to out_fd keeping its holes (a reflink when the
  * file system can, else data extents only): 0 or -errno. out_fd ends with
  * in_fd's size. */
