@@ -73,6 +73,26 @@ static void print_msrs(const struct snap_sec *s)
 	printf(" count %u kvmclock-msr %s", h.count, kvmclock ? "yes" : "no");
 }
 
+/* Where a vCPU was (the parser checked the sections' sizes). */
+static void print_regs(const struct snap_sec *s)
+{
+	struct kvm_regs r;
+
+	memcpy(&r, s->payload, sizeof(r));
+	printf(" rip 0x%llx rsp 0x%llx rflags 0x%llx", (unsigned long long)r.rip,
+	       (unsigned long long)r.rsp, (unsigned long long)r.rflags);
+}
+
+static void print_sregs(const struct snap_sec *s)
+{
+	struct kvm_sregs r;
+
+	memcpy(&r, s->payload, sizeof(r));
+	printf(" cr0 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx cs 0x%x gs-base 0x%llx",
+	       (unsigned long long)r.cr0, (unsigned long long)r.cr3, (unsigned long long)r.cr4,
+	       (unsigned long long)r.efer, r.cs.selector, (unsigned long long)r.gs.base);
+}
+
 static void print_virtio(const struct snap_sec *s)
 {
 	struct snap_virtio v;
@@ -114,7 +134,11 @@ static void print_file(const struct snap_file *f, size_t len)
 		const struct snap_sec *s = &f->sec[i];
 
 		printf("section %s %u bytes %u", snap_sec_name(s->type), s->index, s->len);
-		if (s->type == SNAP_SEC_MSRS)
+		if (s->type == SNAP_SEC_REGS)
+			print_regs(s);
+		else if (s->type == SNAP_SEC_SREGS)
+			print_sregs(s);
+		else if (s->type == SNAP_SEC_MSRS)
 			print_msrs(s);
 		else if (s->type == SNAP_SEC_VIRTIO)
 			print_virtio(s);
