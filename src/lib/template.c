@@ -53,11 +53,13 @@ int kiln_template_file_stat(struct kiln_template_file *f, const char *path)
 {
 	struct stat st;
 
-	if (strlen(path) >= sizeof(f->path))
+	size_t n = strlen(path);
+
+	if (n >= sizeof(f->path))
 		return -ENAMETOOLONG;
 	if (stat(path, &st) < 0)
 		return -errno;
-	snprintf(f->path, sizeof(f->path), "%s", path);
+	memmove(f->path, path, n + 1); /* path may be f->path itself */
 	f->size = (uint64_t)st.st_size;
 	f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
 	return 0;

@@ -283,7 +283,11 @@ static void test_file_current(void **state)
 	snprintf(p, sizeof(p), "%s/k", g_tmp);
 	put(g_tmp, "k", "kernel");
 	assert_int_equal(kiln_template_file_stat(&f, p), 0);
+	assert_string_equal(f.path, p);
 	assert_true(kiln_template_file_current(&f));
+	/* Its own path again (what kiln_template_save does). */
+	assert_int_equal(kiln_template_file_stat(&f, f.path), 0);
+	assert_string_equal(f.path, p);
 	put(g_tmp, "k", "kernel2");
 	assert_false(kiln_template_file_current(&f));
 	unlink(p);
