@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/agent.h"
@@ -28,6 +29,7 @@
 #include "lib/cgroup.h"
 #include "lib/netproc.h"
 #include "lib/sandbox.h"
+#include "lib/template.h"
 #include "net/rules.h"
 #include "userdb.h"
 #include "util.h"
@@ -41,6 +43,7 @@
 #define MAX_MEM_MIB (64ULL << 10)
 #define MAX_DISK_MIB (1ULL << 20)
 #define DEFAULT_BOOT_TIMEOUT_MS 120000
+#define SNAPSHOT_TIMEOUT_MS 120000 /* pause + save, under the emulated host too */
 /* Without --timeout: the steps before CMD (uploads, the EXEC request) and
  * those after it (vmstat, downloads, shutdown) each get this long in all. */
 #define DEFAULT_STEP_TIMEOUT_S 300
@@ -87,6 +90,7 @@ struct run_opts {
 	const char *audit;
 	uint64_t net_rate, dns_rate;
 	char **argv;
+	const char *template_name; /* kiln template create: save the VM after CMD */
 };
 
 struct run_state {
@@ -599,6 +603,11 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		return usage_error("guest initramfs %s is missing (make)", o->initrd);
 	if (access(o->vmm, X_OK) < 0)
 		return usage_error("kiln-vmm %s is missing (make)", o->vmm);
+	/* A template holds no open connections: no network, no terminal. */
+	if (o->template_name && (o->nallow || o->tty))
+		return usage_error("kiln template create takes no %s (a template has %s)",
+				   o->nallow ? "--allow" : "--tty",
+				   o->nallow ? "no network device" : "no terminal");
 	return check_net_opts(o);
 }
 
@@ -973,7 +982,54 @@ static void disarm_alarm(void)
 	setitimer(ITIMER_REAL, &it, NULL);
 }
 
-int cli_run(int argc, char **argv, const char *self)
+/*
+ * kiln template create: the VM CMD ran in, saved as a template
+ * (kiln_template_save), then killed (it is paused). The status to exit with.
+ */
+static int save_template(struct kiln_sandbox *sb, const struct run_opts *o,
+			 const struct kiln_sandbox_times *times)
+{
+	struct kiln_template_info info;
+	char dir[PATH_MAX], err[512];
+	uint64_t disk_bytes = 0;
+	int ret;
+
+	memset(&info, 0, sizeof(info));
+	if (kiln_template_dir(dir, sizeof(dir))) {
+		kiln_sandbox_kill(sb);
+		fprintf(stderr, "kiln template create: no template cache (set KILN_CACHE, XDG_CACHE_HOME or HOME)\n");
+		return EXIT_KILN;
+	}
+	snprintf(info.name, sizeof(info.name), "%s", o->template_name);
+	snprintf(info.kernel.path, sizeof(info.kernel.path), "%s", o->kernel);
+	snprintf(info.initrd.path, sizeof(info.initrd.path), "%s", o->initrd);
+	snprintf(info.image.path, sizeof(info.image.path), "%s", o->image);
+	info.cpus = o->cpus;
+	info.mem_mib = o->mem_mib;
+	info.disk_mib = o->disk_mib;
+	info.boot_ms = times->boot_ns / 1000000ULL;
+	for (char **a = o->argv; *a; a++) {
+		size_t n = strlen(info.warmup);
+
+		snprintf(info.warmup + n, sizeof(info.warmup) - n, "%s%s", n ? " " : "", *a);
+	}
+	ret = kiln_template_save(sb, dir, &info, SNAPSHOT_TIMEOUT_MS, &disk_bytes, err, sizeof(err));
+	kiln_sandbox_kill(sb);
+	if (g_signal)
+		return EXIT_KILN; /* the caller reports it */
+	if (ret) {
+		fprintf(stderr, "kiln template create: %s\n", err);
+		return EXIT_KILN;
+	}
+	fprintf(stderr, "kiln template create: saved '%s' in %s/%s: state %llu bytes, RAM %llu MiB (%.1f MiB not zero), %.1f MiB on disk; booted in %llu ms, saved in %llu ms\n",
+		info.name, dir, info.name, (unsigned long long)info.state_bytes,
+		(unsigned long long)info.mem_mib, (double)info.ram_bytes / 1048576.0,
+		(double)disk_bytes / 1048576.0, (unsigned long long)info.boot_ms,
+		(unsigned long long)info.snapshot_ms);
+	return 0;
+}
+
+static int run_main(int argc, char **argv, const char *self, const char *template_name)
 {
 	static struct run_opts o;
 	struct run_state st = { 0 };
@@ -995,6 +1051,7 @@ int cli_run(int argc, char **argv, const char *self)
 	char err[512];
 	int status = EXIT_KILN, ret;
 
+	o.template_name = template_name;
 	ret = parse_opts(&o, argc, argv, self);
 	if (ret)
 		return ret < 0 ? 0 : ret;
@@ -1240,6 +1297,17 @@ int cli_run(int argc, char **argv, const char *self)
 			status = EXIT_KILN;
 		if (agent_broken(a))
 			goto stop;
+		if (o.template_name && !stopping()) {
+			if (status) {
+				fprintf(stderr, "kiln template create: %s ended with status %d; no template was saved\n",
+					o.argv[0], status);
+			} else {
+				disarm_alarm();
+				status = save_template(sb, &o, &times);
+				if (g_signal)
+					goto stop;
+			}
+		}
 	}
 	goto out;
 
@@ -1288,4 +1356,14 @@ out:
 			   oom_after >= 0 && oom_before >= 0 ? oom_after - oom_before : -1,
 			   have_ns ? &ns : NULL);
 	return status;
+}
+
+int cli_run(int argc, char **argv, const char *self)
+{
+	return run_main(argc, argv, self, NULL);
+}
+
+int cli_run_template(int argc, char **argv, const char *self, const char *name)
+{
+	return run_main(argc, argv, self, name);
 }

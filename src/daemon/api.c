@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -32,6 +33,7 @@
 #include "daemon/tokens.h"
 #include "lib/agent.h"
 #include "lib/image.h"
+#include "lib/template.h"
 #include "net/rules.h"
 #include "fleetid.h"
 #include "proto.h"
@@ -616,6 +618,105 @@ static enum MHD_Result h_pause(struct req *q, struct MHD_Connection *conn)
 static enum MHD_Result h_resume(struct req *q, struct MHD_Connection *conn)
 {
 	return pause_resume(q, conn, false);
+}
+
+/* ---- templates (issue 14, docs/snapshot.md): per tenant, on this host ---- */
+
+/* POST .../template {"name"}: the running sandbox saved as a template. */
+static enum MHD_Result h_template_save(struct req *q, struct MHD_Connection *conn)
+{
+	static const char *const keys[] = { "name", NULL };
+	char why[512] = "", name[KILN_TEMPLATE_NAME_MAX + 1] = "";
+	json_t *o = body_object(q, keys, why, sizeof(why)), *n, *j = NULL;
+	enum MHD_Result ret;
+	int r;
+
+	n = o ? json_object_get(o, "name") : NULL;
+	if (o && !why[0] && (!json_is_string(n) || !kiln_template_name_ok(json_string_value(n))))
+		snprintf(why, sizeof(why), "name must be 1 to %d of [a-z0-9_-], not starting with '-'",
+			 KILN_TEMPLATE_NAME_MAX);
+	if (!o || why[0]) {
+		json_decref(o);
+		return send_error(conn, 400, "bad_request", "%s", why);
+	}
+	snprintf(name, sizeof(name), "%s", json_string_value(n));
+	json_decref(o);
+	WITH_SANDBOX(q, conn, sb);
+	r = registry_template_save(q->api->c.reg, sb, name, &j, why, sizeof(why));
+	if (!r)
+		ret = send_json(conn, 201, j);
+	else if (r == -EEXIST)
+		ret = send_error(conn, 409, "template_exists", "%s", why);
+	else if (r == -ENOENT || r == -EINVAL)
+		ret = send_error(conn, 409, "conflict", "%s", why);
+	else
+		ret = send_error(conn, 500, "template_failed", "cannot save the sandbox: %s", why);
+	registry_put(q->api->c.reg, sb);
+	return ret;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "name")),
+		      json_string_value(json_object_get(*(json_t *const *)b, "name")));
+}
+
+/* GET /v1/templates: the tenant's templates, by name. */
+static enum MHD_Result h_templates(struct req *q, struct MHD_Connection *conn)
+{
+	json_t *arr = json_array(), *items[1024];
+	size_t count = 0;
+	char dir[PATH_MAX];
+	struct dirent *e;
+	DIR *d;
+
+	if (!arr || registry_template_dir(q->api->c.reg, q->tenant->name, dir, sizeof(dir))) {
+		json_decref(arr);
+		return send_error(conn, 500, "internal", "cannot list templates");
+	}
+	kiln_template_sweep(dir);
+	d = opendir(dir);
+	while (d && (e = readdir(d)) && count < sizeof(items) / sizeof(items[0])) {
+		struct kiln_template_info t;
+		char why[256];
+
+		if (e->d_name[0] == '.' || !kiln_template_name_ok(e->d_name) ||
+		    kiln_template_info_load(dir, e->d_name, &t, why, sizeof(why)))
+			continue;
+		if ((items[count] = kiln_template_info_json(&t))) {
+			json_object_set_new(items[count], "stale",
+					    json_boolean(!kiln_template_file_current(&t.kernel) ||
+							 !kiln_template_file_current(&t.initrd) ||
+							 !kiln_template_file_current(&t.image)));
+			count++;
+		}
+	}
+	if (d)
+		closedir(d);
+	qsort(items, count, sizeof(items[0]), cmp_name);
+	for (size_t i = 0; i < count; i++)
+		json_array_append_new(arr, items[i]);
+	return send_json(conn, 200, json_pack("{s:o}", "templates", arr));
+}
+
+/* DELETE /v1/templates/{name}. */
+static enum MHD_Result h_template_delete(struct req *q, struct MHD_Connection *conn)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	int r;
+
+	if (!kiln_template_name_ok(q->id))
+		return send_error(conn, 404, "not_found", "no template %s", q->id);
+	if (registry_template_dir(q->api->c.reg, q->tenant->name, dir, sizeof(dir)) ||
+	    snprintf(path, sizeof(path), "%s/%s", dir, q->id) >= (int)sizeof(path))
+		return send_error(conn, 500, "internal", "the template directory's path is too long");
+	r = kiln_template_remove_dir(path);
+	if (r == -ENOENT)
+		return send_error(conn, 404, "not_found", "no template %s", q->id);
+	if (r)
+		return send_error(conn, 500, "internal", "cannot remove template %s: %s", q->id,
+				  strerror(-r));
+	return send_empty(conn, 204);
 }
 
 /* ---- exec: a stream of JSON lines ---- */
@@ -1754,11 +1855,13 @@ static const struct route routes[] = {
 	{ "POST", "/v1/sandboxes", false, BODY_JSON, h_create },
 	{ "GET", "/v1/sandboxes", false, BODY_NONE, h_list },
 	{ "GET", "/v1/runs", false, BODY_NONE, h_runs },
+	{ "GET", "/v1/templates", false, BODY_NONE, h_templates },
 	{ "GET", "", true, BODY_NONE, h_get },
 	{ "DELETE", "", true, BODY_NONE, h_delete },
 	{ "POST", "/timeout", true, BODY_JSON, h_timeout },
 	{ "POST", "/pause", true, BODY_NONE, h_pause },
 	{ "POST", "/resume", true, BODY_NONE, h_resume },
+	{ "POST", "/template", true, BODY_JSON, h_template_save },
 	{ "POST", "/exec", true, BODY_JSON, h_exec },
 	{ "PUT", "/files", true, BODY_FILE, h_put_file },
 	{ "GET", "/files", true, BODY_NONE, h_get_file },
@@ -1774,6 +1877,7 @@ static const struct route routes[] = {
 	{ "POST", "/processes/#/signal", true, BODY_JSON, h_proc_signal },
 	{ "POST", "/processes/#/resize", true, BODY_JSON, h_proc_resize },
 	{ "GET", "@runs", true, BODY_NONE, h_run },
+	{ "DELETE", "@templates", true, BODY_NONE, h_template_delete },
 };
 
 /* /processes/{pid}REST as "/processes/#REST" in norm, the number in *pid; other
@@ -1800,14 +1904,14 @@ static bool normalize(const char *rest, char *norm, size_t len, uint32_t *pid)
 
 /*
  * Which route: an exact path, or /v1/sandboxes/{id}REST, or /v1/runs/{id}
- * ("@runs"). *path_known tells a wrong method (405) from an unknown path.
+ * ("@runs"), or /v1/templates/{name} ("@templates"). *path_known tells a wrong method (405) from an unknown path.
  */
 static const struct route *route_find(const char *method, const char *url, char *id, size_t idlen,
 				      uint32_t *pid, bool *path_known)
 {
 	const char *rest = NULL, *slash;
 	char norm[64];
-	bool runs = false;
+	bool runs = false, templates = false;
 	size_t n;
 
 	*path_known = false;
@@ -1815,15 +1919,17 @@ static const struct route *route_find(const char *method, const char *url, char 
 		rest = url + 14;
 	else if (!strncmp(url, "/v1/runs/", 9))
 		rest = url + 9, runs = true;
+	else if (!strncmp(url, "/v1/templates/", 14))
+		rest = url + 14, templates = true;
 	if (rest) {
 		slash = strchr(rest, '/');
 		n = slash ? (size_t)(slash - rest) : strlen(rest);
-		if (!n || n >= idlen || (runs && slash))
+		if (!n || n >= idlen || ((runs || templates) && slash))
 			return NULL;
 		memcpy(id, rest, n);
 		id[n] = 0;
 		rest += n;
-		if (!runs) {
+		if (!runs && !templates) {
 			if (!normalize(rest, norm, sizeof(norm), pid))
 				return NULL;
 			rest = norm;
@@ -1834,7 +1940,8 @@ static const struct route *route_find(const char *method, const char *url, char 
 
 		if (r->per_sandbox != (rest != NULL))
 			continue;
-		if (rest ? strcmp(r->path, runs ? "@runs" : rest) : strcmp(r->path, url))
+		if (rest ? strcmp(r->path, runs ? "@runs" : templates ? "@templates" : rest)
+			 : strcmp(r->path, url))
 			continue;
 		*path_known = true;
 		if (!strcmp(r->method, method))

@@ -32,6 +32,7 @@
 #include "daemon/tokens.h"
 #include "lib/agent.h"
 #include "lib/sandbox.h"
+#include "lib/template.h"
 #include "fleetid.h"
 #include "util.h"
 
@@ -44,6 +45,7 @@
  * for a process's output are not requests and are not bounded by it. */
 #define AGENT_STALL_MS 120000
 #define PAUSE_TIMEOUT_MS 10000 /* the VMM's answer to a pause or resume */
+#define SNAPSHOT_TIMEOUT_MS 120000 /* pause + save of a whole VM */
 
 enum reg_state { REG_BOOTING, REG_RUNNING, REG_ENDING, REG_GONE };
 
@@ -755,6 +757,72 @@ int registry_pause(struct registry *r, struct reg_sandbox *sb, bool pause)
 			__atomic_store_n(&sb->paused, pause, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&sb->vm_mu);
+	return ret;
+}
+
+int registry_template_dir(struct registry *r, const char *tenant, char *buf, size_t len)
+{
+	/* "t-" keeps tenant names like ".." a plain directory name. */
+	int n = snprintf(buf, len, "%s/templates/t-%s", r->c.state_dir, tenant);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int registry_template_save(struct registry *r, struct reg_sandbox *sb, const char *name,
+			   json_t **out, char *err, size_t errlen)
+{
+	struct kiln_template_info t;
+	char dir[PATH_MAX];
+	bool running, was_paused;
+	int ret, rr;
+
+	*out = NULL;
+	memset(&t, 0, sizeof(t));
+	pthread_mutex_lock(&r->mu);
+	running = sb->state == REG_RUNNING;
+	pthread_mutex_unlock(&r->mu);
+	if (!running) {
+		snprintf(err, errlen, "the sandbox is not running");
+		return -ENOENT;
+	}
+	if (sb->nallow) {
+		snprintf(err, errlen, "a sandbox with network rules cannot become a template (its connections cannot be carried into a clone)");
+		return -EINVAL;
+	}
+	ret = registry_template_dir(r, sb->tenant, dir, sizeof(dir));
+	if (ret || snprintf(t.image.path, sizeof(t.image.path), "%s/%s.img", r->c.image_dir,
+			    sb->image) >= (int)sizeof(t.image.path)) {
+		snprintf(err, errlen, "the template directory's path is too long");
+		return -ENAMETOOLONG;
+	}
+	snprintf(t.name, sizeof(t.name), "%s", name);
+	snprintf(t.kernel.path, sizeof(t.kernel.path), "%s", r->c.kernel);
+	snprintf(t.initrd.path, sizeof(t.initrd.path), "%s", r->c.initrd);
+	t.cpus = sb->cpus;
+	t.mem_mib = sb->memory_mib;
+	t.disk_mib = sb->disk_mib;
+	t.boot_ms = sb->boot_ms;
+	snprintf(t.warmup, sizeof(t.warmup), "(sandbox %s)", sb->id);
+	ret = -ENOENT;
+	snprintf(err, errlen, "the sandbox is ending");
+	/* vm_mu (see registry_pause): no connect and no pause in between. */
+	pthread_mutex_lock(&sb->vm_mu);
+	if (sb->vm) {
+		was_paused = __atomic_load_n(&sb->paused, __ATOMIC_RELAXED);
+		ret = kiln_template_save(sb->vm, dir, &t, SNAPSHOT_TIMEOUT_MS, NULL, err, errlen);
+		/* Saving paused it: it runs on as it was. */
+		if (!was_paused && (rr = kiln_sandbox_resume(sb->vm, PAUSE_TIMEOUT_MS))) {
+			__atomic_store_n(&sb->paused, 1, __ATOMIC_RELAXED);
+			if (!ret) {
+				snprintf(err, errlen, "saved, but the sandbox did not resume: %s",
+					 strerror(-rr));
+				ret = rr;
+			}
+		}
+	}
+	pthread_mutex_unlock(&sb->vm_mu);
+	if (!ret)
+		*out = kiln_template_info_json(&t);
 	return ret;
 }
 

@@ -74,6 +74,14 @@ int registry_connect(struct registry *r, struct reg_sandbox *sb, struct kiln_age
  * agent is not reached (registry_connect: -EBUSY) and its deadline runs on.
  * 0, -ENOENT (not running), or the VMM's failure (-ETIMEDOUT, -EPIPE). */
 int registry_pause(struct registry *r, struct reg_sandbox *sb, bool pause);
+/* Save a running sandbox (no network rules) as template name of its tenant
+ * (lib/template.h), in the tenant's template dir; a sandbox that ran goes on
+ * running. 0 and *out (the template's JSON), or -errno with err: -ENOENT not
+ * running, -EINVAL it has network rules, -EEXIST the name is taken. */
+int registry_template_save(struct registry *r, struct reg_sandbox *sb, const char *name,
+			   json_t **out, char *err, size_t errlen);
+/* A tenant's templates: state_dir/templates/t-TENANT. 0 or -ENAMETOOLONG. */
+int registry_template_dir(struct registry *r, const char *tenant, char *buf, size_t len);
 const char *registry_id(const struct reg_sandbox *sb);
 
 json_t *registry_sandbox_json(struct registry *r, struct reg_sandbox *sb);

@@ -24,6 +24,7 @@
 #include "lib/netproc.h"
 #include "lib/vsock_uds.h"
 #include "ctl.h"
+#include "lib/template.h"
 #include "fleetid.h"
 #include "hostname.h"
 #include "proto.h"
@@ -420,6 +421,8 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	close(ctl[1]);
 	s->ready_fd = ready[0];
 	s->ctl_fd = ctl[0];
+	/* Sends never wait on a VMM that stopped reading (control() polls). */
+	fcntl(s->ctl_fd, F_SETFL, fcntl(s->ctl_fd, F_GETFL) | O_NONBLOCK);
 	s->pidfd = (int)syscall(SYS_pidfd_open, s->vmm, 0); /* -1 before Linux 5.3 */
 	return 0;
 }
@@ -1001,7 +1004,8 @@ int kiln_sandbox_net_exit(struct kiln_sandbox *s, char *buf, size_t len)
  * checked like any input (ctl_check); events and stale replies (of a request
  * that timed out before) are skipped. A channel that fails is not used again.
  */
-static int control(struct kiln_sandbox *s, enum ctl_type type, int timeout_ms)
+static int control(struct kiln_sandbox *s, enum ctl_type type, const int *fds, unsigned nfds,
+		   int timeout_ms, struct ctl_msg *reply)
 {
 	uint64_t until = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	uint8_t buf[sizeof(struct ctl_msg) + 1];
@@ -1014,8 +1018,9 @@ static int control(struct kiln_sandbox *s, enum ctl_type type, int timeout_ms)
 	if (++s->ctl_id == 0)
 		s->ctl_id = 1;
 	ctl_init(&m, type, s->ctl_id, 0, NULL);
-	if (send(s->ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof(m)) {
-		ret = errno == EAGAIN ? -EAGAIN : -EPIPE;
+	ret = ctl_send_fds(s->ctl_fd, &m, fds, nfds);
+	if (ret) {
+		ret = ret == -EAGAIN ? -EAGAIN : -EPIPE;
 		goto out;
 	}
 	for (;;) {
@@ -1047,6 +1052,8 @@ static int control(struct kiln_sandbox *s, enum ctl_type type, int timeout_ms)
 		}
 		if (m.type == CTL_REPLY && m.id == s->ctl_id) {
 			ret = m.result > 0 || m.result < -4095 ? -EPROTO : m.result;
+			if (reply)
+				*reply = m;
 			break;
 		}
 	}
@@ -1060,12 +1067,56 @@ out:
 
 int kiln_sandbox_pause(struct kiln_sandbox *s, int timeout_ms)
 {
-	return control(s, CTL_PAUSE, timeout_ms);
+	return control(s, CTL_PAUSE, NULL, 0, timeout_ms, NULL);
 }
 
 int kiln_sandbox_resume(struct kiln_sandbox *s, int timeout_ms)
 {
-	return control(s, CTL_RESUME, timeout_ms);
+	return control(s, CTL_RESUME, NULL, 0, timeout_ms, NULL);
+}
+
+int kiln_sandbox_snapshot(struct kiln_sandbox *s, int state_fd, int mem_fd, int scratch_fd,
+			  int timeout_ms, uint64_t *state_bytes, uint64_t *ram_bytes, char *err,
+			  size_t errlen)
+{
+	int fds[2] = { state_fd, mem_fd };
+	struct ctl_msg reply;
+	int ret;
+
+	ret = control(s, CTL_PAUSE, NULL, 0, timeout_ms, NULL);
+	if (ret) {
+		snprintf(err, errlen, "cannot pause the microVM: %s", strerror(-ret));
+		return ret;
+	}
+	memset(&reply, 0, sizeof(reply));
+	ret = control(s, CTL_SNAPSHOT, fds, 2, timeout_ms, &reply);
+	if (ret) {
+		/* The VMM's own words, sanitized: they end up on a terminal. */
+		char text[CTL_TEXT_MAX];
+
+		snprintf(text, sizeof(text), "%s", reply.text);
+		for (char *p = text; *p; p++)
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+				*p = '?';
+		snprintf(err, errlen, "the VMM could not save the microVM: %s%s%s", strerror(-ret),
+			 text[0] ? ": " : "", text);
+		return ret;
+	}
+	*state_bytes = reply.a;
+	*ram_bytes = reply.b;
+	/* The disk at the same instant: the vCPUs are stopped. */
+	if (scratch_fd >= 0) {
+		if (s->scratch_fd < 0) {
+			snprintf(err, errlen, "the microVM has no scratch disk to save");
+			return -ENOENT;
+		}
+		ret = kiln_copy_sparse(s->scratch_fd, scratch_fd);
+		if (ret) {
+			snprintf(err, errlen, "cannot copy the scratch disk: %s", strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
 }
 
 void kiln_sandbox_destroy(struct kiln_sandbox *s)

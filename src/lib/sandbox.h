@@ -125,6 +125,14 @@ void kiln_sandbox_vmm_report(const struct kiln_sandbox *s, char *buf, size_t len
  * thread-safe: one caller at a time per sandbox. */
 int kiln_sandbox_pause(struct kiln_sandbox *s, int timeout_ms);
 int kiln_sandbox_resume(struct kiln_sandbox *s, int timeout_ms);
+/* Pause the VM and save it (docs/vmm.md, "Snapshots"): the VMM writes its
+ * state into state_fd and the guest RAM into mem_fd (regular files open for
+ * writing, truncated first); then the scratch disk is copied, sparse, into
+ * scratch_fd (-1: not wanted). The VM stays paused. 0, or -errno with a
+ * one-line reason; *state_bytes and *ram_bytes: what the VMM wrote. */
+int kiln_sandbox_snapshot(struct kiln_sandbox *s, int state_fd, int mem_fd, int scratch_fd,
+			  int timeout_ms, uint64_t *state_bytes, uint64_t *ram_bytes, char *err,
+			  size_t errlen);
 /* Kill the VM at once (timeouts, signals); destroy still has to be called. */
 void kiln_sandbox_kill(struct kiln_sandbox *s);
 /* kiln-net's liveness: -1 without network, else an fd that turns readable

@@ -320,6 +320,31 @@ expect_eq "the ticker moves again after resume" "yes" "$moved"
 expect_eq "exec after resume" "ok|exit=0" "$(exec_events "$A" '{"cmd":["echo","ok"]}' | stdout_of | tr -d '\n')"
 expect_eq "pause: an unknown sandbox is 404" "404" "$(api "$TA" POST "/v1/sandboxes/sb-00000000000000000000000000000000/pause" | code)"
 expect_eq "pause: another tenant's sandbox is 404" "404" "$(api "$TB" POST "/v1/sandboxes/$A/pause" | code)"
+# --- templates (issue 14): the running sandbox saved, per tenant ---------------------
+r=$(api "$TA" POST "/v1/sandboxes/$A/template" -d '{"name":"tpl1"}')
+expect_eq "template: 201" "201" "$(echo "$r" | code)"
+expect_eq "template: its name, vCPUs, memory" "tpl1 1 256" "$(echo "$r" | body | jget '["name"], d["cpus"], d["mem_mib"]' 2>/dev/null | tr -d '(),'"'")"
+tdir="$state/templates/t-alpha/tpl1"
+for f in state mem scratch template.json; do check "template: $f written" test -s "$tdir/$f"; done
+expect_match "template: the state file passes kiln-vmm's reader" "vm cpus 1 mem 268435456" "$("$B/kiln-vmm" --inspect-snapshot "$tdir/state" 2>&1)"
+expect_eq "template: the sandbox runs on" "running" "$(api "$TA" GET "/v1/sandboxes/$A" | body | jget '["state"]' 2>/dev/null)"
+expect_eq "template: exec afterwards" "ok|exit=0" "$(exec_events "$A" '{"cmd":["echo","ok"]}' | stdout_of | tr -d '\n')"
+r=$(api "$TA" POST "/v1/sandboxes/$A/template" -d '{"name":"tpl1"}')
+expect_eq "template: the same name again: 409 template_exists" "409 template_exists" "$(echo "$r" | code) $(echo "$r" | body | jget '["error"]["code"]' 2>/dev/null)"
+expect_eq "template: a bad name: 400" "400" "$(api "$TA" POST "/v1/sandboxes/$A/template" -d '{"name":"../x"}' | code)"
+expect_eq "template: no name: 400" "400" "$(api "$TA" POST "/v1/sandboxes/$A/template" -d '{}' | code)"
+expect_eq "template: another tenant's sandbox: 404" "404" "$(api "$TB" POST "/v1/sandboxes/$A/template" -d '{"name":"x"}' | code)"
+expect_eq "GET /v1/templates: the tenant's, not stale" "tpl1 False" "$(api "$TA" GET /v1/templates | body | jget '["templates"][0]["name"], d["templates"][0]["stale"]' 2>/dev/null | tr -d '(),'"'")"
+expect_eq "GET /v1/templates: another tenant sees none" "0" "$(api "$TB" GET /v1/templates | body | jget '["templates"].__len__()' 2>/dev/null)"
+expect_eq "pause, template while paused: 201" "200 201" "$(api "$TA" POST "/v1/sandboxes/$A/pause" | code) $(api "$TA" POST "/v1/sandboxes/$A/template" -d '{"name":"tpl2"}' | code)"
+expect_eq "a paused sandbox stays paused" "paused" "$(api "$TA" GET "/v1/sandboxes/$A" | body | jget '["state"]' 2>/dev/null)"
+expect_eq "resume after it" "200" "$(api "$TA" POST "/v1/sandboxes/$A/resume" | code)"
+expect_eq "DELETE another tenant's template: 404" "404" "$(api "$TB" DELETE /v1/templates/tpl1 | code)"
+expect_eq "DELETE /v1/templates/tpl1: 204" "204" "$(api "$TA" DELETE /v1/templates/tpl1 | code)"
+expect_eq "DELETE it again: 404" "404" "$(api "$TA" DELETE /v1/templates/tpl1 | code)"
+expect_eq "DELETE tpl2: 204, none left" "204 0" "$(api "$TA" DELETE /v1/templates/tpl2 | code) $(api "$TA" GET /v1/templates | body | jget '["templates"].__len__()' 2>/dev/null)"
+check "no template files left" test -z "$(ls -A "$state/templates/t-alpha")"
+
 api "$TA" POST "/v1/sandboxes/$A/processes/$TP/signal" -d '{"signal":"KILL"}' > /dev/null
 expect_eq "pause a second time, then DELETE a paused sandbox: 200" "200" "$(api "$TA" POST "/v1/sandboxes/$A/pause" | code)"
 

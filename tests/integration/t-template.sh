@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# kiln template create|ls|rm (issue 14): a booted microVM, after its warm-up
+# command, saved into the template cache: the VMM's state file (read back
+# with kiln-vmm --inspect-snapshot), the guest RAM (sparse) and the scratch
+# disk taken at the same instant. Two boots: one template made, one warm-up
+# that fails. The refusals need no VM.
+source "$(dirname "$0")/lib.sh"
+
+KILN="$B/kiln"
+work=$(mktemp -d /tmp/t-template.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+export KILN_CACHE="$work/cache"
+tdir="$KILN_CACHE/templates"
+# A copy of the tiny image, so that touching it makes the template stale.
+cp "${KILN_TEST_TINY:-$B/images/tiny.img}" "$work/tiny.img" || { not_ok "no tiny image"; exit 1; }
+one_line() { [ "$(wc -l < "$1")" = 1 ]; }
+leftovers() { pgrep -x kiln-vmm >/dev/null && echo "a kiln-vmm still runs"; ls -A "$tdir" 2>/dev/null | grep '^\.new-'; }
+
+# ---- refusals, no VM -----------------------------------------------------
+"$KILN" template create 'Bad!' >/dev/null 2>"$work/e"; rc=$?
+expect_eq "a bad name: exit 2" 2 "$rc"
+check "a bad name: one line naming it" grep -q "'Bad!' is not a template name" "$work/e"
+"$KILN" template create >/dev/null 2>"$work/e"; rc=$?
+expect_eq "no name: exit 2" 2 "$rc"
+"$KILN" template create t9 --image "$work/tiny.img" --allow example.com:443 -- true 2>"$work/e"; rc=$?
+expect_eq "--allow: exit 2 (a template has no network device)" 2 "$rc"
+check "--allow: one line" one_line "$work/e"
+"$KILN" template rm nope 2>"$work/e"; rc=$?
+expect_eq "rm of a template that is not there: exit 1" 1 "$rc"
+check "rm of a template that is not there: one line" grep -q "no template 'nope'" "$work/e"
+out=$(env -u KILN_CACHE -u XDG_CACHE_HOME -u HOME "$KILN" template ls 2>&1); rc=$?
+expect_eq "no cache directory at all: exit 2" 2 "$rc"
+expect_match "no cache directory at all: says what to set" 'set KILN_CACHE' "$out"
+
+# ---- a template made ------------------------------------------------------
+mark="kiln-warm-$$-$RANDOM"
+"$KILN" template create t1 --image "$work/tiny.img" --cpus 2 --mem 128 --disk 64 \
+    -- sh -c "echo $mark > /root/warm.txt && sync && echo warmed" >"$work/out" 2>"$work/err"
+rc=$?
+expect_eq "create t1: exit 0" 0 "$rc"
+expect_eq "create t1: the warm-up's output is shown" warmed "$(cat "$work/out")"
+check "create t1: one line on stderr, the figures" one_line "$work/err"
+expect_match "create t1: says what it saved" "saved 't1'.*state [0-9]+ bytes, RAM 128 MiB \\([0-9.]+ MiB not zero\\)" "$(cat "$work/err")"
+sed 's/^/# /' "$work/err"
+for f in state mem scratch template.json; do
+    check "t1 has its $f" test -s "$tdir/t1/$f"
+done
+insp=$("$B/kiln-vmm" --inspect-snapshot "$tdir/t1/state" 2>&1); rc=$?
+expect_eq "the state file passes kiln-vmm's reader" 0 "$rc"
+expect_match "the state file: 2 vCPUs, 128 MiB" "vm cpus 2 mem 134217728" "$insp"
+expect_match "the state file: where vCPU 1 was (its GS base: a kernel per-CPU area)" "gs-base 0xffff8880" "$(echo "$insp" | grep '^section sregs 1 ')"
+expect_eq "the memory file is the guest RAM's size" $((128 << 20)) "$(stat -c %s "$tdir/t1/mem")"
+alloc=$(( $(stat -c %b "$tdir/t1/mem") * $(stat -c %B "$tdir/t1/mem") ))
+check "the memory file is sparse ($((alloc >> 20)) MiB allocated of 128)" test "$alloc" -lt $((128 << 20))
+check "the guest RAM holds the warm-up's file (page cache)" grep -q -a "$mark" "$tdir/t1/mem"
+expect_eq "the scratch disk is the --disk size" $((64 << 20)) "$(stat -c %s "$tdir/t1/scratch")"
+check "the scratch disk holds the warm-up's file" grep -q -a "$mark" "$tdir/t1/scratch"
+check "the scratch disk is an ext4 file system" sh -c "file -b '$tdir/t1/scratch' | grep -q ext4 || blkid '$tdir/t1/scratch' | grep -q ext4"
+j=$(cat "$tdir/t1/template.json")
+expect_match "template.json: the warm-up" "\"warmup\": \"sh -c echo $mark" "$j"
+expect_match "template.json: the image" "\"path\": \"$work/tiny.img\"" "$j"
+expect_eq "no staging directory and no VMM left" "" "$(leftovers)"
+ls_out=$("$KILN" template ls 2>&1); rc=$?
+expect_eq "ls: exit 0" 0 "$rc"
+expect_match "ls: t1, 2 CPUs, 128 MiB, ok" "t1 +2 +128M +64M .* ok" "$ls_out"
+"$KILN" template create t1 --image "$work/tiny.img" -- true 2>"$work/e"; rc=$?
+expect_eq "create t1 again: exit 2" 2 "$rc"
+check "create t1 again: names the template that exists" grep -q "template 't1' exists" "$work/e"
+touch "$work/tiny.img"
+expect_match "ls after the image changed: stale" "t1 .* stale \(image changed\)" "$("$KILN" template ls 2>&1)"
+
+# ---- a warm-up that fails: no template ---------------------------------------
+"$KILN" template create t2 --image "$work/tiny.img" --mem 128 --disk 64 -- sh -c 'exit 3' 2>"$work/e"; rc=$?
+expect_eq "a failing warm-up: its status" 3 "$rc"
+check "a failing warm-up: says no template was saved" grep -q "no template was saved" "$work/e"
+check "a failing warm-up: no t2" test ! -e "$tdir/t2"
+expect_eq "a failing warm-up: no staging directory or VMM left" "" "$(leftovers)"
+
+# ---- damaged and foreign directories ----------------------------------------
+mkdir -p "$tdir/junk" && echo '{"format": 1, "name": "other"}' > "$tdir/junk/template.json"
+out=$("$KILN" template ls 2>&1); rc=$?
+expect_eq "ls with a damaged template: exit 125" 125 "$rc"
+expect_match "ls with a damaged template: names it" "junk: .*template.json" "$out"
+touch "$tdir/junk/mine.txt"
+"$KILN" template rm junk 2>"$work/e"; rc=$?
+expect_eq "rm of a directory holding other files: refused (125)" 125 "$rc"
+check "rm of a directory holding other files: left in place" test -e "$tdir/junk/mine.txt"
+rm -rf "$tdir/junk"
+# a staging directory of a process that is gone is swept
+mkdir -p "$tdir/.new-t3.999999999.abcdef" && touch "$tdir/.new-t3.999999999.abcdef/mem"
+"$KILN" template ls >/dev/null 2>&1
+check "a dead creator's staging directory is swept" test ! -e "$tdir/.new-t3.999999999.abcdef"
+
+"$KILN" template rm t1; rc=$?
+expect_eq "rm t1: exit 0" 0 "$rc"
+check "rm t1: gone" test ! -e "$tdir/t1"
+done_testing
