@@ -1334,6 +1334,61 @@ static void test_reset(void **state)
 	t_free(t);
 }
 
+/*
+ * The transport reset (a restored VM's connections were another VMM's): the
+ * host's ends close at once, no per-connection reset goes to the guest, and
+ * the guest's first event buffer big enough gets the event id; a smaller one
+ * comes back unused. Connections work again afterwards.
+ */
+static void test_transport_reset(void **state)
+{
+	const uint64_t ev = 0x38000;
+	struct t *t = t_new(0, false);
+	struct virtq_used_elem u;
+	struct gc c;
+	uint64_t end;
+	uint32_t id;
+	int fd;
+
+	fd = t_host_connect(t, &c, 500, NULL);
+	vsock_transport_reset(t->v);
+	assert_true(h_eof(fd, T_WAIT_MS));
+	close(fd);
+	t_no_packet(t, 200);
+	assert_int_equal(fake_used_idx(&t->g, &t->evq), 0); /* no buffer yet: owed */
+
+	memset(fake_ptr(&t->g, ev, 64), 0xee, 64);
+	fake_desc(&t->g, t->evq.desc, 0, ev, 2, VIRTQ_DESC_F_WRITE, 0);
+	fake_avail_add(&t->g, &t->evq, 0);
+	fake_desc(&t->g, t->evq.desc, 1, ev + 16, 8, VIRTQ_DESC_F_WRITE, 0);
+	fake_avail_add(&t->g, &t->evq, 1);
+	fake_desc(&t->g, t->evq.desc, 2, ev + 32, 8, VIRTQ_DESC_F_WRITE, 0);
+	fake_avail_add(&t->g, &t->evq, 2);
+	fake_notify(&t->g, 2);
+	end = now_ns() + (uint64_t)T_WAIT_MS * 1000000;
+	while (fake_used_idx(&t->g, &t->evq) < 2) {
+		assert_true(now_ns() < end);
+		usleep(1000);
+	}
+	usleep(200 * 1000);
+	assert_int_equal(fake_used_idx(&t->g, &t->evq), 2); /* one event, not two */
+	u = fake_used_elem(&t->g, &t->evq, 0);
+	assert_int_equal(u.id, 0);
+	assert_int_equal(u.len, 0);
+	u = fake_used_elem(&t->g, &t->evq, 1);
+	assert_int_equal(u.id, 1);
+	assert_int_equal(u.len, 4);
+	memcpy(&id, fake_ptr(&t->g, ev + 16, 4), 4);
+	assert_int_equal(le32toh(id), 0); /* VIRTIO_VSOCK_EVENT_TRANSPORT_RESET */
+	assert_int_equal(*(uint8_t *)fake_ptr(&t->g, ev + 20, 1), 0xee); /* nothing past it */
+	assert_int_equal(*(uint8_t *)fake_ptr(&t->g, ev + 32, 1), 0xee); /* the spare one untouched */
+
+	/* The device goes on: a new connection works. */
+	fd = t_host_connect(t, &c, 501, NULL);
+	close(fd);
+	t_free(t);
+}
+
 /* Random headers by the thousand: nothing breaks, the device stays usable. */
 static void test_fuzz(void **state)
 {
@@ -1440,6 +1495,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_params),
+		cmocka_unit_test(test_transport_reset),
 		cmocka_unit_test(test_identity),
 		cmocka_unit_test(test_host_connect),
 		cmocka_unit_test(test_host_connect_refused),

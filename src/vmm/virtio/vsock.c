@@ -21,6 +21,7 @@
  */
 #include "vmm/virtio/vsock.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -45,6 +46,8 @@
 
 #define VSOCK_RXQ 0
 #define VSOCK_TXQ 1
+#define VSOCK_EVQ 2
+#define VSOCK_EVENT_TRANSPORT_RESET 0	/* virtio spec: struct virtio_vsock_event's id */
 #define VSOCK_HDR ((uint32_t)sizeof(struct virtio_vsock_hdr))
 
 /* Host ports for host-initiated connections. */
@@ -131,6 +134,8 @@ struct vsock {
 
 	/* Under the transport's lock: bumped by reset() in a vCPU thread. */
 	unsigned reset_gen;
+	/* Set by vsock_transport_reset() from any thread, taken by the event thread. */
+	bool transport_reset;
 
 	/* Event thread only (inside virtio_mmio_run()), or while it is stopped. */
 	unsigned seen_gen;
@@ -148,6 +153,7 @@ struct vsock {
 	uint64_t listen_resume;		/* accept() paused until then; 0: running */
 	bool busy;			/* work left over: poll again without sleeping */
 	bool rx_held;			/* rx_chain was popped and not yet used */
+	bool reset_event_owed;		/* the guest is to be told: transport reset */
 	int nevs;
 	struct epoll_event evs[VSOCK_EVENTS];
 	struct virtq_chain rx_chain, tx_chain;
@@ -1155,6 +1161,35 @@ static void vsock_tick(struct vsock *v)
 	}
 }
 
+/*
+ * The transport reset event (virtio 1.2, 5.10.6.6): one buffer of the event
+ * queue gets the event id. The guest then resets every connected socket and
+ * reads its CID again; its listeners stay. With no buffer yet it stays owed.
+ */
+static int vsock_evq(struct vsock *v, struct virtq *q)
+{
+	struct virtq_chain ch;
+	uint32_t id = htole32(VSOCK_EVENT_TRANSPORT_RESET);
+	int ret;
+
+	for (unsigned n = 0; n < VSOCK_BATCH && v->reset_event_owed; n++) {
+		ret = virtq_pop(q, &ch);
+		if (ret <= 0)
+			return ret;
+		/* Too small for the event: returned unused. */
+		if (ch.in_bytes < sizeof(id)) {
+			ret = virtq_push(q, ch.head, 0);
+		} else {
+			virtq_chain_write(&ch, 0, &id, sizeof(id));
+			v->reset_event_owed = false;
+			ret = virtq_push(q, ch.head, sizeof(id));
+		}
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
 /* One locked section: queues is NULL while the driver is not running. */
 static int vsock_work(void *arg, struct virtq *queues)
 {
@@ -1166,6 +1201,16 @@ static int vsock_work(void *arg, struct virtq *queues)
 		vsock_drop_all(v);
 		v->seen_gen = v->reset_gen;
 	}
+	/* A transport reset: the host's ends go now, silently (the guest is
+	 * told once, by the event, not per connection); a held rx chain is
+	 * kept for the next packet. */
+	if (__atomic_exchange_n(&v->transport_reset, false, __ATOMIC_ACQ_REL)) {
+		for (unsigned i = 0; i < v->max_conns; i++)
+			if (v->slots[i])
+				vsock_conn_kill(v, v->slots[i], false);
+		v->rst_len = 0;
+		v->reset_event_owed = true;
+	}
 	v->now = vsock_now_ms();
 	v->busy = false;
 	for (int i = 0; i < v->nevs; i++)
@@ -1174,7 +1219,9 @@ static int vsock_work(void *arg, struct virtq *queues)
 	if (v->now >= v->next_tick)
 		vsock_tick(v);
 	if (queues) {
-		ret = vsock_tx(v, &queues[VSOCK_TXQ]);
+		ret = vsock_evq(v, &queues[VSOCK_EVQ]);
+		if (!ret)
+			ret = vsock_tx(v, &queues[VSOCK_TXQ]);
 		if (!ret)
 			ret = vsock_rx(v, &queues[VSOCK_RXQ]);
 	}
@@ -1321,6 +1368,12 @@ int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev, bool filter)
 {
 	v->mmio = dev;
 	return devthread_start(&v->th, vsock_loop, v, filter, SECCOMP_ROLE_VSOCK);
+}
+
+void vsock_transport_reset(struct vsock *v)
+{
+	__atomic_store_n(&v->transport_reset, true, __ATOMIC_RELEASE);
+	vsock_kick(v);
 }
 
 static void vsock_wake(void *arg)

@@ -58,6 +58,12 @@ int vsock_create(struct vsock **out, const struct vsock_params *p);
 int vsock_start(struct vsock *v, struct virtio_mmio_dev *dev, bool filter);
 /* Stop and join the event thread; afterwards dev may be freed. Idempotent. */
 void vsock_stop(struct vsock *v);
+/* Every connection ends: the host's ends are closed, and the guest gets the
+ * transport reset event (its connected sockets reset, its listeners stay;
+ * it reads its CID again), as soon as it has an event buffer. For a VM
+ * restored from a snapshot, whose connections were another VMM's. Any
+ * thread, any time after vsock_create. */
+void vsock_transport_reset(struct vsock *v);
 /* vsock_stop(), close every connection and fd, unlink the socket file we created. */
 void vsock_free(struct vsock *v);
 
