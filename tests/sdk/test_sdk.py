@@ -249,6 +249,22 @@ def test_pause_resume(sb):
         h.kill()
 
 
+def test_templates(sb):
+    t = sb.save_template("sdk-tpl")
+    assert (t.name, t.cpus, t.mem_mib, t.disk_mib, t.stale) == ("sdk-tpl", 1, 128, 48, False)
+    assert t.state_bytes > 0 and 0 < t.ram_bytes <= 128 << 20
+    assert sb.get_info().state == "running"
+    assert sb.commands.run("echo after").stdout == "after\n"
+    with pytest.raises(kiln.ConflictError):
+        sb.save_template("sdk-tpl")
+    with pytest.raises(kiln.BadRequestError):
+        sb.save_template("../x")
+    assert [x.name for x in Sandbox.list_templates()] == ["sdk-tpl"]
+    assert Sandbox.delete_template("sdk-tpl") is True
+    assert Sandbox.delete_template("sdk-tpl") is False
+    assert Sandbox.list_templates() == []
+
+
 def test_list_and_connect(sb):
     assert sb.id in [s.id for s in Sandbox.list()]
     assert sb.id in [s.id for s in Sandbox.list(state="running")]
@@ -395,6 +411,16 @@ async def test_async_create_run(asb):
     assert "".join(got) == "x\ny\n"
     assert (await asb.commands.run("echo $A $(pwd)", env={"A": "1"}, cwd="/tmp")).stdout == "1 /tmp\n"
     assert (await asb.commands.run("cat", stdin=b"in")).stdout == "in"
+
+
+@pytest.mark.asyncio
+async def test_async_templates(asb):
+    t = await asb.save_template("sdk-atpl")
+    assert (t.name, t.mem_mib) == ("sdk-atpl", 128)
+    assert [x.name for x in await AsyncSandbox.list_templates()] == ["sdk-atpl"]
+    assert (await asb.commands.run("echo on")).stdout == "on\n"
+    assert await AsyncSandbox.delete_template("sdk-atpl") is True
+    assert await AsyncSandbox.delete_template("sdk-atpl") is False
 
 
 @pytest.mark.asyncio

@@ -10,7 +10,7 @@ from .exceptions import (APIError, AuthenticationError, BadRequestError, BootFai
                          ConflictError, ConnectionError, ForbiddenError, KilnError,
                          NotFoundError, QuotaError, SandboxError, SandboxPausedError,
                          SandboxUnreachableError, ServerError, TimeoutError, TooLargeError, UnavailableError)
-from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo
+from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo, TemplateInfo
 from .sandbox import CommandHandle, PtyHandle, Sandbox
 
 __version__ = "0.1.0"
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Sandbox", "AsyncSandbox", "CommandHandle", "AsyncCommandHandle", "PtyHandle",
     "AsyncPtyHandle", "CommandResult",
-    "SandboxInfo", "ProcessInfo", "EntryInfo", "KilnError", "APIError", "BadRequestError",
+    "SandboxInfo", "TemplateInfo", "ProcessInfo", "EntryInfo", "KilnError", "APIError", "BadRequestError",
     "AuthenticationError", "ForbiddenError", "NotFoundError", "ConflictError", "TooLargeError",
     "QuotaError", "BusyError", "UnavailableError", "ServerError", "SandboxError",
     "BootFailedError", "SandboxUnreachableError", "SandboxPausedError", "ConnectionError", "TimeoutError",

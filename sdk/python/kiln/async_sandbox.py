@@ -11,7 +11,7 @@ import httpx
 
 from . import _http
 from . import exceptions as exc
-from .models import CommandResult, EntryInfo, EventAccumulator, ProcessInfo, SandboxInfo
+from .models import CommandResult, EntryInfo, EventAccumulator, ProcessInfo, SandboxInfo, TemplateInfo
 from .sandbox import DEFAULT_COMMAND_TIMEOUT, Data, _pty_body
 
 AsyncOutputCallback = Callable[[str], Union[Any, Awaitable[Any]]]
@@ -492,6 +492,37 @@ class AsyncSandbox:
         finally:
             await api.close()
         return [SandboxInfo.from_json(s) for s in d.get("sandboxes", [])]
+
+    @staticmethod
+    async def list_templates(*, host: Optional[str] = None, token: Optional[str] = None,
+                             request_timeout: Optional[float] = None) -> List[TemplateInfo]:
+        """See :meth:`kiln.Sandbox.list_templates`."""
+        api = _AsyncApi(host, token, request_timeout)
+        try:
+            d = await api.json("GET", "/v1/templates")
+        finally:
+            await api.close()
+        return [TemplateInfo.from_json(t) for t in d.get("templates", [])]
+
+    @staticmethod
+    async def delete_template(name: str, *, host: Optional[str] = None,
+                              token: Optional[str] = None,
+                              request_timeout: Optional[float] = None) -> bool:
+        """See :meth:`kiln.Sandbox.delete_template`."""
+        api = _AsyncApi(host, token, request_timeout)
+        try:
+            await api.send("DELETE", f"/v1/templates/{name}")
+            return True
+        except exc.NotFoundError:
+            return False
+        finally:
+            await api.close()
+
+    async def save_template(self, name: str) -> TemplateInfo:
+        """See :meth:`kiln.Sandbox.save_template`."""
+        return TemplateInfo.from_json(await self._api.json(
+            "POST", f"/v1/sandboxes/{self.id}/template", json={"name": name},
+            read_timeout=_http.CREATE_TIMEOUT))
 
     async def get_info(self) -> SandboxInfo:
         self.info = SandboxInfo.from_json(await self._api.json("GET", f"/v1/sandboxes/{self.id}"))

@@ -69,6 +69,31 @@ class SandboxInfo:
 
 
 @dataclass
+class TemplateInfo:
+    """A saved sandbox (kilnd's template.json; ``raw`` holds every field):
+    ``stale`` when its kernel, initramfs or image changed since."""
+
+    name: str
+    cpus: int = 0
+    mem_mib: int = 0
+    disk_mib: int = 0
+    created: int = 0
+    state_bytes: int = 0
+    ram_bytes: int = 0
+    snapshot_ms: int = 0
+    stale: bool = False
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "TemplateInfo":
+        return cls(name=d["name"], cpus=d.get("cpus", 0), mem_mib=d.get("mem_mib", 0),
+                   disk_mib=d.get("disk_mib", 0), created=d.get("created", 0),
+                   state_bytes=d.get("state_bytes", 0), ram_bytes=d.get("ram_bytes", 0),
+                   snapshot_ms=d.get("snapshot_ms", 0), stale=bool(d.get("stale", False)),
+                   raw=d)
+
+
+@dataclass
 class ProcessInfo:
     """A process kilnd runs (or ran) in a sandbox."""
 

@@ -9,7 +9,7 @@ import httpx
 
 from . import _http
 from . import exceptions as exc
-from .models import CommandResult, EntryInfo, EventAccumulator, ProcessInfo, SandboxInfo
+from .models import CommandResult, EntryInfo, EventAccumulator, ProcessInfo, SandboxInfo, TemplateInfo
 
 OutputCallback = Callable[[str], Any]
 Data = Union[str, bytes, bytearray, memoryview, IO[bytes], IO[str]]
@@ -555,6 +555,39 @@ class Sandbox:
         finally:
             api.close()
         return [SandboxInfo.from_json(s) for s in d.get("sandboxes", [])]
+
+    @staticmethod
+    def list_templates(*, host: Optional[str] = None, token: Optional[str] = None,
+                       request_timeout: Optional[float] = None) -> List[TemplateInfo]:
+        """The token's templates on this kilnd host, by name."""
+        api = _Api(host, token, request_timeout)
+        try:
+            d = api.json("GET", "/v1/templates")
+        finally:
+            api.close()
+        return [TemplateInfo.from_json(t) for t in d.get("templates", [])]
+
+    @staticmethod
+    def delete_template(name: str, *, host: Optional[str] = None, token: Optional[str] = None,
+                        request_timeout: Optional[float] = None) -> bool:
+        """Removes a template; False if there was none of that name."""
+        api = _Api(host, token, request_timeout)
+        try:
+            api.send("DELETE", f"/v1/templates/{name}")
+            return True
+        except exc.NotFoundError:
+            return False
+        finally:
+            api.close()
+
+    def save_template(self, name: str) -> TemplateInfo:
+        """Saves this sandbox (paused for the moment it takes: registers,
+        devices, RAM, scratch disk) as template ``name`` of this token; it runs
+        on as it was. ConflictError if the name is taken or the sandbox has
+        network rules."""
+        return TemplateInfo.from_json(self._api.json(
+            "POST", f"/v1/sandboxes/{self.id}/template", json={"name": name},
+            read_timeout=_http.CREATE_TIMEOUT))
 
     def get_info(self) -> SandboxInfo:
         """The sandbox as kilnd describes it now (also kept in ``info``)."""
