@@ -34,18 +34,7 @@
 
 static int cache_dir(char *buf, size_t len)
 {
-	const char *k = getenv("KILN_CACHE"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
-	int n;
-
-	if (k && k[0])
-		n = snprintf(buf, len, "%s/oci", k);
-	else if (x && x[0])
-		n = snprintf(buf, len, "%s/kiln/oci", x);
-	else if (h && h[0])
-		n = snprintf(buf, len, "%s/.cache/kiln/oci", h);
-	else
-		return -1;
-	return n < 0 || (size_t)n >= len ? -1 : 0;
+	return kiln_cache_dir("oci", buf, len);
 }
 
 /* A default name from SRC: the last path element of its file, directory or

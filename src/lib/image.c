@@ -44,6 +44,22 @@ void kiln_image_dir(const char *argv0, char *buf, size_t len)
 	snprintf(buf, len, "%s/images", dir);
 }
 
+int kiln_cache_dir(const char *sub, char *buf, size_t len)
+{
+	const char *k = getenv("KILN_CACHE"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+	int n;
+
+	if (k && k[0])
+		n = snprintf(buf, len, "%s/%s", k, sub);
+	else if (x && x[0])
+		n = snprintf(buf, len, "%s/kiln/%s", x, sub);
+	else if (h && h[0])
+		n = snprintf(buf, len, "%s/.cache/kiln/%s", h, sub);
+	else
+		return -1;
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
 json_t *kiln_image_json_load(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);

@@ -19,6 +19,11 @@ bool kiln_image_name_ok(const char *s);
 /* The image dir: $KILN_IMAGE_DIR, else images/ beside argv0's binary. */
 void kiln_image_dir(const char *argv0, char *buf, size_t len);
 
+/* kiln's cache for sub (e.g. "oci", "templates"): $KILN_CACHE/SUB, else
+ * $XDG_CACHE_HOME/kiln/SUB, else $HOME/.cache/kiln/SUB. 0, or -1 when none
+ * is set or the path does not fit. */
+int kiln_cache_dir(const char *sub, char *buf, size_t len);
+
 /* An imported image's defaults. Strings are owned by the struct; arrays
  * are NULL-terminated; anything absent is NULL. */
 struct kiln_image_config {

@@ -35,18 +35,7 @@ bool kiln_template_name_ok(const char *s)
 
 int kiln_template_dir(char *buf, size_t len)
 {
-	const char *k = getenv("KILN_CACHE"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
-	int n;
-
-	if (k && k[0])
-		n = snprintf(buf, len, "%s/templates", k);
-	else if (x && x[0])
-		n = snprintf(buf, len, "%s/kiln/templates", x);
-	else if (h && h[0])
-		n = snprintf(buf, len, "%s/.cache/kiln/templates", h);
-	else
-		return -1;
-	return n < 0 || (size_t)n >= len ? -1 : 0;
+	return kiln_cache_dir("templates", buf, len);
 }
 
 int kiln_template_file_stat(struct kiln_template_file *f, const char *path)
