@@ -17,9 +17,12 @@ const char config_usage[] =
 	"                [--drive path=FILE|fd=N[,ro][,serial=ID]]... [--vsock UDS_PATH]\n"
 	"                [--cid N] [--net fd=N[,mac=MAC]] [--print-boot-time] [--ready-fd N]\n"
 	"                [--control-fd N] [--uid N] [--gid N] [--no-jail] [--no-seccomp]\n"
+	"       kiln-vmm --restore DIR [--cpus N] [--mem MiB] [--drive ...,ro] [...]\n"
 	"Boots one microVM and exits when it ends. Later settings override earlier ones,\n"
 	"so flags after --config override the file. The VMM runs jailed and under\n"
-	"seccomp filters; --no-jail and --no-seccomp are for diagnosis only.\n";
+	"seccomp filters; --no-jail and --no-seccomp are for diagnosis only.\n"
+	"--restore DIR resumes the VM saved in DIR/state and DIR/mem (a snapshot) instead\n"
+	"of booting; --cpus, --mem and the devices must be the saved VM's.\n";
 
 /*
  * Messages quote what was given (an argument, a JSON key or value): turn its
@@ -412,7 +415,7 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 {
 	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_CPUS, O_MEM, O_CONSOLE, O_CONFIG, O_BOOTTIME,
 	       O_DRIVE, O_VSOCK, O_CID, O_NET, O_READY, O_CONTROL, O_UID, O_GID, O_NO_JAIL, O_NO_SECCOMP,
-	       O_TEST_HOOKS };
+	       O_TEST_HOOKS, O_RESTORE };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
@@ -432,6 +435,7 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		{ "gid", required_argument, NULL, O_GID },
 		{ "no-jail", no_argument, NULL, O_NO_JAIL },
 		{ "no-seccomp", no_argument, NULL, O_NO_SECCOMP },
+		{ "restore", required_argument, NULL, O_RESTORE },
 #ifdef KILN_TEST_HOOKS
 		{ "test-hooks", no_argument, NULL, O_TEST_HOOKS },
 #endif
@@ -513,6 +517,10 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 		case O_NO_SECCOMP:
 			c->no_seccomp = true;
 			break;
+		case O_RESTORE:
+			r = set_str(c->restore_dir, sizeof(c->restore_dir), optarg, "--restore", err,
+				    errlen);
+			break;
 #ifdef KILN_TEST_HOOKS
 		case O_TEST_HOOKS:
 			c->test_hooks = true;
@@ -540,7 +548,11 @@ int config_parse_args(struct vmm_config *c, int argc, char **argv, bool *help, c
 
 int config_validate(const struct vmm_config *c, uint64_t host_mem_mib, char *err, size_t errlen)
 {
-	if (!c->kernel[0]) {
+	if (c->restore_dir[0] && (c->kernel[0] || c->initrd[0])) {
+		snprintf(err, errlen, "--restore resumes a saved VM: no --kernel or --initrd with it");
+		return -EINVAL;
+	}
+	if (!c->kernel[0] && !c->restore_dir[0]) {
 		snprintf(err, errlen, "no kernel given (--kernel VMLINUX)");
 		return -EINVAL;
 	}

@@ -31,6 +31,7 @@ struct drive_config {
 
 struct vmm_config {
 	char kernel[CONFIG_MAX_PATH];
+	char restore_dir[CONFIG_MAX_PATH]; /* --restore DIR (state, mem): no kernel then; "" = boot */
 	char initrd[CONFIG_MAX_PATH]; /* "" = none */
 	char cmdline[CONFIG_MAX_CMDLINE];
 	unsigned cpus;

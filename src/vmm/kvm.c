@@ -55,7 +55,7 @@ static int get_supported_cpuid(struct kvm_vm *vm)
 	return 0;
 }
 
-int kvm_vm_create(struct kvm_vm **out, uint64_t mem_size, const char **why)
+int kvm_vm_create(struct kvm_vm **out, uint64_t mem_size, int mem_fd, const char **why)
 {
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
 	struct kvm_vm *vm;
@@ -127,7 +127,7 @@ int kvm_vm_create(struct kvm_vm **out, uint64_t mem_size, const char **why)
 		goto errno_out;
 
 	*why = "cannot allocate guest memory";
-	ret = guest_mem_create(&vm->mem, mem_size);
+	ret = guest_mem_create_file(&vm->mem, mem_size, mem_fd);
 	if (ret)
 		goto out;
 	for (unsigned i = 0; i < guest_mem_nregions(vm->mem); i++) {

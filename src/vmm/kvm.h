@@ -23,8 +23,9 @@ struct kvm_vm {
 	int irqfd[KVM_MAX_IRQFDS];          /* eventfd per GSI, -1 if unused */
 };
 
-/* Open /dev/kvm, create the VM and its RAM. On error sets *why. */
-int kvm_vm_create(struct kvm_vm **out, uint64_t mem_size, const char **why);
+/* Open /dev/kvm, create the VM and its RAM (mem_fd >= 0: mapped privately
+ * from that snapshot memory file). On error sets *why. */
+int kvm_vm_create(struct kvm_vm **out, uint64_t mem_size, int mem_fd, const char **why);
 void kvm_vm_free(struct kvm_vm *vm);
 
 /* Route an eventfd to GSI gsi (< KVM_MAX_IRQFDS). 0 or -errno. */

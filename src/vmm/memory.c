@@ -14,6 +14,11 @@ struct guest_mem {
 
 int guest_mem_create(struct guest_mem **out, uint64_t size)
 {
+	return guest_mem_create_file(out, size, -1);
+}
+
+int guest_mem_create_file(struct guest_mem **out, uint64_t size, int fd)
+{
 	struct guest_mem *m = NULL;
 	uint64_t low;
 	int ret = -EINVAL;
@@ -25,8 +30,10 @@ int guest_mem_create(struct guest_mem **out, uint64_t size)
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		goto out;
+	/* From a file: MAP_PRIVATE, so pages load on demand, a write makes a
+	 * private copy, and the file (and every other clone's view) stays. */
 	m->base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		       MAP_PRIVATE | MAP_NORESERVE | (fd < 0 ? MAP_ANONYMOUS : 0), fd, 0);
 	if (m->base == MAP_FAILED) {
 		m->base = NULL;
 		ret = -errno;

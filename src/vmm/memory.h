@@ -1,5 +1,6 @@
 /*
- * Guest physical memory: one anonymous, lazily allocated mapping split around
+ * Guest physical memory: one lazily allocated mapping (anonymous, or private
+ * from a snapshot's memory file) split around
  * the 32-bit MMIO hole. Every guest-supplied address goes through
  * guest_mem_ptr(), which checks the whole range for overflow and containment.
  */
@@ -25,6 +26,9 @@ struct mem_region {
 
 /* size: bytes of guest RAM, a multiple of 4 KiB, 1 MiB..MEM_MAX_SIZE. 0 or -errno. */
 int guest_mem_create(struct guest_mem **out, uint64_t size);
+/* The same layout, mapped MAP_PRIVATE from fd (a snapshot's memory file of
+ * at least size bytes, region after region from offset 0); fd < 0: anonymous. */
+int guest_mem_create_file(struct guest_mem **out, uint64_t size, int fd);
 void guest_mem_free(struct guest_mem *m);
 
 uint64_t guest_mem_size(const struct guest_mem *m);

@@ -36,6 +36,7 @@ static const struct snap_type {
 	{ SNAP_SEC_CLOCK, "clock", sizeof(struct kvm_clock_data), SCOPE_ONE },
 	{ SNAP_SEC_MEMORY, "memory", sizeof(struct snap_memory), SCOPE_ONE },
 	{ SNAP_SEC_VIRTIO, "virtio", 0, SCOPE_DEVICE },
+	{ SNAP_SEC_SERIAL, "serial", sizeof(struct snap_serial), SCOPE_ONE },
 };
 
 #define NTYPES (sizeof(snap_types) / sizeof(snap_types[0]))

@@ -48,6 +48,7 @@ enum snap_sec_type {
 	SNAP_SEC_PIT = 0x101,	   /* struct kvm_pit_state2 */
 	SNAP_SEC_CLOCK = 0x102,	   /* struct kvm_clock_data */
 	SNAP_SEC_MEMORY = 0x103,   /* struct snap_memory: where the memory file's bytes go */
+	SNAP_SEC_SERIAL = 0x104,   /* struct snap_serial: the COM1 UART's registers */
 	SNAP_SEC_VIRTIO = 0x200,   /* struct snap_virtio + dev_len bytes of device state */
 };
 
@@ -108,6 +109,11 @@ struct snap_virtq {
 	uint8_t ready, broken, event_idx, indirect;
 	uint32_t pad;
 	uint64_t desc_gpa, avail_gpa, used_gpa;
+};
+
+/* The 16550 UART's registers (src/vmm/devices/serial.c); its FIFOs are not kept. */
+struct snap_serial {
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr, thre_pending;
 };
 
 /* One virtio-mmio transport (src/vmm/virtio/mmio.c) and its queues. */

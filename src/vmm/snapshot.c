@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vmm/devices/serial.h"
 #include "vmm/kvm.h"
 #include "vmm/memory.h"
 #include "vmm/snapfile.h"
@@ -230,6 +231,13 @@ int snapshot_save(const struct snapshot_src *src, int state_fd, int mem_fd,
 	if (!ret) {
 		step = "a device";
 		ret = save_devices(src, &b);
+	}
+	if (!ret && src->serial) {
+		struct snap_serial ser;
+
+		serial_save(src->serial, &ser);
+		snap_add(&b, SNAP_SEC_SERIAL, 0, 0, &ser, sizeof(ser));
+		ret = b.err;
 	}
 	if (!ret) {
 		step = "the memory file";

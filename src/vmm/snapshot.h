@@ -1,7 +1,7 @@
 /*
  * Saving a paused VM (CTL_SNAPSHOT, docs/vmm.md "Snapshots"): the state file
  * (src/vmm/snapfile.h) and the guest RAM as a sparse raw file, both into fds
- * the caller opened (the jailed VMM opens nothing). Restore is a later step.
+ * the caller opened (the jailed VMM opens nothing). Restore: src/vmm/restore.h.
  */
 #ifndef KILN_VMM_SNAPSHOT_H
 #define KILN_VMM_SNAPSHOT_H
@@ -12,6 +12,7 @@
 struct guest_mem;
 struct kvm_vm;
 struct snap_memory;
+struct serial;
 struct vcpu;
 struct virtio_mmio_dev;
 
@@ -28,6 +29,7 @@ struct snapshot_src {
 	unsigned nvcpus;
 	const struct snapshot_dev *devs;
 	unsigned ndevs;
+	struct serial *serial;		/* COM1, or NULL */
 };
 
 struct snapshot_result {

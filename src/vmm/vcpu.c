@@ -463,6 +463,214 @@ static int vcpu_save(struct vcpu *v, struct snap_buf *b)
 	return ret;
 }
 
+/* The section (type, this vCPU) of len bytes copied into buf, or why not. */
+static const char *take(struct vcpu *v, uint32_t type, void *buf, size_t len)
+{
+	const struct snap_sec *s = snap_find(v->env->restore, type, v->id);
+
+	if (!s)
+		return "missing";
+	if (s->len != len)
+		return "of the wrong size for this host";
+	memcpy(buf, s->payload, len);
+	return NULL;
+}
+
+/* One KVM_SET_* from a fixed-size section. */
+static int restore_one(struct vcpu *v, unsigned long req, uint32_t type, void *buf, size_t len,
+		       char *why, size_t whylen)
+{
+	const char *bad = take(v, type, buf, len);
+
+	if (bad) {
+		snprintf(why, whylen, "vCPU %u: the %s section is %s", v->id, snap_sec_name(type), bad);
+		return -EINVAL;
+	}
+	if (ioctl(v->fd, req, buf) < 0) {
+		int err = errno;
+
+		snprintf(why, whylen, "vCPU %u: KVM refused the saved %s: %s", v->id,
+			 snap_sec_name(type), strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+/* An optional section this host must have exactly when the file does. */
+static int restore_opt(struct vcpu *v, bool host_has, unsigned long req, uint32_t type,
+		       void *buf, size_t len, char *why, size_t whylen)
+{
+	bool file_has = snap_find(v->env->restore, type, v->id) != NULL;
+
+	if (host_has != file_has) {
+		snprintf(why, whylen, "vCPU %u: the state file %s a %s section, this host %s", v->id,
+			 file_has ? "has" : "lacks", snap_sec_name(type),
+			 host_has ? "needs one" : "cannot set it");
+		return -EINVAL;
+	}
+	return host_has ? restore_one(v, req, type, buf, len, why, whylen) : 0;
+}
+
+static int restore_fpu(struct vcpu *v, char *why, size_t whylen)
+{
+	uint32_t size = v->env->xsave_size;
+	const struct snap_sec *s;
+	struct kvm_fpu fpu;
+	void *x;
+	int ret;
+
+	if (size == 0)
+		return restore_one(v, KVM_SET_FPU, SNAP_SEC_FPU, &fpu, sizeof(fpu), why, whylen);
+	s = snap_find(v->env->restore, SNAP_SEC_XSAVE, v->id);
+	if (!s || s->len != size) {
+		snprintf(why, whylen, "vCPU %u: the state file's XSAVE area is %u bytes, this host's %u",
+			 v->id, s ? s->len : 0, size);
+		return -EINVAL;
+	}
+	x = calloc(1, size);
+	if (!x)
+		return -ENOMEM;
+	ret = restore_one(v, KVM_SET_XSAVE, SNAP_SEC_XSAVE, x, size, why, whylen);
+	free(x);
+	return ret;
+}
+
+/* Every saved MSR, IA32_TSC first (the TSC deadline is relative to it). */
+static int restore_msrs(struct vcpu *v, char *why, size_t whylen)
+{
+	const struct snap_sec *s = snap_find(v->env->restore, SNAP_SEC_MSRS, v->id);
+	struct snap_msrs hdr;
+	struct kvm_msrs *m = NULL;
+	unsigned n = 0;
+	int got, ret = -EINVAL;
+
+	if (!s || s->len < sizeof(hdr)) {
+		snprintf(why, whylen, "vCPU %u: the msrs section is missing", v->id);
+		goto out;
+	}
+	memcpy(&hdr, s->payload, sizeof(hdr));
+	if (hdr.count > SNAP_MAX_MSRS ||
+	    s->len != sizeof(hdr) + (size_t)hdr.count * sizeof(struct kvm_msr_entry)) {
+		snprintf(why, whylen, "vCPU %u: the msrs section's count does not match its size",
+			 v->id);
+		goto out;
+	}
+	ret = -ENOMEM;
+	m = calloc(1, sizeof(*m) + hdr.count * sizeof(struct kvm_msr_entry));
+	if (!m)
+		goto out;
+	for (unsigned pass = 0; pass < 2; pass++)
+		for (unsigned i = 0; i < hdr.count; i++) {
+			struct kvm_msr_entry e;
+
+			memcpy(&e, s->payload + sizeof(hdr) + i * sizeof(e), sizeof(e));
+			if ((e.index == MSR_IA32_TSC) == (pass == 0))
+				m->entries[n++] = e;
+		}
+	m->nmsrs = n;
+	got = ioctl(v->fd, KVM_SET_MSRS, m);
+	ret = got < 0 ? -errno : 0;
+	if (ret)
+		snprintf(why, whylen, "vCPU %u: KVM_SET_MSRS: %s", v->id, strerror(-ret));
+	else if ((unsigned)got != n) {
+		snprintf(why, whylen, "vCPU %u: KVM refused the saved MSR 0x%x", v->id,
+			 m->entries[got].index);
+		ret = -EINVAL;
+	}
+out:
+	free(m);
+	return ret;
+}
+
+/* The saved TSC frequency, when the file has one, must be this vCPU's. */
+static int restore_tsc_khz(struct vcpu *v, char *why, size_t whylen)
+{
+	const struct snap_sec *s = snap_find(v->env->restore, SNAP_SEC_TSC_KHZ, v->id);
+	uint64_t khz;
+	int now;
+
+	if (!s || !v->env->has_tsc_khz)
+		return 0;
+	if (s->len != sizeof(khz))
+		return -EINVAL;
+	memcpy(&khz, s->payload, sizeof(khz));
+	now = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
+	if (now > 0 && (uint64_t)now == khz)
+		return 0;
+	if (khz == 0 || khz > UINT32_MAX || ioctl(v->fd, KVM_SET_TSC_KHZ, (unsigned long)khz) < 0) {
+		snprintf(why, whylen, "vCPU %u: the saved TSC runs at %llu kHz, this one at %d kHz, "
+			 "and KVM cannot scale it", v->id, (unsigned long long)khz, now);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * This vCPU's state from the file, by its own thread before its first
+ * KVM_RUN, in the order KVM needs: MP state, regs, sregs, XSAVE/FPU, XCRs,
+ * debug regs, LAPIC (after sregs: the APIC base), MSRs (after the LAPIC:
+ * TSC deadline; TSC first), vCPU events last.
+ */
+static int vcpu_restore(struct vcpu *v, char *why, size_t whylen)
+{
+	const struct vcpu_env *e = v->env;
+	union {
+		struct kvm_mp_state mp;
+		struct kvm_regs regs;
+		struct kvm_sregs sregs;
+		struct kvm_xcrs xcrs;
+		struct kvm_debugregs dregs;
+		struct kvm_lapic_state lapic;
+		struct kvm_vcpu_events ev;
+	} u;
+	int ret;
+
+	ret = restore_one(v, KVM_SET_MP_STATE, SNAP_SEC_MP_STATE, &u.mp, sizeof(u.mp), why, whylen);
+	if (!ret)
+		ret = restore_one(v, KVM_SET_REGS, SNAP_SEC_REGS, &u.regs, sizeof(u.regs), why,
+				  whylen);
+	if (!ret)
+		ret = restore_one(v, KVM_SET_SREGS, SNAP_SEC_SREGS, &u.sregs, sizeof(u.sregs), why,
+				  whylen);
+	if (!ret)
+		ret = restore_fpu(v, why, whylen);
+	if (!ret)
+		ret = restore_opt(v, e->has_xcrs, KVM_SET_XCRS, SNAP_SEC_XCRS, &u.xcrs,
+				  sizeof(u.xcrs), why, whylen);
+	if (!ret)
+		ret = restore_opt(v, e->has_debugregs, KVM_SET_DEBUGREGS, SNAP_SEC_DEBUGREGS,
+				  &u.dregs, sizeof(u.dregs), why, whylen);
+	if (!ret)
+		ret = restore_tsc_khz(v, why, whylen);
+	if (!ret)
+		ret = restore_one(v, KVM_SET_LAPIC, SNAP_SEC_LAPIC, &u.lapic, sizeof(u.lapic), why,
+				  whylen);
+	if (!ret)
+		ret = restore_msrs(v, why, whylen);
+	if (!ret)
+		ret = restore_one(v, KVM_SET_VCPU_EVENTS, SNAP_SEC_VCPU_EVENTS, &u.ev, sizeof(u.ev),
+				  why, whylen);
+	return ret;
+}
+
+/* Restore this vCPU, then wait for the others: no vCPU runs (and sends an
+ * IPI) before every LAPIC is set. False when the VM is ending. */
+static bool restore_and_wait(struct vcpu *v)
+{
+	struct vcpu_env *e = v->env;
+	char why[160];
+
+	if (vcpu_restore(v, why, sizeof(why)))
+		stop(v, VMM_EXIT_USAGE, why);
+	pthread_mutex_lock(&e->pause_mu);
+	e->restoring--;
+	pthread_cond_broadcast(&e->pause_cv);
+	while (e->restoring && !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE))
+		pthread_cond_wait(&e->pause_cv, &e->pause_mu);
+	pthread_mutex_unlock(&e->pause_mu);
+	return !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE);
+}
+
 /*
  * Out of KVM_RUN until the pause ends. The pauser sets pause_req before it
  * sets immediate_exit, and we clear immediate_exit before we look at
@@ -510,6 +718,9 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	/* Before the filter: the set ioctls stay out of the vCPU's policy. */
+	if (v->env->restore && !restore_and_wait(v))
+		goto out;
 	if (v->env->seccomp && seccomp_apply(SECCOMP_ROLE_VCPU)) {
 		stop(v, VMM_EXIT_ERROR, "cannot install the vCPU seccomp filter");
 		return NULL;
@@ -568,6 +779,7 @@ static void *vcpu_thread(void *arg)
 			break;
 		}
 	}
+out:
 	/* An ended thread counts as parked: a pause never waits for it. */
 	pthread_mutex_lock(&v->env->pause_mu);
 	v->env->parked++;

@@ -15,6 +15,7 @@
 #include "vmm/kvm.h"
 
 struct snap_buf;
+struct snap_file;
 
 #define VCPU_KICK_SIGNAL SIGUSR1
 #define VCPU_MAX 32
@@ -39,6 +40,11 @@ struct vcpu_env {
 	unsigned nmsr_index;
 	uint32_t xsave_size;	/* KVM_GET_XSAVE2's size; 4096: KVM_GET_XSAVE; 0: KVM_GET_FPU */
 	bool has_xcrs, has_debugregs, has_tsc_khz;
+	/* Restoring (--restore): the checked state file; each vCPU thread sets
+	 * its state from it before its filter and first KVM_RUN, then waits
+	 * until restoring (vCPUs not done yet, under pause_mu) is 0. */
+	const struct snap_file *restore;
+	unsigned restoring;
 };
 
 /* The last exits of a vCPU, for the report of a triple fault. */

@@ -26,6 +26,7 @@
 #include "vmm/io.h"
 #include "vmm/jail.h"
 #include "vmm/kvm.h"
+#include "vmm/restore.h"
 #include "vmm/seccomp.h"
 #include "vmm/snapshot.h"
 #include "vmm/vcpu.h"
@@ -58,6 +59,7 @@ struct vmm {
 	struct vcpu vcpus[VCPU_MAX];
 	unsigned nvcpus;
 
+	struct restore *restore;	/* --restore: the checked snapshot, else NULL */
 	struct boot_kernel kernel;
 	uint64_t initrd_gpa;
 	uint64_t initrd_size;
@@ -327,7 +329,7 @@ static void ctl_snapshot(struct vmm *v, const int *fds, unsigned nfds, struct ct
 {
 	struct snapshot_dev devs[VIRTIO_MAX_DEVS];
 	struct snapshot_src src = { .vm = v->vm, .vcpus = v->vcpus, .nvcpus = v->nvcpus,
-				    .devs = devs, .ndevs = v->nvirtio };
+				    .devs = devs, .ndevs = v->nvirtio, .serial = v->serial };
 	struct snapshot_result res;
 
 	rep->result = -EINVAL;
@@ -627,6 +629,57 @@ static int setup_boot(struct vmm *v, char *why, size_t whylen)
 	return ret;
 }
 
+/* --restore: what the flags describe, for the state file to match; the
+ * devices in the order vmm_run() adds them (drives, vsock, net, rng). */
+static void restore_want(const struct vmm_config *c, struct restore_want *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->cpus = c->cpus;
+	w->mem_size = c->mem_mib << 20;
+	for (unsigned i = 0; i < c->ndrives && w->ndevices < SNAP_MAX_DEVICES; i++)
+		w->device_ids[w->ndevices++] = VIRTIO_ID_BLOCK;
+	if (c->vsock_path[0] && w->ndevices < SNAP_MAX_DEVICES)
+		w->device_ids[w->ndevices++] = VIRTIO_ID_VSOCK;
+	if (c->net_fd >= 0 && w->ndevices < SNAP_MAX_DEVICES)
+		w->device_ids[w->ndevices++] = VIRTIO_ID_NET;
+	if (w->ndevices < SNAP_MAX_DEVICES)
+		w->device_ids[w->ndevices++] = VIRTIO_ID_RNG;
+}
+
+/* Before anything of the VM exists: the snapshot read and checked. */
+static int open_restore(struct vmm *v, char *why, size_t whylen)
+{
+	struct restore_want want;
+	struct snap_cpu host;
+	int ret;
+
+	memset(&host, 0, sizeof(host));
+	ret = restore_host_cpu(&host);
+	if (ret) {
+		snprintf(why, whylen, "cannot read this host's CPU from /dev/kvm: %s", strerror(-ret));
+		return VMM_EXIT_ERROR;
+	}
+	restore_want(v->cfg, &want);
+	ret = restore_open(&v->restore, v->cfg->restore_dir, &host, &want, why, whylen);
+	return ret ? VMM_EXIT_USAGE : 0;
+}
+
+/* The VM-wide state, every device's, COM1's; the vCPUs restore themselves. */
+static int restore_state(struct vmm *v, char *why, size_t whylen)
+{
+	int ret = restore_vm(v->restore, v->vm, why, whylen);
+
+	for (unsigned i = 0; i < v->nvirtio && !ret; i++)
+		ret = restore_virtio(v->restore, i, v->virtio[i].mmio,
+				     VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE, v->virtio[i].irq.gsi,
+				     why, whylen);
+	if (!ret)
+		restore_serial(v->restore, v->serial);
+	v->env.restore = restore_file(v->restore);
+	v->env.restoring = v->nvcpus;
+	return ret;
+}
+
 static void forward_stdin(struct vmm *v, bool *open_in)
 {
 	uint8_t buf[64];
@@ -703,7 +756,14 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 		return VMM_EXIT_ERROR;
 	}
 
-	ret = kvm_vm_create(&v->vm, cfg->mem_mib << 20, &reason);
+	if (cfg->restore_dir[0]) {
+		status = open_restore(v, why, whylen);
+		if (status)
+			goto out;
+		status = VMM_EXIT_ERROR;
+	}
+	ret = kvm_vm_create(&v->vm, cfg->mem_mib << 20, v->restore ? restore_mem_fd(v->restore) : -1,
+			    &reason);
 	if (ret) {
 		snprintf(why, whylen, "cannot create the VM: %s: %s", reason, strerror(-ret));
 		goto out;
@@ -722,7 +782,7 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 		}
 	}
 	status = VMM_EXIT_USAGE;
-	if (load_guest(v, why, whylen))
+	if (!v->restore && load_guest(v, why, whylen))
 		goto out;
 	status = VMM_EXIT_ERROR;
 	if (open_console(v, why, whylen))
@@ -744,8 +804,14 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot set up devices: %s", strerror(-ret));
 		goto out;
 	}
-	if (setup_boot(v, why, whylen))
+	if (v->restore) {
+		status = VMM_EXIT_USAGE;
+		if (restore_state(v, why, whylen))
+			goto out;
+		status = VMM_EXIT_ERROR;
+	} else if (setup_boot(v, why, whylen)) {
 		goto out;
+	}
 	v->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (v->stop_efd < 0 || setup_signals(v)) {
 		snprintf(why, whylen, "cannot set up signal handling: %s", strerror(errno));
@@ -779,6 +845,9 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 			break;
 		}
 	}
+	/* A restored guest marked its boot long ago: it is ready once it runs. */
+	if (v->restore)
+		on_boot_mark(v, now_ns() - v->start_ns);
 	/* Last: threads inherit the filter of the thread that creates them. */
 	t = now_ns();
 	if (!cfg->no_seccomp && seccomp_apply(SECCOMP_ROLE_MAIN))
@@ -815,6 +884,7 @@ out:
 	if (v->sig_fd >= 0)
 		close(v->sig_fd);
 	kvm_vm_free(v->vm);
+	restore_free(v->restore);
 	vcpu_env_destroy(&v->env);
 	pthread_mutex_destroy(&v->lock);
 	free(v);

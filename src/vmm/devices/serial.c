@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "vmm/snapfile.h"
 
 #define RX_FIFO 64
 #define TX_BUF 256
@@ -260,4 +261,35 @@ size_t serial_rx(struct serial *s, const uint8_t *buf, size_t len)
 	if (raise && s->irq)
 		s->irq(s->irq_ctx);
 	return n;
+}
+
+void serial_save(struct serial *s, struct snap_serial *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&s->lock);
+	*out = (struct snap_serial){ s->ier, s->lcr, s->mcr, s->scr, s->dll, s->dlm, s->fcr,
+				     s->thre_pending };
+	pthread_mutex_unlock(&s->lock);
+}
+
+void serial_restore(struct serial *s, const struct snap_serial *in)
+{
+	bool raise;
+
+	pthread_mutex_lock(&s->lock);
+	/* The masks the guest's own writes go through: nothing else is stored. */
+	s->ier = in->ier & 0x0f;
+	s->lcr = in->lcr;
+	s->mcr = in->mcr & 0x1f;
+	s->scr = in->scr;
+	s->dll = in->dll;
+	s->dlm = in->dlm;
+	s->fcr = in->fcr;
+	s->thre_pending = in->thre_pending != 0;
+	raise = (iir_locked(s) & 0x0f) != IIR_NONE;
+	pthread_mutex_unlock(&s->lock);
+	/* An interrupt the guest was owed when it was saved is raised again
+	 * (edge line: a spurious one is harmless, the driver reads IIR). */
+	if (raise && s->irq)
+		s->irq(s->irq_ctx);
 }

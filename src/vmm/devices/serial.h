@@ -30,4 +30,10 @@ size_t serial_rx_room(struct serial *s);
 /* Write out buffered output. */
 void serial_flush(struct serial *s);
 
+/* Snapshots: the registers (not the FIFOs), and back; restore raises the
+ * interrupt line if the restored registers have one pending. */
+struct snap_serial;
+void serial_save(struct serial *s, struct snap_serial *out);
+void serial_restore(struct serial *s, const struct snap_serial *in);
+
 #endif

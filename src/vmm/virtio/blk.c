@@ -215,6 +215,34 @@ static int vblk_save(void *dev, void *buf, size_t cap)
 	return (int)sizeof(s);
 }
 
+/* A read-only disk whose capacity, read-only flag and serial are what the
+ * guest was told; a writable one is refused (its page cache would not match
+ * a disk that went on or was copied apart: later slices of issue 14). */
+static int vblk_restore(void *dev, const void *buf, size_t len, char *why, size_t whylen)
+{
+	const struct vblk *b = dev;
+	struct vblk_saved s;
+	const char *bad = NULL;
+
+	if (len != sizeof(s)) {
+		snprintf(why, whylen, "virtio-blk: its saved state is %zu bytes, not %zu", len,
+			 sizeof(s));
+		return -EINVAL;
+	}
+	memcpy(&s, buf, sizeof(s));
+	if (!s.read_only)
+		bad = "a writable disk cannot be restored yet (only read-only ones)";
+	else if (!b->read_only)
+		bad = "the saved disk was read-only, the new one is not";
+	else if (s.capacity != b->capacity)
+		bad = "the new disk's size differs from the saved one's";
+	else if (memcmp(s.serial, b->serial, sizeof(s.serial)))
+		bad = "the new disk's serial differs from the saved one's";
+	if (bad)
+		snprintf(why, whylen, "virtio-blk: %s", bad);
+	return bad ? -EINVAL : 0;
+}
+
 const struct virtio_dev_ops vblk_ops = {
 	.name = "blk",
 	.device_id = VIRTIO_ID_BLOCK,
@@ -225,6 +253,7 @@ const struct virtio_dev_ops vblk_ops = {
 	.config_read = vblk_config_read,
 	.notify = vblk_notify,
 	.save = vblk_save,
+	.restore = vblk_restore,
 };
 
 int vblk_create(struct vblk **out, const struct vblk_params *p)

@@ -435,6 +435,97 @@ int virtio_mmio_save(struct virtio_mmio_dev *d, struct snap_virtio *out, void *d
 	return (size_t)n <= cap ? 0 : -EOVERFLOW;
 }
 
+/* The transport's registers from s, checked as if the guest had written them. */
+static const char *restore_regs(struct virtio_mmio_dev *d, const struct snap_virtio *s)
+{
+	const uint32_t known = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			       VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_FEATURES_OK |
+			       VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED;
+
+	if (s->device_id != d->ops->device_id)
+		return "its device id differs";
+	if (s->num_queues != d->ops->num_queues)
+		return "its queue count differs";
+	if (s->offered != d->offered)
+		return "the new device offers other features than the saved one";
+	if (s->driver_features & ~s->offered)
+		return "the driver's features were never offered";
+	if (s->status & ~known)
+		return "its status has unknown bits";
+	if ((s->status & VIRTIO_STATUS_DRIVER_OK) && !(s->status & VIRTIO_STATUS_FEATURES_OK))
+		return "its status is DRIVER_OK without FEATURES_OK";
+	if ((s->status & VIRTIO_STATUS_FEATURES_OK) &&
+	    !(s->driver_features & VIRTIO_BIT(VIRTIO_F_VERSION_1)))
+		return "its features lack VERSION_1";
+	if (s->int_status & ~(uint32_t)(VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG))
+		return "its interrupt status has unknown bits";
+	d->status = s->status;
+	d->driver_features = s->driver_features;
+	d->device_features_sel = s->device_features_sel;
+	d->driver_features_sel = s->driver_features_sel;
+	d->queue_sel = s->queue_sel;
+	d->int_status = s->int_status;
+	d->config_gen = s->config_gen;
+	for (unsigned i = 0; i < SNAP_MAX_QUEUES && i < VIRTIO_MMIO_MAX_QUEUES; i++) {
+		struct virtq *q = &d->queues[i];
+
+		if (i >= d->ops->num_queues) {
+			if (s->queues[i].ready || s->queues[i].size)
+				return "a queue past the device's queues is in use";
+			continue;
+		}
+		if (s->queues[i].ready && !(s->status & VIRTIO_STATUS_FEATURES_OK))
+			return "a queue is ready before FEATURES_OK";
+		if (virtq_restore(q, d->mem, d->ops->queue_max, d->driver_features, &s->queues[i]))
+			return "a queue's size, ring addresses or indexes are not valid in this VM";
+		q->dev_name = d->ops->name;
+		q->index = (uint16_t)i;
+	}
+	return NULL;
+}
+
+int virtio_mmio_restore(struct virtio_mmio_dev *d, const struct snap_virtio *s,
+			const void *dev_state, char *why, size_t whylen)
+{
+	const uint32_t running = VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_NEEDS_RESET;
+	const char *bad;
+	int ret = -EINVAL;
+
+	pthread_mutex_lock(&d->lock);
+	bad = restore_regs(d, s);
+	if (bad) {
+		snprintf(why, whylen, "virtio-%s: %s", d->ops->name, bad);
+		virtio_mmio_reset(d);
+		goto out;
+	}
+	if (!d->ops->restore) {
+		snprintf(why, whylen, "virtio-%s cannot be restored yet", d->ops->name);
+		virtio_mmio_reset(d);
+		goto out;
+	}
+	ret = d->ops->restore(d->dev, dev_state, s->dev_len, why, whylen);
+	if (ret) {
+		virtio_mmio_reset(d);
+		goto out;
+	}
+	/* Buffers the guest made available before the snapshot and the
+	 * interrupts it was owed: handled now, as a kick would. */
+	if ((d->status & running) == VIRTIO_STATUS_DRIVER_OK) {
+		for (unsigned i = 0; i < d->ops->num_queues && !ret; i++)
+			if (virtq_is_ready(&d->queues[i]))
+				ret = d->ops->notify(d->dev, &d->queues[i], i);
+		virtio_mmio_signal_used(d);
+		if (ret < 0)
+			virtio_mmio_needs_reset(d);
+		ret = 0;
+	}
+	if (d->int_status)
+		d->irq(d->irq_ctx);
+out:
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
 int virtio_mmio_register(struct virtio_mmio_dev *d, struct io_bus *bus, uint64_t base)
 {
 	return io_register(bus, base, VIRTIO_MMIO_SIZE, virtio_mmio_io, d);

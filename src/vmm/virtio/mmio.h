@@ -56,6 +56,16 @@ struct snap_virtio;
 int virtio_mmio_save(struct virtio_mmio_dev *d, struct snap_virtio *out, void *dev_state,
 		     size_t cap);
 
+/*
+ * Restore: the transport from s (an untrusted file's: every register and
+ * queue is checked as the guest's writes would be, against this device and
+ * its guest RAM), then ops->restore with the device's dev_state (s->dev_len
+ * bytes). Buffers already available are handled and owed interrupts raised.
+ * 0, or -EINVAL with a one-line why (the transport is then reset).
+ */
+int virtio_mmio_restore(struct virtio_mmio_dev *d, const struct snap_virtio *s,
+			const void *dev_state, char *why, size_t whylen);
+
 /* Claim [base, base + VIRTIO_MMIO_SIZE) on bus. io_register()'s result. */
 int virtio_mmio_register(struct virtio_mmio_dev *d, struct io_bus *bus, uint64_t base);
 

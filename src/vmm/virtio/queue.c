@@ -203,6 +203,43 @@ void virtq_save(const struct virtq *q, struct snap_virtq *s)
 	s->used_gpa = q->used_gpa;
 }
 
+int virtq_restore(struct virtq *q, const struct guest_mem *mem, uint16_t max_size,
+		  uint64_t features, const struct snap_virtq *s)
+{
+	int ret = -EINVAL;
+
+	virtq_reset(q);
+	q->size = s->size;
+	q->desc_gpa = s->desc_gpa;
+	q->avail_gpa = s->avail_gpa;
+	q->used_gpa = s->used_gpa;
+	if (s->ready > 1 || s->broken > 1 || s->event_idx > 1 || s->indirect > 1 || s->pad)
+		goto out;
+	if (!s->ready) {
+		/* Registers the driver wrote and has not enabled yet: they are
+		 * checked when it does, as any driver write is. */
+		ret = s->broken || s->event_idx || s->indirect || s->last_avail || s->next_used ||
+		      s->signalled_used ? -EINVAL : 0;
+		goto out;
+	}
+	ret = virtq_enable(q, mem, max_size, features);
+	if (ret)
+		goto out;
+	ret = -EINVAL;
+	if (s->event_idx != q->event_idx || s->indirect != q->indirect ||
+	    (uint16_t)(s->last_avail - s->next_used) > q->size)
+		goto out;
+	q->last_avail = s->last_avail;
+	q->next_used = s->next_used;
+	q->signalled_used = s->signalled_used;
+	q->broken = s->broken;
+	ret = 0;
+out:
+	if (ret)
+		virtq_reset(q);
+	return ret;
+}
+
 bool virtq_is_ready(const struct virtq *q)
 {
 	return q->ready;

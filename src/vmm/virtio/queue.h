@@ -90,6 +90,12 @@ bool virtq_need_interrupt(struct virtq *q);
 /* The queue's registers and indexes, for a snapshot (src/vmm/snapfile.h). */
 struct snap_virtq;
 void virtq_save(const struct virtq *q, struct snap_virtq *s);
+/* The reverse, from an untrusted file: a ready queue goes through
+ * virtq_enable()'s checks (size, alignment, rings in RAM), its ring feature
+ * flags must be the negotiated ones and no more buffers than its size may be
+ * in flight. 0 or -EINVAL/-EFAULT with the queue reset. */
+int virtq_restore(struct virtq *q, const struct guest_mem *mem, uint16_t max_size,
+		  uint64_t features, const struct snap_virtq *s);
 
 bool virtq_is_ready(const struct virtq *q);
 bool virtq_is_broken(const struct virtq *q);

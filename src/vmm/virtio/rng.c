@@ -1,6 +1,7 @@
 #include "vmm/virtio/rng.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
 
@@ -59,12 +60,24 @@ static int vrng_notify(void *dev, struct virtq *q, unsigned qidx)
 	return ret;
 }
 
+/* No state beyond the transport's. */
+static int vrng_restore(void *dev, const void *buf, size_t len, char *why, size_t whylen)
+{
+	(void)dev;
+	(void)buf;
+	if (len == 0)
+		return 0;
+	snprintf(why, whylen, "virtio-rng: %zu bytes of device state where none is saved", len);
+	return -EINVAL;
+}
+
 const struct virtio_dev_ops vrng_ops = {
 	.name = "rng",
 	.device_id = VIRTIO_ID_RNG,
 	.num_queues = 1,
 	.queue_max = VRNG_QUEUE_SIZE,
 	.notify = vrng_notify,
+	.restore = vrng_restore,
 };
 
 int vrng_create(struct vrng **out)

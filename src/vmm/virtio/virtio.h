@@ -220,6 +220,10 @@ struct virtio_dev_ops {
 	 * (cap bytes). Bytes written or -errno. Called under the transport's
 	 * lock with the vCPUs paused. Optional: without it nothing is saved. */
 	int (*save)(void *dev, void *buf, size_t cap);
+	/* Restore: what save wrote (len bytes, from an untrusted file) checked
+	 * against this device's new backend and applied. 0, or -errno with a
+	 * one-line why. Optional: a device without it cannot be restored. */
+	int (*restore)(void *dev, const void *buf, size_t len, char *why, size_t whylen);
 };
 
 #endif
