@@ -489,6 +489,7 @@ int virtio_mmio_restore(struct virtio_mmio_dev *d, const struct snap_virtio *s,
 {
 	const uint32_t running = VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_NEEDS_RESET;
 	const char *bad;
+	bool raise;
 	int ret = -EINVAL;
 
 	pthread_mutex_lock(&d->lock);
@@ -509,17 +510,27 @@ int virtio_mmio_restore(struct virtio_mmio_dev *d, const struct snap_virtio *s,
 		goto out;
 	}
 	/* Buffers the guest made available before the snapshot and the
-	 * interrupts it was owed: handled now, as a kick would. */
+	 * interrupts it was owed: handled now, as a kick would; one interrupt
+	 * for all of it. */
+	raise = d->int_status != 0;
 	if ((d->status & running) == VIRTIO_STATUS_DRIVER_OK) {
+		bool used = false;
+
 		for (unsigned i = 0; i < d->ops->num_queues && !ret; i++)
 			if (virtq_is_ready(&d->queues[i]))
 				ret = d->ops->notify(d->dev, &d->queues[i], i);
-		virtio_mmio_signal_used(d);
-		if (ret < 0)
-			virtio_mmio_needs_reset(d);
+		for (unsigned i = 0; i < d->ops->num_queues; i++)
+			used |= virtq_need_interrupt(&d->queues[i]);
+		if (used)
+			d->int_status |= VIRTIO_MMIO_INT_VRING;
+		if (ret < 0) {
+			d->status |= VIRTIO_STATUS_NEEDS_RESET;
+			d->int_status |= VIRTIO_MMIO_INT_CONFIG;
+		}
+		raise |= used || ret < 0;
 		ret = 0;
 	}
-	if (d->int_status)
+	if (raise)
 		d->irq(d->irq_ctx);
 out:
 	pthread_mutex_unlock(&d->lock);
