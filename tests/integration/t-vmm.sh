@@ -151,6 +151,25 @@ done < "$work/ctl.tap"
 expect_eq "control: every check of vmmctl.py ran" 40 "$nctl"
 echo "# control: VMM stderr:"; sed 's/^/#   /' "$work/ctl.out.err" 2>/dev/null | tail -n 3
 
+# --- snapshot mid-computation, then --restore: two clones of the same files -------
+# vmmctl.py restore: kiln.test=compute paused at step 8 or later, saved, the VMM
+# stopped; two clones restored at once from the files (console continues, the
+# uninterrupted result, memory file unchanged), then six refusals (exit 2).
+nrest=0
+mkdir -p "$work/restore"
+timeout -s KILL 600 /usr/bin/python3 "$top/tests/integration/vmmctl.py" restore "$work/restore" \
+    "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=compute" --cpus 2 \
+    --mem 256 --drive "path=$work/ro.img,ro" > "$work/restore.tap" 2>&1
+while read -r res desc; do
+    [ "$res" = "#" ] && { echo "# $desc"; continue; }
+    nrest=$((nrest + 1))
+    [ "$res" = PASS ] && ok "$desc" || not_ok "$res $desc"
+done < "$work/restore.tap"
+expect_eq "restore: every check of vmmctl.py restore ran" 23 "$nrest"
+for f in orig.out.err clone-a.out.err; do
+    echo "# restore: $f:"; sed 's/^/#   /' "$work/restore/$f" 2>/dev/null | tail -n 3
+done
+
 # --- bad input: exit 2, one line on stderr, before any guest runs -------------------
 printf 'not an elf file\n' > "$work/notelf"
 truncate -s 200M "$work/huge.cpio"
@@ -172,5 +191,7 @@ bad "unknown JSON key" 'unknown key' --config "$work/unknown.json"
 bad "--inspect-snapshot of a file that is not one" 'bad magic' --inspect-snapshot "$work/notelf"
 bad "--inspect-snapshot of a missing file" 'No such file' --inspect-snapshot "$work/nope"
 bad "malformed JSON" 'line' --config "$work/broken.json"
+bad "--restore with --kernel" 'no --kernel' --restore "$work" --kernel "$KERNEL"
+bad "--restore of a directory without a snapshot" 'cannot open .*/state' --restore "$work/nope"
 
 done_testing

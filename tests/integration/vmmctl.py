@@ -2,12 +2,15 @@
 """kiln-vmm's control channel (src/common/ctl.h) end to end, for t-vmm.sh.
 
 usage: vmmctl.py CONSOLE_FILE VMM ARGS...
+       vmmctl.py restore DIR VMM ARGS...   (snapshot/restore, see restore_main)
 Starts the VMM with --control-fd on a SOCK_SEQPACKET pair (the guest runs
 the test initramfs's kiln.test=tick: a numbered line every 0.2 s), then
 pauses, resumes, snapshots (state and memory files, read back with
 kiln-vmm --inspect-snapshot), sends bad messages and stops it while paused. Prints one
 "PASS desc" or "FAIL desc" line per check."""
+import hashlib
 import os
+import re
 import select
 import signal
 import socket
@@ -249,4 +252,210 @@ def main():
             proc.wait()
 
 
-main()
+# --- restore: kiln.test=compute saved mid-way and brought back ---------------
+
+STEPS = 60
+
+
+def expected_steps():
+    """What tests/guest/init's compute mode prints: (step, value) and the result."""
+    s, out = 1, []
+    for i in range(1, STEPS + 1):
+        for j in range(1, 201):
+            s = (s * 31 + i * j) % 1000000007
+        out.append((i, s))
+    return out, s
+
+
+def read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def steps_in(text):
+    return [(int(a), int(b)) for a, b in re.findall(r"^KILN-STEP (\d+) (\d+)\r?$", text, re.M)]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def leftovers(tag):
+    """Processes whose command line names tag (never this one's)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if tag.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def fix_crc(data):
+    """The state file's trailing crc32 made right again after an edit."""
+    import zlib
+    body = bytes(data[:-4])
+    return body + struct.pack("<I", zlib.crc32(body) & 0xffffffff)
+
+
+def opt(argv, name, default):
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
+def restore_main():
+    d, vmm, argv = sys.argv[2], sys.argv[3], sys.argv[4:]
+    snap = os.path.join(d, "snap")
+    os.makedirs(snap, exist_ok=True)
+    state, mem = os.path.join(snap, "state"), os.path.join(snap, "mem")
+    orig = os.path.join(d, "orig.out")
+    want_steps, want = expected_steps()
+    # The flags that describe the VM (not how it boots): a clone gets them too.
+    shape, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--cpus", "--mem", "--drive"):
+            shape += argv[i:i + 2]
+        i += 2 if argv[i] in ("--kernel", "--initrd", "--cmdline", "--cpus", "--mem",
+                              "--drive") else 1
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fd = theirs.fileno()
+    with open(orig + ".err", "wb") as err:
+        proc = subprocess.Popen([vmm] + argv + ["--control-fd", str(fd), "--console", orig],
+                                pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    theirs.close()
+    events, ok = [], False
+    try:
+        end = time.monotonic() + 240
+        while time.monotonic() < end and len(steps_in(read(orig))) < 8:
+            time.sleep(0.1)
+        check("restore: the compute guest reaches step 8", len(steps_in(read(orig))) >= 8,
+              read(orig)[-300:])
+        ours.send(msg(PAUSE, 1))
+        r = until(ours, REPLY, 30, events)
+        check("restore: PAUSE mid-way", r and r["result"] == 0, r)
+        sf = os.open(state, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        mf = os.open(mem, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        socket.send_fds(ours, [msg(SNAPSHOT, 2)], [sf, mf])
+        os.close(sf)
+        os.close(mf)
+        r = until(ours, REPLY, 120, events)
+        ok = bool(r and r["result"] == 0)
+        check("restore: SNAPSHOT of the paused guest", ok, r)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+    check("restore: the saved VM is stopped (SIGTERM, 143)", rc == 143, rc)
+    before = steps_in(read(orig))
+    check(f"restore: the saved VM stopped mid-way (step {len(before)} of {STEPS}, no result)",
+          0 < len(before) < STEPS and "KILN-RESULT" not in read(orig), before[-3:])
+    mem_hash = sha256(mem)
+
+    # Two clones of the same files at once: each continues the computation.
+    clones = []
+    for name in ("a", "b"):
+        out = os.path.join(d, f"clone-{name}.out")
+        err = open(out + ".err", "wb")
+        t0 = time.monotonic()
+        p = subprocess.Popen([vmm, "--restore", snap, "--console", out, "--print-boot-time"]
+                             + shape, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=err)
+        clones.append((name, out, p, err, t0))
+    for name, out, p, err, t0 in clones:
+        try:
+            rc = p.wait(240)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+        took = time.monotonic() - t0
+        err.close()
+        text, errtext = read(out), read(out + ".err")
+        m = re.search(r"boot-time-us=(\d+)", errtext)
+        run_us = int(m.group(1)) if m else -1
+        check(f"restore: clone {name} runs to the guest's reboot, exit 0 ({took:.1f} s)",
+              rc == 0 and run_us > 0, f"rc {rc}: {errtext.strip()[-300:]}")
+        # A figure, not an assertion: the emulated host is slow and noisy.
+        print(f"# restore took {run_us / 1000:.1f} ms (clone {name}: kiln-vmm start to its "
+              f"vCPUs running, two clones at once)", flush=True)
+        check(f"restore: clone {name} did not boot (no kernel banner on its console)",
+              "Linux version" not in text and "KILN-MODE" not in text, text[:200])
+        joined = steps_in(read(orig) + text)
+        check(f"restore: clone {name}'s console continues where the saved VM stopped: "
+              f"steps 1..{STEPS} once each, values right",
+              joined == want_steps, f"{len(joined)} steps, first differing: "
+              f"{next((x for x in zip(joined, want_steps) if x[0] != x[1]), None)}")
+        first = steps_in(text)[:1]
+        check(f"restore: clone {name}'s first whole step follows the saved VM's last "
+              f"({before[-1][0] if before else '?'} -> {first[0][0] if first else '?'})",
+              before and first and first[0][0] in (before[-1][0] + 1, before[-1][0] + 2), first)
+        m = re.search(r"^KILN-RESULT (\d+)", text, re.M)
+        check(f"restore: clone {name}'s result is the uninterrupted computation's ({want})",
+              m is not None and int(m.group(1)) == want, m and m.group(0))
+    check("restore: the memory file is unchanged after the clones wrote guest RAM "
+          "(MAP_PRIVATE)", sha256(mem) == mem_hash)
+
+    # Rejections: exit 2, one line, nothing left running.
+    with open(state, "rb") as f:
+        good = f.read()
+    cases = []
+
+    def case(tag, state_bytes=None, mem_size=None, extra=None, pattern=""):
+        dd = os.path.join(d, "rej-" + tag)
+        os.makedirs(dd, exist_ok=True)
+        with open(os.path.join(dd, "state"), "wb") as f:
+            f.write(good if state_bytes is None else state_bytes)
+        if mem_size is None:
+            os.link(mem, os.path.join(dd, "mem"))
+        else:
+            with open(os.path.join(dd, "mem"), "wb") as f:
+                f.truncate(mem_size)
+        cases.append((tag, dd, extra or shape, pattern))
+
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0x40
+    case("flip", bytes(flipped), pattern="checksum")
+    ver = bytearray(good)
+    ver[8:12] = struct.pack("<I", 99)
+    case("version", fix_crc(ver), pattern="version")
+    case("truncated", mem_size=os.stat(mem).st_size - 4096, pattern="memory file")
+    cpus = int(opt(shape, "--cpus", "1"))
+    mib = int(opt(shape, "--mem", "128"))
+    other = [a for a in shape]
+    other[other.index("--cpus") + 1] = str(cpus + 1)
+    case("cpus", extra=other, pattern=f"{cpus} vCPUs")
+    other = [a for a in shape]
+    other[other.index("--mem") + 1] = str(mib * 2)
+    case("mem", extra=other, pattern=f"{mib} MiB")
+    nodrive = [a for j, a in enumerate(shape) if a != "--drive" and
+               (j == 0 or shape[j - 1] != "--drive")]
+    case("devices", extra=nodrive, pattern="virtio-blk")
+    for tag, dd, flags, pattern in cases:
+        p = subprocess.run([vmm, "--restore", dd, "--console", "none"] + flags,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        lines = p.stderr.strip().splitlines()
+        check(f"restore refused: {tag} -> exit 2, one line naming it",
+              p.returncode == 2 and len(lines) == 1 and pattern in lines[0],
+              f"{p.returncode} {p.stderr.strip()}")
+    time.sleep(0.5)
+    left = leftovers(os.path.join(d, "rej-"))
+    check("restore refused: no process left behind", not left, left)
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "restore":
+    restore_main()
+else:
+    main()
