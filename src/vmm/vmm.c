@@ -845,14 +845,15 @@ int vmm_run(const struct vmm_config *cfg, char *why, size_t whylen)
 			break;
 		}
 	}
-	/* A restored guest marked its boot long ago: it is ready once it runs. */
-	if (v->restore)
-		on_boot_mark(v, now_ns() - v->start_ns);
 	/* Last: threads inherit the filter of the thread that creates them. */
 	t = now_ns();
 	if (!cfg->no_seccomp && seccomp_apply(SECCOMP_ROLE_MAIN))
 		vmm_stop(v, VMM_EXIT_ERROR, "cannot install the seccomp filter");
 	__atomic_store_n(&v->walls_ns, walls + (now_ns() - t), __ATOMIC_RELAXED);
+	/* A restored guest marked its boot long ago: it is ready once its
+	 * vCPUs run, every wall up. */
+	if (v->restore)
+		on_boot_mark(v, now_ns() - v->start_ns);
 	main_loop(v);
 
 	pthread_mutex_lock(&v->lock);
