@@ -154,7 +154,7 @@ echo "# control: VMM stderr:"; sed 's/^/#   /' "$work/ctl.out.err" 2>/dev/null |
 # --- snapshot mid-computation, then --restore: two clones of the same files -------
 # vmmctl.py restore: kiln.test=compute paused at step 8 or later, saved, the VMM
 # stopped; two clones restored at once from the files (console continues, the
-# uninterrupted result, memory file unchanged), then six refusals (exit 2).
+# uninterrupted result, memory file unchanged), then eight refusals (exit 2).
 nrest=0
 mkdir -p "$work/restore"
 timeout -s KILL 600 /usr/bin/python3 "$top/tests/integration/vmmctl.py" restore "$work/restore" \
@@ -165,7 +165,7 @@ while read -r res desc; do
     nrest=$((nrest + 1))
     [ "$res" = PASS ] && ok "$desc" || not_ok "$res $desc"
 done < "$work/restore.tap"
-expect_eq "restore: every check of vmmctl.py restore ran" 23 "$nrest"
+expect_eq "restore: every check of vmmctl.py restore ran" 25 "$nrest"
 for f in orig.out.err clone-a.out.err; do
     echo "# restore: $f:"; sed 's/^/#   /' "$work/restore/$f" 2>/dev/null | tail -n 3
 done
