@@ -184,7 +184,9 @@ static int open_in(const char *dir, const char *name, char *why, size_t whylen)
 		snprintf(why, whylen, "--restore: the directory's path is too long");
 		return -ENAMETOOLONG;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO put there must not hang us in open(); it is
+	 * refused as not a regular file. Regular files ignore the flag. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
 		int err = errno;
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "vmm/devices/serial.h"
 #include "vmm/memory.h"
@@ -159,6 +160,48 @@ static void test_check_layout(void **state)
 	sf_init(&s, 1, 128 * MIB, blk_rng, 2);
 	s.f.nsec = 0;
 	check_refused(&s, 128 * MIB, "the state file has no memory layout");
+}
+
+/* restore_open() on files that are not a snapshot: one line, nothing kept
+ * open; a FIFO in place of a file does not block. */
+static void open_refused(const char *dir, const char *want)
+{
+	struct restore *r = (struct restore *)1;
+	struct snap_cpu host;
+	struct sf s;
+	char why[256] = "";
+
+	memset(&host, 0, sizeof(host));
+	sf_init(&s, 1, 128 * MIB, blk_rng, 2);
+	assert_true(restore_open(&r, dir, &host, &s.want, why, sizeof(why)) < 0);
+	assert_null(r);
+	if (!strstr(why, want))
+		fail_msg("wanted '%s' in '%s'", want, why);
+}
+
+static void test_open(void **state)
+{
+	char dir[] = "/tmp/kiln-restore-XXXXXX", path[64];
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	open_refused(dir, "cannot open");
+	snprintf(path, sizeof(path), "%s/state", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	open_refused(dir, "the state file is not a regular file");
+	unlink(path);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	open_refused(dir, "the state file is 0 bytes");
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("KILNSNAP but not one", f);
+	fclose(f);
+	open_refused(dir, "state file: ");
+	unlink(path);
+	assert_int_equal(rmdir(dir), 0);
 }
 
 /* ---- the virtio-mmio transport, virtio-rng behind it ---- */
@@ -418,6 +461,7 @@ int main(void)
 		cmocka_unit_test(test_check_shape),
 		cmocka_unit_test(test_check_devices),
 		cmocka_unit_test(test_check_layout),
+		cmocka_unit_test(test_open),
 		cmocka_unit_test(test_virtio_roundtrip),
 		cmocka_unit_test(test_virtio_pending),
 		cmocka_unit_test(test_virtio_refused),
