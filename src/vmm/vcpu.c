@@ -414,6 +414,17 @@ out:
 	return ret;
 }
 
+/* Room for any one of the fixed-size register sets saved and restored. */
+union vcpu_regs_buf {
+	struct kvm_mp_state mp;
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_xcrs xcrs;
+	struct kvm_debugregs dregs;
+	struct kvm_lapic_state lapic;
+	struct kvm_vcpu_events ev;
+};
+
 /*
  * This vCPU's state, from its own thread while parked, in the order KVM
  * wants it read: MP state first, LAPIC before the MSRs (TSC deadline), the
@@ -422,15 +433,7 @@ out:
 static int vcpu_save(struct vcpu *v, struct snap_buf *b)
 {
 	const struct vcpu_env *e = v->env;
-	union {
-		struct kvm_mp_state mp;
-		struct kvm_regs regs;
-		struct kvm_sregs sregs;
-		struct kvm_xcrs xcrs;
-		struct kvm_debugregs dregs;
-		struct kvm_lapic_state lapic;
-		struct kvm_vcpu_events ev;
-	} u;
+	union vcpu_regs_buf u;
 	uint64_t khz;
 	int ret, k;
 
@@ -614,15 +617,7 @@ static int restore_tsc_khz(struct vcpu *v, char *why, size_t whylen)
 static int vcpu_restore(struct vcpu *v, char *why, size_t whylen)
 {
 	const struct vcpu_env *e = v->env;
-	union {
-		struct kvm_mp_state mp;
-		struct kvm_regs regs;
-		struct kvm_sregs sregs;
-		struct kvm_xcrs xcrs;
-		struct kvm_debugregs dregs;
-		struct kvm_lapic_state lapic;
-		struct kvm_vcpu_events ev;
-	} u;
+	union vcpu_regs_buf u;
 	int ret;
 
 	ret = restore_one(v, KVM_SET_MP_STATE, SNAP_SEC_MP_STATE, &u.mp, sizeof(u.mp), why, whylen);
