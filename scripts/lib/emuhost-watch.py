@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 
-STALL = re.compile(rb"rcu: INFO: rcu_\w+ detected (expedited )?stalls?")
+STALL = re.compile(rb"rcu: INFO: rcu_\w+ (self-)?detected (expedited )?stalls?")
 REG = re.compile(r"^(RIP|RAX|RSP|CR0|EFER|CS |HLT)=?")
 
 
