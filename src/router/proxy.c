@@ -46,7 +46,7 @@ struct proxy {
 	struct MHD_Daemon *mhd;
 };
 
-enum kind { K_ERROR, K_HEALTH, K_CAPACITY, K_CREATE, K_LIST, K_FIND, K_FORWARD };
+enum kind { K_ERROR, K_HEALTH, K_CAPACITY, K_CREATE, K_LIST, K_FIND, K_TDELETE, K_FORWARD };
 
 struct req {
 	struct proxy *p;
@@ -325,6 +325,12 @@ static enum MHD_Result h_list(struct req *q, struct MHD_Connection *conn)
 			status401++;
 		j = status == 200 ? json_loadb(resp, rlen, 0, NULL) : NULL;
 		arr = json_object_get(j, q->list_key);
+		/* Templates live on one host each: say which. */
+		if (json_is_array(arr) && !strcmp(q->list_key, "templates"))
+			for (size_t k = 0; k < json_array_size(arr); k++)
+				if (json_is_object(json_array_get(arr, k)))
+					json_object_set_new(json_array_get(arr, k), "host",
+							    json_string(ids[i]));
 		if (json_is_array(arr))
 			json_array_extend(all, arr);
 		json_decref(j);
@@ -374,6 +380,44 @@ static enum MHD_Result h_find(struct req *q, struct MHD_Connection *conn)
 	free(addrs);
 	free(ids);
 	return send_error(conn, 404, NULL, "not_found", "no run record on any host");
+}
+
+/* DELETE /v1/templates/{name}: a tenant's templates are per host, so every
+ * host is asked; 204 when one had it, else the first other answer (404). */
+static enum MHD_Result h_template_delete(struct req *q, struct MHD_Connection *conn)
+{
+	struct up_addr *addrs = calloc(MAX_FANOUT, sizeof(*addrs));
+	char (*ids)[FLEET_HOST_MAX + 1] = calloc(MAX_FANOUT, sizeof(*ids));
+	const char *hdrs[] = { "Authorization", q->auth, NULL };
+	unsigned deleted = 0, status401 = 0;
+	size_t n;
+
+	if (!addrs || !ids) {
+		free(addrs);
+		free(ids);
+		return send_error(conn, 500, NULL, "internal", "out of memory");
+	}
+	n = fleet_addrs(q->p->c.fleet, addrs, ids, MAX_FANOUT);
+	for (size_t i = 0; i < n; i++) {
+		unsigned status;
+		char *resp = NULL;
+		size_t rlen;
+
+		if (!up_exchange(&addrs[i], "DELETE", q->target, q->auth[0] ? hdrs : NULL, NULL, 0,
+				 LIST_TIMEOUT_MS, &status, &resp, &rlen, LIST_MAX, NULL, 0)) {
+			deleted += status == 204;
+			status401 += status == 401;
+		}
+		free(resp);
+	}
+	free(addrs);
+	free(ids);
+	if (deleted)
+		return send_buf(conn, 204, NULL, NULL, 0, NULL);
+	if (n && status401 == n)
+		return send_error(conn, 401, NULL, "unauthorized",
+				  "a valid 'Authorization: Bearer TOKEN' is required");
+	return send_error(conn, 404, NULL, "not_found", "no such template on any host");
 }
 
 /* ---- forwarding ---- */
@@ -574,6 +618,18 @@ static enum MHD_Result on_first(struct proxy *p, struct req *q, struct MHD_Conne
 							   "%s is not allowed on %s", method, url)
 					     : MHD_YES;
 	}
+	if (!strcmp(url, "/v1/templates") || !strncmp(url, "/v1/templates/", 14)) {
+		bool one = url[13] == '/';
+
+		if (one ? strcmp(method, "DELETE") : strcmp(method, "GET")) {
+			q->kind = K_ERROR;
+			return send_error(conn, 405, NULL, "method_not_allowed",
+					  "%s is not allowed on %s", method, url);
+		}
+		q->kind = one ? K_TDELETE : K_LIST;
+		snprintf(q->list_key, sizeof(q->list_key), "templates");
+		return MHD_YES;
+	}
 	if (!strcmp(url, "/v1/sandboxes") || !strcmp(url, "/v1/runs")) {
 		if (!strcmp(method, "POST") && url[4] == 's') {
 			q->kind = K_CREATE;
@@ -665,6 +721,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return h_list(q, conn);
 	case K_FIND:
 		return h_find(q, conn);
+	case K_TDELETE:
+		return h_template_delete(q, conn);
 	case K_FORWARD:
 		if (q->up)
 			return forward_end(q, conn);
