@@ -91,7 +91,14 @@ struct run_opts {
 	uint64_t net_rate, dns_rate;
 	char **argv;
 	const char *template_name; /* kiln template create: save the VM after CMD */
+	const char *from_template; /* --template: restore this template instead of booting */
+	char restore_dir[PATH_MAX];
+	unsigned machine_set;	    /* MACHINE_* given on the command line */
 };
+
+/* Options a template fixes: they cannot be given with --template. */
+enum { MACHINE_IMAGE = 1, MACHINE_CPUS = 2, MACHINE_MEM = 4, MACHINE_DISK = 8,
+       MACHINE_KERNEL = 16, MACHINE_INITRD = 32 };
 
 struct run_state {
 	uint64_t out_bytes[3];
@@ -221,6 +228,9 @@ static void print_help(void)
 	     "  --cpus N            vCPUs (1..32, default 1)\n"
 	     "  --mem MiB           guest memory (64..65536, default 512)\n"
 	     "  --disk MiB          writable scratch disk (0: in guest RAM; default 1024)\n"
+	     "  --template NAME     restore the template NAME (kiln template ls) instead of booting:\n"
+	     "                      its image, kernel, vCPUs, memory and disk; a fresh identity\n"
+	     "  --cold              boot (the default; no automatic templates yet)\n"
 	     "  --timeout SEC       the whole run's deadline (boot to teardown): destroy the VM, exit 124\n"
 	     "  -t, --tty           run CMD on a guest terminal of this terminal's size; a\n"
 	     "                      terminal stdin goes raw (Ctrl-C reaches CMD) and comes back as\n"
@@ -396,11 +406,54 @@ static int check_net_opts(const struct run_opts *o)
 	return 0;
 }
 
+/*
+ * --template NAME: the machine is the template's (its image, kernel,
+ * initramfs, vCPUs, memory and disk), so none of those may be given; a
+ * template whose kernel, initramfs or image changed since it was made is
+ * refused, never restored with other code.
+ */
+static int use_template(struct run_opts *o)
+{
+	static const char *const names[] = { "--image", "--cpus", "--mem", "--disk", "--kernel",
+					     "--initrd" };
+	struct kiln_template_info t;
+	const struct kiln_template_file *files[3] = { &t.kernel, &t.initrd, &t.image };
+	static const char *const what[3] = { "kernel", "initramfs", "image" };
+	char dir[PATH_MAX], why[512];
+	int n;
+
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (o->machine_set & (1u << i))
+			return usage_error("%s cannot be used with --template (template '%s' fixes the image, kernel, vCPUs, memory and disk)",
+					   names[i], o->from_template);
+	if (kiln_template_dir(dir, sizeof(dir)))
+		return usage_error("no template cache (set KILN_CACHE, XDG_CACHE_HOME or HOME)");
+	if (kiln_template_info_load(dir, o->from_template, &t, why, sizeof(why))) {
+		fprintf(stderr, "kiln run: %s\n", why);
+		return EXIT_USAGE;
+	}
+	for (unsigned i = 0; i < 3; i++)
+		if (!kiln_template_file_current(files[i]))
+			return usage_error("template '%s' is stale: its %s %s changed since it was made (kiln template rm %s, then create it again)",
+					   o->from_template, what[i], files[i]->path, o->from_template);
+	n = snprintf(o->restore_dir, sizeof(o->restore_dir), "%s/%s", dir, o->from_template);
+	if (n < 0 || (size_t)n >= sizeof(o->restore_dir))
+		return usage_error("the template cache's path is too long");
+	snprintf(o->image, sizeof(o->image), "%s", t.image.path);
+	snprintf(o->kernel, sizeof(o->kernel), "%s", t.kernel.path);
+	snprintf(o->initrd, sizeof(o->initrd), "%s", t.initrd.path);
+	o->cpus = t.cpus;
+	o->mem_mib = t.mem_mib;
+	o->disk_mib = t.disk_mib;
+	return 0;
+}
+
 static int parse_opts(struct run_opts *o, int argc, char **argv, const char *self)
 {
 	enum { O_IMAGE = 256, O_CPUS, O_MEM, O_DISK, O_TIMEOUT, O_USER, O_PUT, O_GET, O_JSON,
 	       O_CONSOLE, O_KERNEL, O_INITRD, O_VMM, O_CPU_QUOTA, O_NO_CGROUP, O_NO_JAIL,
-	       O_NO_SECCOMP, O_TEST_HOOKS, O_ALLOW, O_AUDIT, O_NET_RATE, O_DNS_RATE, O_NETBIN };
+	       O_NO_SECCOMP, O_TEST_HOOKS, O_ALLOW, O_AUDIT, O_NET_RATE, O_DNS_RATE, O_NETBIN,
+	       O_TEMPLATE, O_COLD };
 	enum { O_GET_MAX = 512 };
 	static const struct option opts[] = {
 		{ "image", required_argument, NULL, O_IMAGE },
@@ -431,6 +484,8 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		{ "net-rate", required_argument, NULL, O_NET_RATE },
 		{ "dns-rate", required_argument, NULL, O_DNS_RATE },
 		{ "kiln-net", required_argument, NULL, O_NETBIN },
+		{ "template", required_argument, NULL, O_TEMPLATE },
+		{ "cold", no_argument, NULL, O_COLD },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -463,11 +518,13 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 			break; /* stdin always goes to CMD */
 		case O_IMAGE:
 			image = optarg;
+			o->machine_set |= MACHINE_IMAGE;
 			break;
 		case O_CPUS:
 			if (parse_u64(optarg, 1, 32, &v))
 				return usage_error("--cpus must be from 1 to 32, not '%s'", optarg);
 			o->cpus = (unsigned)v;
+			o->machine_set |= MACHINE_CPUS;
 			break;
 		case O_MEM:
 			if (parse_u64(optarg, 0, MAX_MEM_MIB, &v))
@@ -478,11 +535,13 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 				return EXIT_USAGE;
 			}
 			o->mem_mib = v;
+			o->machine_set |= MACHINE_MEM;
 			break;
 		case O_DISK:
 			if (parse_u64(optarg, 0, MAX_DISK_MIB, &v) || (v && v < 16))
 				return usage_error("--disk must be 0 or a size in MiB from 16 to 1048576, not '%s'", optarg);
 			o->disk_mib = v;
+			o->machine_set |= MACHINE_DISK;
 			break;
 		case O_TIMEOUT:
 			if (parse_u64(optarg, 1, 7 * 24 * 3600, &v))
@@ -539,6 +598,17 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		case O_VMM:
 			snprintf(opt == O_KERNEL ? o->kernel : opt == O_INITRD ? o->initrd : o->vmm,
 				 PATH_MAX, "%s", optarg);
+			o->machine_set |= opt == O_KERNEL ? MACHINE_KERNEL
+					: opt == O_INITRD ? MACHINE_INITRD : 0;
+			break;
+		case O_TEMPLATE:
+			if (!kiln_template_name_ok(optarg))
+				return usage_error("bad template name '%s' (1 to %d of [a-z0-9_-])", optarg,
+						   KILN_TEMPLATE_NAME_MAX);
+			o->from_template = optarg;
+			break;
+		case O_COLD:
+			/* Boot, never restore: the only way today (no automatic templates). */
 			break;
 		case O_CPU_QUOTA:
 			if (parse_u64(optarg, 1, 100ULL * 1024, &v))
@@ -591,7 +661,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		}
 	}
 	o->env[o->nenv] = NULL;
-	r = resolve_image(o, image, dir);
+	r = o->from_template ? use_template(o) : resolve_image(o, image, dir);
 	if (r)
 		return r;
 	r = apply_image_config(o, argc, argv, optind);
@@ -603,6 +673,10 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		return usage_error("guest initramfs %s is missing (make)", o->initrd);
 	if (access(o->vmm, X_OK) < 0)
 		return usage_error("kiln-vmm %s is missing (make)", o->vmm);
+	if (o->from_template && o->template_name)
+		return usage_error("kiln template create makes a template from a boot: no --template");
+	if (o->from_template && o->nallow)
+		return usage_error("--allow cannot be used with --template: a template has no network device");
 	/* A template holds no open connections: no network, no terminal. */
 	if (o->template_name && (o->nallow || o->tty))
 		return usage_error("kiln template create takes no %s (a template has %s)",
@@ -1095,6 +1169,7 @@ static int run_main(int argc, char **argv, const char *self, const char *templat
 	cfg.no_jail = o.no_jail;
 	cfg.no_seccomp = o.no_seccomp;
 	cfg.test_hooks = o.test_hooks;
+	cfg.restore_dir = o.from_template ? o.restore_dir : NULL;
 	if (o.nallow) {
 		net = (struct kiln_net_config){ .bin = o.netbin, .rules = o.allow, .nrules = o.nallow,
 						.audit_fd = audit_fd, .rate = o.net_rate,

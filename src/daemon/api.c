@@ -331,7 +331,9 @@ static bool field_uint(json_t *o, const char *key, uint64_t min, uint64_t max, u
 static unsigned do_create(struct req *q, json_t **out)
 {
 	static const char *const keys[] = { "image", "cpus", "memory_mib", "disk_mib", "timeout_s",
-					    "allow", "net_rate", "metadata", "env", NULL };
+					    "allow", "net_rate", "metadata", "env", "template", NULL };
+	static const char *const fixed[] = { "image", "cpus", "memory_mib", "disk_mib", "allow",
+					     "net_rate", NULL };
 	const struct tokens_tenant *t = q->tenant;
 	struct registry_create c = { .tenant = t, .cpus = 1, .memory_mib = 512, .disk_mib = 1024 };
 	uint64_t cpus = 1, tmax = t->max_timeout_s;
@@ -347,6 +349,22 @@ static unsigned do_create(struct req *q, json_t **out)
 	if (!o) {
 		*out = error_json("bad_request", "%s", why);
 		return 400;
+	}
+	/* A template fixes the machine (and has no network device). */
+	v = json_object_get(o, "template");
+	if (v) {
+		if (!json_is_string(v) || !kiln_template_name_ok(json_string_value(v))) {
+			snprintf(why, sizeof(why), "template must be a name of 1 to %d [a-z0-9_-]",
+				 KILN_TEMPLATE_NAME_MAX);
+			goto bad;
+		}
+		for (i = 0; fixed[i]; i++)
+			if (json_object_get(o, fixed[i])) {
+				snprintf(why, sizeof(why), "%s cannot be given with template (the template fixes the image, vCPUs, memory and disk, and has no network)",
+					 fixed[i]);
+				goto bad;
+			}
+		snprintf(c.template_name, sizeof(c.template_name), "%s", json_string_value(v));
 	}
 	v = json_object_get(o, "image");
 	snprintf(c.image, sizeof(c.image), "debian");
@@ -446,6 +464,14 @@ static unsigned do_create(struct req *q, json_t **out)
 	if (r == -EAGAIN) {
 		*out = error_json("draining", "%s", err);
 		return 503;
+	}
+	if (r == -EINVAL) {
+		*out = error_json("bad_request", "%s", err);
+		return 400;
+	}
+	if (r == -ENOENT) {
+		*out = error_json("template_not_found", "%s", err);
+		return 404;
 	}
 	if (r) {
 		*out = error_json("boot_failed", "the sandbox did not boot: %s", err);

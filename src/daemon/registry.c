@@ -55,6 +55,7 @@ struct reg_sandbox {
 	char id[REG_ID_LEN + 1];
 	char tenant[TOKENS_NAME_MAX + 1];
 	char image[REG_IMAGE_MAX + 1];
+	char template_name[KILN_TEMPLATE_NAME_MAX + 1]; /* restored from it; "": booted */
 	unsigned cpus;
 	uint64_t memory_mib, disk_mib, timeout_s, net_rate;
 	char **allow;
@@ -189,7 +190,7 @@ static void boot_end(struct registry *r, struct reg_sandbox *sb, int ret, const 
  * waits on every booting VM's fds at once (boot_poll). */
 static void boot_begin(struct registry *r, struct reg_sandbox *sb)
 {
-	char image[PATH_MAX], console[PATH_MAX], audit[PATH_MAX];
+	char image[PATH_MAX], console[PATH_MAX], audit[PATH_MAX], tdir[PATH_MAX];
 	struct kiln_sandbox_config cfg = { 0 };
 	struct kiln_net_config net;
 	struct kiln_sandbox *vm = NULL;
@@ -235,6 +236,17 @@ static void boot_begin(struct registry *r, struct reg_sandbox *sb)
 	cfg.cancel_fd = r->c.stop_fd;
 	cfg.no_cgroup = r->c.no_cgroup;
 	cfg.id = sb->id; /* the guest's /run/kiln/sandbox-id; its hostname from it */
+	if (sb->template_name[0]) {
+		/* Checked by registry_create; a template removed since fails the
+		 * restore with the VMM's one line. */
+		size_t n;
+
+		if (registry_template_dir(r, sb->tenant, tdir, sizeof(tdir)) == 0 &&
+		    (n = strlen(tdir)) + 2 + strlen(sb->template_name) < sizeof(tdir)) {
+			snprintf(tdir + n, sizeof(tdir) - n, "/%s", sb->template_name);
+			cfg.restore_dir = tdir;
+		}
+	}
 	if (sb->nallow) {
 		net = (struct kiln_net_config){ .bin = r->c.netbin,
 						.rules = (const char *const *)sb->allow,
@@ -574,6 +586,54 @@ void registry_stop(struct registry *r)
 	free(r);
 }
 
+/*
+ * A create from the tenant's template name: its image (one of this host's,
+ * by name), vCPUs, memory and disk become the sandbox's. -EINVAL with err
+ * when there is no such template, it is damaged, or its kernel, initramfs or
+ * image changed since it was made.
+ */
+static int use_template(struct registry *r, struct reg_sandbox *sb, const char *name, char *err,
+			size_t errlen)
+{
+	struct kiln_template_info t;
+	char dir[PATH_MAX], why[512];
+	const char *base, *dot;
+	size_t len;
+	int ret;
+
+	if (registry_template_dir(r, sb->tenant, dir, sizeof(dir))) {
+		snprintf(err, errlen, "the template directory's path is too long");
+		return -EINVAL;
+	}
+	ret = kiln_template_info_load(dir, name, &t, why, sizeof(why));
+	if (ret) {
+		snprintf(err, errlen, "%s", why);
+		return ret == -ENOENT ? -ENOENT : -EINVAL;
+	}
+	if (!kiln_template_file_current(&t.kernel) || !kiln_template_file_current(&t.initrd) ||
+	    !kiln_template_file_current(&t.image)) {
+		snprintf(err, errlen, "template '%s' is stale: its kernel, initramfs or image changed since it was made", name);
+		return -EINVAL;
+	}
+	len = strlen(r->c.image_dir);
+	base = dot = NULL;
+	if (!strncmp(t.image.path, r->c.image_dir, len) && t.image.path[len] == '/') {
+		base = t.image.path + len + 1;
+		dot = strrchr(base, '.');
+	}
+	if (!dot || strcmp(dot, ".img") || dot == base || (size_t)(dot - base) > REG_IMAGE_MAX ||
+	    strchr(base, '/')) {
+		snprintf(err, errlen, "template '%s' was made from an image this host does not have", name);
+		return -EINVAL;
+	}
+	snprintf(sb->image, sizeof(sb->image), "%.*s", (int)(dot - base), base);
+	snprintf(sb->template_name, sizeof(sb->template_name), "%s", name);
+	sb->cpus = t.cpus;
+	sb->memory_mib = t.mem_mib;
+	sb->disk_mib = t.disk_mib;
+	return 0;
+}
+
 int registry_create(struct registry *r, const struct registry_create *q,
 		    struct reg_sandbox **out, char *err, size_t errlen)
 {
@@ -600,6 +660,11 @@ int registry_create(struct registry *r, const struct registry_create *q,
 	for (; sb->nallow < q->nallow; sb->nallow++)
 		if (!(sb->allow[sb->nallow] = strdup(q->allow[sb->nallow])))
 			goto out;
+	if (q->template_name[0]) {
+		ret = use_template(r, sb, q->template_name, err, errlen);
+		if (ret)
+			goto out;
+	}
 	ret = fleet_sandbox_id_new(r->c.host_id, sb->id, sizeof(sb->id));
 	if (ret) {
 		snprintf(err, errlen, "no random bytes for an id");
@@ -859,6 +924,8 @@ static json_t *sb_json_locked(const struct reg_sandbox *sb)
 	json_object_set_new(o, "id", json_string(sb->id));
 	json_object_set_new(o, "state", json_string(state_name(sb)));
 	json_object_set_new(o, "image", json_string(sb->image));
+	json_object_set_new(o, "template", sb->template_name[0] ? json_string(sb->template_name)
+							       : json_null());
 	json_object_set_new(o, "cpus", json_integer(sb->cpus));
 	json_object_set_new(o, "memory_mib", json_integer((json_int_t)sb->memory_mib));
 	json_object_set_new(o, "disk_mib", json_integer((json_int_t)sb->disk_mib));

@@ -12,6 +12,8 @@
 
 #include <jansson.h>
 
+#include "lib/template.h"
+
 struct kiln_agent;
 struct records;
 struct tokens_tenant;
@@ -46,6 +48,9 @@ struct registry_create {
 	const char *allow[REG_MAX_ALLOW]; /* checked rules, borrowed */
 	unsigned nallow;
 	const char *metadata_json;	  /* borrowed, "{}" for none */
+	/* A template of the tenant to restore instead of booting ("": boot);
+	 * its image, vCPUs, memory and disk replace the fields above. */
+	char template_name[KILN_TEMPLATE_NAME_MAX + 1];
 };
 
 int registry_start(const struct registry_config *c, struct registry **out, char *err,
@@ -56,7 +61,8 @@ void registry_stop(struct registry *r);
 /* Boots a sandbox; blocks the calling thread until it runs or failed. On
  * success *out is a reference. -EDQUOT: over the tenant's quota (429);
  * -ENOSPC: the host is full (429); -EINVAL: bad
- * request (400); -EAGAIN: the host is draining (503); anything else: it did not boot (err says why). */
+ * request (400), also a stale template; -ENOENT: the tenant has no such
+ * template on this host (404, a router tries another); -EAGAIN: the host is draining (503); anything else: it did not boot (err says why). */
 int registry_create(struct registry *r, const struct registry_create *req,
 		    struct reg_sandbox **out, char *err, size_t errlen);
 /* A reference to the tenant's running sandbox, or NULL (unknown, another

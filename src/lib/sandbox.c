@@ -241,14 +241,9 @@ static int run_with_fd(char *const argv[], int fd, const char *log)
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
 }
 
-/* A sparse ext4 scratch disk that has no name: it vanishes with its last fd. */
-static int make_scratch(struct kiln_sandbox *s, uint64_t mib, char *err, size_t errlen)
+/* An empty scratch file of mib MiB that has no name: it vanishes with its last fd. */
+static int open_scratch(struct kiln_sandbox *s, uint64_t mib, char *err, size_t errlen)
 {
-	char log[PATH_MAX + 16];
-	char *argv[] = { (char *)"mkfs.ext4", (char *)"-q", (char *)"-F", (char *)"-m", (char *)"0",
-			 (char *)"-O", (char *)"^has_journal", (char *)"-E",
-			 (char *)"lazy_itable_init=1,nodiscard", (char *)"-L", (char *)"kiln-scratch",
-			 (char *)"/proc/self/fd/3", NULL };
 	int ret;
 
 	s->scratch_fd = open(s->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -271,6 +266,22 @@ static int make_scratch(struct kiln_sandbox *s, uint64_t mib, char *err, size_t 
 			 (unsigned long long)mib, strerror(errno));
 		return ret;
 	}
+	return 0;
+}
+
+/* A sparse ext4 scratch disk that has no name. */
+static int make_scratch(struct kiln_sandbox *s, uint64_t mib, char *err, size_t errlen)
+{
+	char log[PATH_MAX + 16];
+	char *argv[] = { (char *)"mkfs.ext4", (char *)"-q", (char *)"-F", (char *)"-m", (char *)"0",
+			 (char *)"-O", (char *)"^has_journal", (char *)"-E",
+			 (char *)"lazy_itable_init=1,nodiscard", (char *)"-L", (char *)"kiln-scratch",
+			 (char *)"/proc/self/fd/3", NULL };
+	int ret;
+
+	ret = open_scratch(s, mib, err, errlen);
+	if (ret)
+		return ret;
 	snprintf(log, sizeof(log), "%s/mkfs.log", s->dir);
 	ret = run_with_fd(argv, s->scratch_fd, log);
 	if (ret) {
@@ -280,6 +291,49 @@ static int make_scratch(struct kiln_sandbox *s, uint64_t mib, char *err, size_t 
 	}
 	if (ret)
 		snprintf(err, errlen, "mkfs.ext4 failed on the scratch disk (is e2fsprogs installed?)");
+	return ret;
+}
+
+/* A restored clone's scratch disk: the template's, copied exactly (holes
+ * kept, a reflink where the file system has them), of the size it was made
+ * with; the template's own file is only read. */
+static int copy_scratch(struct kiln_sandbox *s, const char *tdir, uint64_t mib, char *err,
+			size_t errlen)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int in, ret;
+
+	if (snprintf(path, sizeof(path), "%s/scratch", tdir) >= (int)sizeof(path)) {
+		snprintf(err, errlen, "the template's path is too long");
+		return -ENAMETOOLONG;
+	}
+	in = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (in < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot open the template's scratch disk %s: %s", path,
+			 strerror(errno));
+		return ret;
+	}
+	ret = fstat(in, &st) < 0 ? -errno : 0;
+	if (!ret && (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != mib << 20)) {
+		snprintf(err, errlen, "the template's scratch disk %s is not a %llu MiB file", path,
+			 (unsigned long long)mib);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (!ret)
+		ret = open_scratch(s, mib, err, errlen);
+	else
+		snprintf(err, errlen, "cannot stat %s: %s", path, strerror(-ret));
+	if (!ret) {
+		ret = kiln_copy_sparse(in, s->scratch_fd);
+		if (ret)
+			snprintf(err, errlen, "cannot copy the template's scratch disk: %s",
+				 strerror(-ret));
+	}
+out:
+	close(in);
 	return ret;
 }
 
@@ -307,10 +361,17 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	snprintf(log, sizeof(log), "%s/vmm.log", s->dir);
 
 	argv[n++] = c->vmm;
-	argv[n++] = "--kernel";
-	argv[n++] = c->kernel;
-	argv[n++] = "--initrd";
-	argv[n++] = c->initrd;
+	if (c->restore_dir) {
+		/* The kernel, its command line and the devices' guest side are
+		 * the template's; the backends are this sandbox's. */
+		argv[n++] = "--restore";
+		argv[n++] = c->restore_dir;
+	} else {
+		argv[n++] = "--kernel";
+		argv[n++] = c->kernel;
+		argv[n++] = "--initrd";
+		argv[n++] = c->initrd;
+	}
 	argv[n++] = "--cpus";
 	argv[n++] = cpus;
 	argv[n++] = "--mem";
@@ -329,8 +390,10 @@ static int spawn_vmm(struct kiln_sandbox *s, const struct kiln_sandbox_config *c
 	}
 	argv[n++] = "--vsock";
 	argv[n++] = s->sock;
-	argv[n++] = "--cmdline";
-	argv[n++] = cmdline;
+	if (!c->restore_dir) {
+		argv[n++] = "--cmdline";
+		argv[n++] = cmdline;
+	}
 	argv[n++] = "--print-boot-time";
 	argv[n++] = "--ready-fd";
 	argv[n++] = ready_arg;
@@ -701,9 +764,15 @@ int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_conf
 		goto out;
 	}
 	if (c->disk_mib) {
-		ret = make_scratch(s, c->disk_mib, err, errlen);
+		ret = c->restore_dir ? copy_scratch(s, c->restore_dir, c->disk_mib, err, errlen)
+				     : make_scratch(s, c->disk_mib, err, errlen);
 		if (ret)
 			goto out;
+	}
+	if (c->restore_dir && c->net) {
+		snprintf(err, errlen, "a restored sandbox has no network device (its template has none)");
+		ret = -EINVAL;
+		goto out;
 	}
 	if (!c->no_cgroup) {
 		struct kiln_cgroup_limits l = { .vcpus = c->cpus, .mem_mib = c->mem_mib,

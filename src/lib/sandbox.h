@@ -56,6 +56,15 @@ struct kiln_sandbox_config {
 	 * first 12 hex digits of the id. */
 	const char *id;
 	const char *hostname;
+	/* Restore instead of boot (issue 14, docs/snapshot.md): a template
+	 * directory (lib/template.h) whose state, mem and scratch files the VMM
+	 * resumes; kernel and initrd are then unused, and cpus, mem_mib and
+	 * disk_mib must be the template's. The scratch disk starts as an exact
+	 * (sparse or reflinked) copy of the template's, so the guest's cached
+	 * file system state matches it; the template is never written. The
+	 * guest's vsock connections from before the save are reset, and the
+	 * identity above is sent as after a boot. NULL: boot. */
+	const char *restore_dir;
 };
 
 struct kiln_cgroup_stat;

@@ -198,16 +198,29 @@ static enum MHD_Result h_capacity(struct req *q, struct MHD_Connection *conn)
 
 /* ---- placement ---- */
 
+/* A kilnd's 404 to a create whose template it does not hold. */
+static bool create_template_missing(const char *resp)
+{
+	json_t *j = json_loads(resp ? resp : "", 0, NULL);
+	const char *code = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+	bool yes = code && !strcmp(code, "template_not_found");
+
+	json_decref(j);
+	return yes;
+}
+
 static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 {
-	char tried[CREATE_TRIES][FLEET_HOST_MAX + 1];
+	char (*tried)[FLEET_HOST_MAX + 1] = NULL;
 	char id[FLEET_HOST_MAX + 1], host[FLEET_HOST_MAX + 1], last[256] = "";
 	char tenant_host[FLEET_HOST_MAX + 1] = "", *tenant_refusal = NULL;
-	size_t tenant_len = 0;
+	char *missing = NULL; /* a host's 404 template_not_found, the answer if none has it */
+	size_t tenant_len = 0, missing_len = 0;
 	const char *idem = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
 	const char *hdrs[8];
-	size_t ntried = 0, h = 0;
+	size_t ntried = 0, nrefused = 0, h = 0;
 	struct up_addr addr;
+	enum MHD_Result ret;
 
 	if (q->too_large)
 		return send_error(conn, 413, NULL, "too_large", "the JSON body is over %d bytes",
@@ -223,7 +236,13 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 		hdrs[h++] = idem;
 	}
 	hdrs[h] = NULL;
-	while (ntried < CREATE_TRIES) {
+	tried = calloc(MAX_FANOUT, sizeof(*tried));
+	if (!tried)
+		return send_error(conn, 500, NULL, "internal", "out of memory");
+	/* At most CREATE_TRIES hosts that refuse (full, draining, silent); a
+	 * create from a template goes on to every host until one has it
+	 * (templates are per host). */
+	while (nrefused < CREATE_TRIES && ntried < MAX_FANOUT) {
 		unsigned status = 0;
 		char *resp = NULL;
 		size_t rlen = 0;
@@ -241,6 +260,7 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 			 * never sent twice. */
 			fleet_placed(q->p->c.fleet, id, false, true, r != -ETIMEDOUT);
 			snprintf(last, sizeof(last), "host %s did not answer (%s)", id, strerror(-r));
+			nrefused++;
 			continue;
 		}
 		up_set_timeout(c, q->p->c.create_timeout_ms ? q->p->c.create_timeout_ms
@@ -252,9 +272,16 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 		if (r) {
 			fleet_placed(q->p->c.fleet, id, false, true, false);
 			free(resp);
-			free(tenant_refusal);
-			return send_error(conn, 502, NULL, "upstream_error",
-					  "host %s failed during the create: %s", id, strerror(-r));
+			ret = send_error(conn, 502, NULL, "upstream_error",
+					 "host %s failed during the create: %s", id, strerror(-r));
+			goto out;
+		}
+		if (status == 404 && create_template_missing(resp)) {
+			fleet_placed(q->p->c.fleet, id, false, false, false);
+			free(missing);
+			missing = resp;
+			missing_len = rlen;
+			continue;
 		}
 		if (status == 429 || status == 503) {
 			json_t *j = json_loads(resp, 0, NULL);
@@ -267,6 +294,7 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 			snprintf(last, sizeof(last), "host %s: %s", id, m ? m : "full");
 			json_decref(j);
 			fleet_placed(q->p->c.fleet, id, false, true, false);
+			nrefused++;
 			/* Over the tenant's quota there: kept, in case no host takes it. */
 			if (tenant) {
 				free(tenant_refusal);
@@ -279,16 +307,28 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 			continue;
 		}
 		fleet_placed(q->p->c.fleet, id, status == 201, false, false);
-		free(tenant_refusal);
-		return send_upstream(conn, status, resp, rlen, host, false);
+		ret = send_upstream(conn, status, resp, rlen, host, false);
+		goto out;
 	}
 	/* Every host tried refused the tenant: that is its answer (quotas are
 	 * per host, docs/daemon.md). */
-	if (tenant_refusal)
-		return send_upstream(conn, 429, tenant_refusal, tenant_len, tenant_host, false);
-	return send_error(conn, 503, RETRY_AFTER_S, "no_capacity",
-			  "no host has room for a sandbox now%s%s", last[0] ? "; last: " : "",
-			  last);
+	if (tenant_refusal) {
+		ret = send_upstream(conn, 429, tenant_refusal, tenant_len, tenant_host, false);
+		tenant_refusal = NULL; /* send_upstream owns it */
+	} else if (missing && !nrefused) {
+		/* Every host answered, none holds the template. */
+		ret = send_upstream(conn, 404, missing, missing_len, NULL, false);
+		missing = NULL;
+	} else {
+		ret = send_error(conn, 503, RETRY_AFTER_S, "no_capacity",
+				 "no host has room for a sandbox now%s%s", last[0] ? "; last: " : "",
+				 last);
+	}
+out:
+	free(tenant_refusal);
+	free(missing);
+	free(tried);
+	return ret;
 }
 
 /* ---- lists: every host's, merged ---- */

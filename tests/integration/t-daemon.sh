@@ -336,6 +336,21 @@ expect_eq "template: no name: 400" "400" "$(api "$TA" POST "/v1/sandboxes/$A/tem
 expect_eq "template: another tenant's sandbox: 404" "404" "$(api "$TB" POST "/v1/sandboxes/$A/template" -d '{"name":"x"}' | code)"
 expect_eq "GET /v1/templates: the tenant's, not stale" "tpl1 False" "$(api "$TA" GET /v1/templates | body | jget '["templates"][0]["name"], d["templates"][0]["stale"]' 2>/dev/null | tr -d '(),'"'")"
 expect_eq "GET /v1/templates: another tenant sees none" "0" "$(api "$TB" GET /v1/templates | body | jget '["templates"].__len__()' 2>/dev/null)"
+# A sandbox restored from tpl1 (no boot): A's files at the save, its own
+# identity, and its writes stay its own.
+r=$(api "$TA" POST /v1/sandboxes -d '{"template":"tpl1","timeout_s":300}')
+expect_eq "create from template tpl1: 201, running, 1 vCPU, 256 MiB, its template" "201 running 1 256 tpl1" "$(echo "$r" | code) $(echo "$r" | body | jget '["state"], d["cpus"], d["memory_mib"], d["template"]' 2>/dev/null | tr -d '(),'"'")"
+C=$(echo "$r" | body | jget '["id"]' 2>/dev/null)
+[ "$(echo "$r" | code)" = 201 ] || echo "$r" | sed 's/^/# /'
+expect_eq "the clone has A's file from before the save" "kept|exit=0" "$(exec_events "$C" '{"cmd":["cat","/root/state"]}' | stdout_of | tr -d '\n')"
+expect_eq "the clone's sandbox id is its own" "$C|exit=0" "$(exec_events "$C" '{"cmd":["cat","/run/kiln/sandbox-id"]}' | stdout_of | tr -d '\n')"
+exec_events "$C" '{"cmd":["sh","-c","echo clone > /root/state && sync"]}' > /dev/null
+expect_eq "the clone's write reads back in it" "clone|exit=0" "$(exec_events "$C" '{"cmd":["cat","/root/state"]}' | stdout_of | tr -d '\n')"
+expect_eq "the clone's write does not reach A" "kept|exit=0" "$(exec_events "$A" '{"cmd":["cat","/root/state"]}' | stdout_of | tr -d '\n')"
+expect_eq "DELETE the clone: 204" "204" "$(api "$TA" DELETE "/v1/sandboxes/$C" | code)"
+expect_eq "create from a template that is not there: 404" "404" "$(api "$TA" POST /v1/sandboxes -d '{"template":"nope"}' | code)"
+expect_eq "create from a template with cpus: 400" "400" "$(api "$TA" POST /v1/sandboxes -d '{"template":"tpl1","cpus":2}' | code)"
+expect_eq "another tenant cannot start alpha's template: 404" "404" "$(api "$TB" POST /v1/sandboxes -d '{"template":"tpl1"}' | code)"
 expect_eq "pause, template while paused: 201" "200 201" "$(api "$TA" POST "/v1/sandboxes/$A/pause" | code) $(api "$TA" POST "/v1/sandboxes/$A/template" -d '{"name":"tpl2"}' | code)"
 expect_eq "a paused sandbox stays paused" "paused" "$(api "$TA" GET "/v1/sandboxes/$A" | body | jget '["state"]' 2>/dev/null)"
 expect_eq "resume after it" "200" "$(api "$TA" POST "/v1/sandboxes/$A/resume" | code)"

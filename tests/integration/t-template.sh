@@ -66,8 +66,56 @@ expect_match "ls: t1, 2 CPUs, 128 MiB, ok" "t1 +2 +128M +64M .* ok" "$ls_out"
 "$KILN" template create t1 --image "$work/tiny.img" -- true 2>"$work/e"; rc=$?
 expect_eq "create t1 again: exit 2" 2 "$rc"
 check "create t1 again: names the template that exists" grep -q "template 't1' exists" "$work/e"
+
+# ---- clones: kiln run --template t1 ---------------------------------------------
+# Each clone restores t1 (no boot): the warm-up's file is there, its own
+# writes reach neither the template nor a sibling, and its identity is its own.
+sum_t1() { sha256sum "$tdir/t1/state" "$tdir/t1/mem" "$tdir/t1/scratch" | cut -d' ' -f1 | tr '\n' ' '; }
+before=$(sum_t1)
+probe='cat /root/warm.txt; cat /run/kiln/sandbox-id; hostname
+head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"; echo
+cat /proc/sys/kernel/random/boot_id; date +%s
+ls /root/clone.txt 2>/dev/null || echo no-clone-file
+echo "$1" > /root/clone.txt && sync && cat /root/clone.txt'
+for c in a b; do
+    host_t=$(date +%s)
+    "$KILN" run --template t1 --json -- sh -c "$probe" clone "clone-$c" >"$work/c$c" 2>"$work/c$c.err"
+    rc=$?
+    expect_eq "clone $c: exit 0" 0 "$rc"
+    [ "$rc" = 0 ] || sed 's/^/# /' "$work/c$c.err"
+    mapfile -t L < "$work/c$c"
+    expect_eq "clone $c: the warm-up's file is there" "$mark" "${L[0]}"
+    expect_match "clone $c: a sandbox id of its own shape" '^sb-[a-z0-9-]+-[0-9a-f]{32}$' "${L[1]}"
+    expect_match "clone $c: --json reports that sandbox id" "\"sandbox_id\": *\"${L[1]}\"" "$(tail -1 "$work/c$c.err")"
+    expect_eq "clone $c: its hostname comes from its id" "sb-${L[1]: -32:12}" "${L[2]}"
+    expect_match "clone $c: 32 bytes from /dev/urandom" '^[0-9a-f]{64}$' "${L[3]}"
+    d=$(( ${L[5]:-0} - host_t )); d=${d#-}
+    check "clone $c: the guest's clock is the host's (off by ${d} s)" test "$d" -le 2
+    expect_eq "clone $c: no sibling's file" no-clone-file "${L[6]}"
+    expect_eq "clone $c: its own write reads back" "clone-$c" "${L[7]}"
+    eval "id_$c=\${L[1]} host_$c=\${L[2]} rnd_$c=\${L[3]} boot_$c=\${L[4]}"
+done
+check "the clones' sandbox ids differ" test "$id_a" != "$id_b"
+check "the clones' hostnames differ" test "$host_a" != "$host_b"
+check "the clones' first /dev/urandom bytes differ" test "$rnd_a" != "$rnd_b"
+check "the clones' boot ids differ" test "$boot_a" != "$boot_b"
+expect_eq "the template's files are unchanged by its clones" "$before" "$(sum_t1)"
+out=$(echo from-stdin | "$KILN" run --template t1 -- cat 2>&1); rc=$?
+expect_eq "a clone: stdin reaches its command" "0 from-stdin" "$rc $out"
+expect_eq "no VMM or run directory left by the clones" "" "$(leftovers)"
+"$KILN" run --template t1 --cpus 4 -- true 2>"$work/e"; rc=$?
+expect_eq "--template with --cpus: exit 2" 2 "$rc"
+check "--template with --cpus: one line naming it" grep -q -- "--cpus cannot be used with --template" "$work/e"
+"$KILN" run --template t1 --allow example.com:443 -- true 2>"$work/e"; rc=$?
+expect_eq "--template with --allow: exit 2" 2 "$rc"
+"$KILN" run --template nope -- true 2>"$work/e"; rc=$?
+expect_eq "--template of a template that is not there: exit 2" 2 "$rc"
+check "--template of a template that is not there: one line" grep -q "no template 'nope'" "$work/e"
 touch "$work/tiny.img"
 expect_match "ls after the image changed: stale" "t1 .* stale \(image changed\)" "$("$KILN" template ls 2>&1)"
+"$KILN" run --template t1 -- true 2>"$work/e"; rc=$?
+expect_eq "run --template of a stale template: exit 2" 2 "$rc"
+check "run --template of a stale template: says so" grep -q "template 't1' is stale: its image" "$work/e"
 
 # ---- a warm-up that fails: no template ---------------------------------------
 "$KILN" template create t2 --image "$work/tiny.img" --mem 128 --disk 64 -- sh -c 'exit 3' 2>"$work/e"; rc=$?

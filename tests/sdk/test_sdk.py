@@ -260,6 +260,22 @@ def test_templates(sb):
     with pytest.raises(kiln.BadRequestError):
         sb.save_template("../x")
     assert [x.name for x in Sandbox.list_templates()] == ["sdk-tpl"]
+    # A sandbox restored from it: the template's machine, an identity of its own.
+    sb.commands.run("echo mine > /root/own.txt")
+    c = Sandbox.create(template="sdk-tpl", timeout=300)
+    try:
+        info = c.get_info()
+        assert (info.template, info.cpus, info.memory_mib, info.disk_mib) == ("sdk-tpl", 1, 128, 48)
+        assert c.id != sb.id
+        assert c.commands.run("cat /run/kiln/sandbox-id").stdout == c.id + "\n"
+        assert not c.files.exists("/root/own.txt")  # written after the save
+    finally:
+        c.kill()
+        c.close()
+    with pytest.raises(kiln.NotFoundError):
+        Sandbox.create(template="no-such-tpl")
+    with pytest.raises(ValueError):
+        Sandbox.create(template="sdk-tpl", cpus=2)
     assert Sandbox.delete_template("sdk-tpl") is True
     assert Sandbox.delete_template("sdk-tpl") is False
     assert Sandbox.list_templates() == []

@@ -12,7 +12,7 @@ import httpx
 from . import _http
 from . import exceptions as exc
 from .models import CommandResult, EntryInfo, EventAccumulator, ProcessInfo, SandboxInfo, TemplateInfo
-from .sandbox import DEFAULT_COMMAND_TIMEOUT, Data, _pty_body
+from .sandbox import DEFAULT_COMMAND_TIMEOUT, Data, _create_body, _pty_body
 
 AsyncOutputCallback = Callable[[str], Union[Any, Awaitable[Any]]]
 _DEFAULT: Any = object()
@@ -448,18 +448,11 @@ class AsyncSandbox:
                      metadata: Optional[Dict[str, str]] = None, net_rate: Optional[int] = None,
                      idempotency_key: Optional[str] = None, host: Optional[str] = None,
                      token: Optional[str] = None, request_timeout: Optional[float] = None,
-                     boot_timeout: float = _http.CREATE_TIMEOUT) -> "AsyncSandbox":
-        """Boots a new sandbox; see :meth:`kiln.Sandbox.create`."""
-        body: Dict[str, Any] = {"image": image, "cpus": cpus, "memory_mib": memory_mib,
-                                "timeout_s": int(timeout)}
-        if disk_mib is not None:
-            body["disk_mib"] = disk_mib
-        if allow:
-            body["allow"] = list(allow)
-        if metadata:
-            body["metadata"] = {str(k): str(v) for k, v in metadata.items()}
-        if net_rate is not None:
-            body["net_rate"] = net_rate
+                     boot_timeout: float = _http.CREATE_TIMEOUT,
+                     template: Optional[str] = None) -> "AsyncSandbox":
+        """Boots a new sandbox (or restores ``template``); see :meth:`kiln.Sandbox.create`."""
+        body = _create_body(image, cpus, memory_mib, disk_mib, timeout, allow, metadata,
+                            net_rate, template)
         api = _AsyncApi(host, token, request_timeout)
         try:
             d = await api.json("POST", "/v1/sandboxes", json=body, read_timeout=boot_timeout,

@@ -142,6 +142,7 @@ _BY_CODE: Dict[str, Type[APIError]] = {
     "forbidden": ForbiddenError,
     "not_found": NotFoundError,
     "command_not_found": NotFoundError,
+    "template_not_found": NotFoundError,
     "command_not_runnable": ForbiddenError,
     "conflict": ConflictError,
     "sandbox_paused": SandboxPausedError,

@@ -57,6 +57,7 @@ class SandboxInfo:
     expires_at: Optional[str] = None
     metadata: Dict[str, str] = field(default_factory=dict)
     allow: List[str] = field(default_factory=list)
+    template: Optional[str] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -65,7 +66,8 @@ class SandboxInfo:
                    cpus=d.get("cpus", 0), memory_mib=d.get("memory_mib", 0),
                    disk_mib=d.get("disk_mib", 0), timeout_s=d.get("timeout_s", 0),
                    created_at=d.get("created_at"), expires_at=d.get("expires_at"),
-                   metadata=d.get("metadata") or {}, allow=d.get("allow") or [], raw=d)
+                   metadata=d.get("metadata") or {}, allow=d.get("allow") or [],
+                   template=d.get("template"), raw=d)
 
 
 @dataclass

@@ -286,6 +286,30 @@ class Commands:
 DataCallback = Callable[[bytes], Any]
 
 
+
+def _create_body(image: str, cpus: int, memory_mib: int, disk_mib: Optional[int], timeout: int,
+                 allow: Optional[List[str]], metadata: Optional[Dict[str, str]],
+                 net_rate: Optional[int], template: Optional[str]) -> Dict[str, Any]:
+    """The body of ``POST /v1/sandboxes``. With a template the machine is the
+    template's: kilnd refuses image, cpus, memory, disk and network with it."""
+    body: Dict[str, Any] = {"timeout_s": int(timeout)}
+    if template is not None:
+        if (image, cpus, memory_mib) != ("debian", 1, 512) or disk_mib is not None \
+                or allow or net_rate is not None:
+            raise ValueError("template fixes the image, cpus, memory and disk, and has no network")
+        body["template"] = template
+    else:
+        body.update({"image": image, "cpus": cpus, "memory_mib": memory_mib})
+        if disk_mib is not None:
+            body["disk_mib"] = disk_mib
+        if allow:
+            body["allow"] = list(allow)
+        if net_rate is not None:
+            body["net_rate"] = net_rate
+    if metadata:
+        body["metadata"] = {str(k): str(v) for k, v in metadata.items()}
+    return body
+
 def _pty_body(rows: int, cols: int, cmd: Union[str, List[str], None], cwd: Optional[str],
               env: Optional[Dict[str, str]], user: Union[str, int, None],
               timeout: Optional[float], tag: Optional[str]) -> Dict[str, Any]:
@@ -505,24 +529,19 @@ class Sandbox:
                net_rate: Optional[int] = None, idempotency_key: Optional[str] = None,
                host: Optional[str] = None, token: Optional[str] = None,
                request_timeout: Optional[float] = None,
-               boot_timeout: float = _http.CREATE_TIMEOUT) -> "Sandbox":
+               boot_timeout: float = _http.CREATE_TIMEOUT,
+               template: Optional[str] = None) -> "Sandbox":
         """Boots a new sandbox and returns it once it runs.
 
         ``timeout``: seconds it lives (``set_timeout`` moves it); ``allow``:
         network rules (no network without them); ``metadata``: strings kept
         with its record; ``idempotency_key``: a retry with the same key gets
-        the same sandbox.
+        the same sandbox. ``template``: restore that template (``save_template``)
+        instead of booting; its image, vCPUs, memory and disk are the sandbox's,
+        so those arguments and ``allow``/``net_rate`` must be left out.
         """
-        body: Dict[str, Any] = {"image": image, "cpus": cpus, "memory_mib": memory_mib,
-                                "timeout_s": int(timeout)}
-        if disk_mib is not None:
-            body["disk_mib"] = disk_mib
-        if allow:
-            body["allow"] = list(allow)
-        if metadata:
-            body["metadata"] = {str(k): str(v) for k, v in metadata.items()}
-        if net_rate is not None:
-            body["net_rate"] = net_rate
+        body = _create_body(image, cpus, memory_mib, disk_mib, timeout, allow, metadata,
+                            net_rate, template)
         api = _Api(host, token, request_timeout)
         try:
             d = api.json("POST", "/v1/sandboxes", json=body, read_timeout=boot_timeout,
