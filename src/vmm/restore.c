@@ -78,7 +78,7 @@ int restore_check(const struct snap_file *f, const struct restore_want *want,
 		return -EINVAL;
 	}
 	for (unsigned i = 0; i < vm->ndevices && i < SNAP_MAX_DEVICES; i++)
-		if (vm->device_ids[i] == VIRTIO_ID_VSOCK || vm->device_ids[i] == VIRTIO_ID_NET) {
+		if (vm->device_ids[i] == VIRTIO_ID_NET) {
 			snprintf(why, whylen, "the snapshot has %s (device %u), which cannot be "
 				 "restored yet", dev_name(vm->device_ids[i]), i);
 			return -EINVAL;

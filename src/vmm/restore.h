@@ -31,7 +31,7 @@ struct restore_want {
 
 /* The state file's config against want and the memory file's size: same
  * vCPUs and RAM, the same devices slot by slot (a difference names them),
- * none this slice cannot restore (vsock, net), a memory layout this VMM
+ * none that cannot be restored yet (net), a memory layout this VMM
  * would make. Pure. 0 or -EINVAL with a one-line why. */
 int restore_check(const struct snap_file *f, const struct restore_want *want,
 		  uint64_t mem_file_size, char *why, size_t whylen);

@@ -162,7 +162,7 @@ static int save_devices(const struct snapshot_src *src, struct snap_buf *b)
 	int ret = 0;
 
 	for (unsigned i = 0; i < src->ndevs && !ret; i++) {
-		ret = virtio_mmio_save(src->devs[i].mmio, &v, dev, sizeof(dev));
+		ret = virtio_mmio_save_locked(src->devs[i].mmio, &v, dev, sizeof(dev));
 		v.mmio_base = src->devs[i].base;
 		v.gsi = src->devs[i].gsi;
 		if (!ret)
@@ -222,6 +222,13 @@ int snapshot_save(const struct snapshot_src *src, int state_fd, int mem_fd,
 	}
 	header(src, &cpu, &vm);
 	snap_begin(&b, &cpu, &vm);
+	/* Device threads (vsock, net) go on moving data while the vCPUs are
+	 * paused, writing used rings and rx buffers in guest RAM. Every
+	 * transport stays locked, in device order, from here until the RAM is
+	 * written: the devices' state, the interrupts they raise and the RAM
+	 * are one moment's. They only wait for a thread's current batch. */
+	for (unsigned i = 0; i < src->ndevs; i++)
+		virtio_mmio_lock(src->devs[i].mmio);
 	step = "the vCPUs' state";
 	ret = save_vcpus(src, &b);
 	if (!ret) {
@@ -243,6 +250,8 @@ int snapshot_save(const struct snapshot_src *src, int state_fd, int mem_fd,
 		step = "the memory file";
 		ret = snapshot_write_memory(src->vm->mem, mem_fd, &layout, &res->mem_bytes);
 	}
+	for (unsigned i = src->ndevs; i-- > 0;)
+		virtio_mmio_unlock(src->devs[i].mmio);
 	if (!ret) {
 		snap_add(&b, SNAP_SEC_MEMORY, 0, 0, &layout, sizeof(layout));
 		step = "the state file";

@@ -417,6 +417,79 @@ static void test_snapshot_save(void **state)
 	bt_free(t);
 }
 
+/* Restore into a new disk: one like the saved one (writable or read-only)
+ * is accepted; a read-only flag, size or serial that differs is refused
+ * with why, and the transport left reset. */
+static void blk_restore_case(const struct snap_virtio *v, const uint8_t *dev, uint64_t size,
+			     bool read_only, const char *serial, const char *want)
+{
+	struct bt *t = bt_new_opts(size, read_only, serial, false);
+	struct snap_virtio after;
+	uint8_t none[64];
+	char why[256] = "";
+	int ret;
+
+	/* The new transport starts from scratch, as a restoring VMM's does. */
+	fake_wr(&t->g, R_STATUS, 0);
+	ret = virtio_mmio_restore(t->g.dev, v, dev, why, sizeof(why));
+	if (!want) {
+		assert_int_equal(ret, 0);
+		assert_int_equal(virtio_mmio_save(t->g.dev, &after, none, sizeof(none)), 0);
+		assert_int_equal(after.queues[0].last_avail, v->queues[0].last_avail);
+		assert_true(after.status & VIRTIO_STATUS_DRIVER_OK);
+	} else {
+		assert_int_equal(ret, -EINVAL);
+		if (!strstr(why, want))
+			fail_msg("wanted '%s' in '%s'", want, why);
+		assert_int_equal(virtio_mmio_save(t->g.dev, &after, none, sizeof(none)), 0);
+		assert_int_equal(after.status, 0);
+	}
+	bt_free(t);
+}
+
+static void test_snapshot_restore(void **state)
+{
+	struct bt *w = bt_new_opts(DISK_SIZE, false, "scratch", false);
+	struct bt *r = bt_new_opts(DISK_SIZE, true, "rootfs", false);
+	struct snap_virtio vw, vr;
+	uint8_t dw[64], dr[64];
+
+	bt_hdr(w, VIRTIO_BLK_T_FLUSH, 0);
+	fake_desc(&w->g, FAKE_DESC, 0, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	fake_desc(&w->g, FAKE_DESC, 1, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
+	fake_avail_add(&w->g, &w->vq, 0);
+	fake_notify(&w->g, 0);
+	assert_int_equal(virtio_mmio_save(w->g.dev, &vw, dw, sizeof(dw)), 0);
+	assert_int_equal(vw.queues[0].last_avail, 1);
+	assert_int_equal(virtio_mmio_save(r->g.dev, &vr, dr, sizeof(dr)), 0);
+	/* A writable disk onto a writable one of the same size and serial. */
+	blk_restore_case(&vw, dw, DISK_SIZE, false, "scratch", NULL);
+	blk_restore_case(&vr, dr, DISK_SIZE, true, "rootfs", NULL);
+	/* A read-only flag that differs changes the features offered (RO): the
+	 * transport refuses first; the device's own check says the same. */
+	blk_restore_case(&vw, dw, DISK_SIZE, true, "scratch", "offers other features");
+	blk_restore_case(&vr, dr, DISK_SIZE, false, "rootfs", "offers other features");
+	{
+		char why[256] = "";
+
+		assert_int_equal(vblk_ops.restore(r->b, NULL, dw, vw.dev_len, why, sizeof(why)),
+				 -EINVAL);
+		assert_string_equal(why, "virtio-blk: the saved disk was writable, the new one "
+				    "is read-only");
+		assert_int_equal(vblk_ops.restore(w->b, NULL, dr, vr.dev_len, why, sizeof(why)),
+				 -EINVAL);
+		assert_string_equal(why, "virtio-blk: the saved disk was read-only, the new one "
+				    "is not");
+		assert_int_equal(vblk_ops.restore(w->b, NULL, dw, vw.dev_len, why, sizeof(why)), 0);
+	}
+	blk_restore_case(&vw, dw, 2 * DISK_SIZE, false, "scratch",
+			 "virtio-blk: the new disk's size differs");
+	blk_restore_case(&vw, dw, DISK_SIZE, false, "other",
+			 "virtio-blk: the new disk's serial differs");
+	bt_free(w);
+	bt_free(r);
+}
+
 /* Requests without room for a header or a status cannot be answered. */
 static void test_malformed_requests(void **state)
 {
@@ -524,6 +597,7 @@ int main(void)
 		cmocka_unit_test(test_framing),
 		cmocka_unit_test(test_batch),
 		cmocka_unit_test(test_snapshot_save),
+		cmocka_unit_test(test_snapshot_restore),
 		cmocka_unit_test(test_malformed_requests),
 		cmocka_unit_test(test_scratch_disk),
 	};

@@ -171,6 +171,22 @@ static void test_push_unpopped_head(void **state)
 	qt_free(t);
 }
 
+/* A chain given back (virtq_unpop) is no longer outstanding: popping it
+ * again is no "popped again", pushing the old pop's head is. */
+static void test_unpop_forgets(void **state)
+{
+	struct qt *t = qt_new();
+
+	assert_int_equal(virtq_unpop(&t->q), 0);
+	assert_int_equal(virtq_push(&t->q, 5, 0), 0);
+	assert_int_equal(violations, 1);
+	assert_non_null(strstr(last_msg, "chain 5: pushed but not outstanding"));
+	assert_int_equal(virtq_pop(&t->q, &t->c), 1);
+	assert_int_equal(t->c.head, 5);
+	assert_int_equal(violations, 1);
+	qt_free(t);
+}
+
 /* The real blk device through the transport: reads, GET_ID, a write. */
 static void test_blk_device_passes(void **state)
 {
@@ -284,6 +300,7 @@ int main(void)
 		cmocka_unit_test_setup(test_used_len_too_big, setup),
 		cmocka_unit_test_setup(test_used_len_too_small, setup),
 		cmocka_unit_test_setup(test_push_unpopped_head, setup),
+		cmocka_unit_test_setup(test_unpop_forgets, setup),
 		cmocka_unit_test_setup(test_blk_device_passes, setup),
 		cmocka_unit_test_setup(test_rng_device_passes, setup),
 		cmocka_unit_test_setup(test_violation_ends_process, setup),

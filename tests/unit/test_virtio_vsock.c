@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "vmm/snapfile.h"
 #include "vmm/virtio/vsock.h"
 
 #define T_RAM (16ULL << 20)
@@ -1389,6 +1390,162 @@ static void test_transport_reset(void **state)
 	t_free(t);
 }
 
+/* A second vsock device (the restoring VMM's) over the same guest RAM, at
+ * the same MMIO address on a bus of its own; its thread is not started. */
+struct t2 {
+	struct fake_guest g;
+	struct vsock *v;
+	char path[112];
+	unsigned irqs;
+};
+
+static void t2_irq(void *ctx)
+{
+	__atomic_add_fetch(&((struct t2 *)ctx)->irqs, 1, __ATOMIC_RELAXED);
+}
+
+static struct t2 *t2_new(struct t *t, uint64_t cid, const char *name)
+{
+	struct t2 *n = calloc(1, sizeof(*n));
+
+	assert_non_null(n);
+	snprintf(n->path, sizeof(n->path), "%s/%s", t->dir, name);
+	assert_int_equal(vsock_create(&n->v, &(struct vsock_params){ .guest_cid = cid,
+								   .uds_path = n->path }), 0);
+	n->g.mem = t->g.mem;
+	assert_int_equal(virtio_mmio_create(&n->g.dev, &vsock_ops, n->v, t->g.mem, t2_irq, n), 0);
+	assert_int_equal(virtio_mmio_register(n->g.dev, &n->g.bus, FAKE_MMIO_BASE), 0);
+	return n;
+}
+
+static void t2_free(struct t2 *n)
+{
+	vsock_stop(n->v);
+	virtio_mmio_free(n->g.dev);
+	vsock_free(n->v);
+	free(n);
+}
+
+struct vsock_state {
+	uint64_t guest_cid;
+	uint32_t rx_held;
+	uint8_t pad[4];
+};
+
+/* A restore that must fail with want in why; the transport is left reset. */
+static void t2_refused(struct t2 *n, const struct snap_virtio *v, const void *dev,
+		       const char *want)
+{
+	struct snap_virtio after;
+	uint8_t none[64];
+	char why[256] = "";
+
+	assert_int_equal(virtio_mmio_restore(n->g.dev, v, dev, why, sizeof(why)), -EINVAL);
+	if (!strstr(why, want))
+		fail_msg("wanted '%s' in '%s'", want, why);
+	assert_null(strchr(why, '\n'));
+	assert_int_equal(virtio_mmio_save(n->g.dev, &after, none, sizeof(none)), 0);
+	assert_int_equal(after.status, 0);
+	assert_int_equal(after.queues[0].ready, 0);
+}
+
+/*
+ * Snapshot and restore: the device's state is its guest CID and whether it
+ * held a popped rx chain. Restored into a new device over the same RAM: a
+ * CID or a length that differs is refused; a held chain is given back to
+ * the rx queue (the next packet lands in it, nothing is lost); the guest
+ * gets the transport reset event; the new device serves a host CONNECT on
+ * its own socket.
+ */
+static void test_snapshot_restore(void **state)
+{
+	const uint64_t ev = 0x38000;
+	struct t *t = t_new(0, false);
+	struct snap_virtio v, bad, back;
+	struct vsock_state ds, dbad;
+	uint8_t dev[SNAP_MAX_DEV_STATE];
+	struct fake_guest orig;
+	struct t2 *n, *other;
+	struct pkt p;
+	struct gc c;
+	char why[256] = "";
+	uint16_t held_slot, rx_used;
+	int fd;
+
+	(void)state;
+	fd = t_host_connect(t, &c, 600, NULL);
+	/* The guest is paused: nothing moves while the device is saved. */
+	vsock_stop(t->v);
+	assert_int_equal(virtio_mmio_save(t->g.dev, &v, dev, sizeof(dev)), 0);
+	assert_int_equal(v.device_id, VIRTIO_ID_VSOCK);
+	assert_int_equal(v.dev_len, sizeof(ds));
+	memcpy(&ds, dev, sizeof(ds));
+	assert_int_equal(ds.guest_cid, T_CID);
+	assert_int_equal(ds.rx_held, 0);
+	rx_used = v.queues[0].next_used;
+	assert_int_equal(v.queues[0].last_avail, rx_used);
+	assert_int_equal(rx_used, t->rx_seen);
+
+	other = t2_new(t, T_CID + 1, "w.sock");
+	t2_refused(other, &v, dev, "virtio-vsock: the snapshot's guest CID is 3, the new "
+		   "device's 4");
+	t2_free(other);
+	n = t2_new(t, T_CID, "n.sock");
+	bad = v;
+	bad.dev_len = 8;
+	t2_refused(n, &bad, dev, "virtio-vsock: its saved state is 8 bytes, not 16");
+	bad.dev_len = 0;
+	t2_refused(n, &bad, dev, "virtio-vsock: its saved state is 0 bytes, not 16");
+	dbad = ds;
+	dbad.rx_held = 1;	/* held, but the queue has nothing outstanding */
+	t2_refused(n, &v, &dbad, "a held rx buffer is not outstanding");
+	dbad.rx_held = 2;
+	t2_refused(n, &v, &dbad, "unknown bits");
+
+	/* As if the device had popped the next rx chain and held it. */
+	held_slot = v.queues[0].last_avail;
+	v.queues[0].last_avail++;
+	ds.rx_held = 1;
+	assert_int_equal(virtio_mmio_restore(n->g.dev, &v, &ds, why, sizeof(why)), 0);
+	assert_int_equal(virtio_mmio_save(n->g.dev, &back, dev, sizeof(dev)), 0);
+	assert_int_equal(back.queues[0].last_avail, held_slot);
+	assert_int_equal(back.queues[0].next_used, rx_used);
+	memcpy(&ds, dev, sizeof(ds));
+	assert_int_equal(ds.rx_held, 0);
+
+	/* The guest now talks to the new device. */
+	orig = t->g;
+	t->g = n->g;
+	assert_int_equal(vsock_start(n->v, n->g.dev, false), 0);
+	fake_desc(&t->g, t->evq.desc, 0, ev, 8, VIRTQ_DESC_F_WRITE, 0);
+	fake_avail_add(&t->g, &t->evq, 0);
+	fake_notify(&t->g, 2);
+	assert_true(t_wait_used(t, &t->evq, 0, T_WAIT_MS));
+	assert_int_equal(fake_used_elem(&t->g, &t->evq, 0).len, 4);
+	{
+		/* The held chain is the one the next packet lands in. */
+		struct virtq_avail *a = fake_ptr(&t->g, t->rxq.avail, 4 + 2ULL * RXQ_SIZE);
+		uint16_t head = a->ring[held_slot & (RXQ_SIZE - 1)];
+		int fd2 = h_connect(n->path);
+
+		h_write(fd2, "CONNECT 601\n", 12);
+		assert_true(t_wait_used(t, &t->rxq, t->rx_seen, T_WAIT_MS));
+		assert_int_equal(fake_used_elem(&t->g, &t->rxq, t->rx_seen).id, head);
+		t_recv(t, &p);
+		assert_int_equal(p.h.op, OP_REQUEST);
+		assert_int_equal(p.h.dst_port, 601);
+		/* Nothing listens on 601 in this guest: it resets, the host end closes. */
+		c = (struct gc){ .gport = 601, .hport = p.h.src_port, .buf_alloc = G_BUF_ALLOC };
+		gc_send(t, &c, OP_RST, 0, NULL, 0);
+		assert_true(h_eof(fd2, T_WAIT_MS));
+		close(fd2);
+	}
+	t->g = orig;
+	t2_free(n);
+	close(fd);
+	t_free(t);
+}
+
 /* Random headers by the thousand: nothing breaks, the device stays usable. */
 static void test_fuzz(void **state)
 {
@@ -1496,6 +1653,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_params),
 		cmocka_unit_test(test_transport_reset),
+		cmocka_unit_test(test_snapshot_restore),
 		cmocka_unit_test(test_identity),
 		cmocka_unit_test(test_host_connect),
 		cmocka_unit_test(test_host_connect_refused),

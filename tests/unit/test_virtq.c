@@ -129,6 +129,46 @@ static void test_pop_push(void **state)
 	qt_free(t);
 }
 
+/* A popped chain given back is popped again, the same one; nothing popped,
+ * or everything popped already pushed, is refused without a change. */
+static void test_unpop(void **state)
+{
+	struct qt *t = qt_new(FAKE_RAM_SIZE, 8, RINGS);
+
+	/* Nothing popped at all. */
+	assert_int_equal(virtq_unpop(&t->q), -EINVAL);
+	fake_desc(&t->g, FAKE_DESC, 3, FAKE_DATA, 64, VIRTQ_DESC_F_WRITE, 0);
+	fake_desc(&t->g, FAKE_DESC, 6, FAKE_DATA + 0x1000, 32, VIRTQ_DESC_F_WRITE, 0);
+	fake_avail_add(&t->g, &t->vq, 3);
+	fake_avail_add(&t->g, &t->vq, 6);
+	/* Available but not popped: not ours to give back. */
+	assert_int_equal(virtq_unpop(&t->q), -EINVAL);
+	assert_int_equal(virtq_pop(&t->q, &t->c), 1);
+	assert_int_equal(t->c.head, 3);
+	assert_int_equal(virtq_unpop(&t->q), 0);
+	/* Only one was outstanding. */
+	assert_int_equal(virtq_unpop(&t->q), -EINVAL);
+	assert_int_equal(virtq_pop(&t->q, &t->c), 1);
+	assert_int_equal(t->c.head, 3);
+	assert_int_equal(t->c.in_bytes, 64);
+	assert_int_equal(virtq_push(&t->q, 3, 0), 0);
+	/* Pushed: nothing outstanding any more, though chain 6 is available. */
+	assert_int_equal(virtq_unpop(&t->q), -EINVAL);
+	assert_int_equal(virtq_pop(&t->q, &t->c), 1);
+	assert_int_equal(t->c.head, 6);
+	assert_int_equal(virtq_pop(&t->q, &t->c), 0);
+	assert_int_equal(virtq_unpop(&t->q), 0);
+	assert_int_equal(virtq_pop(&t->q, &t->c), 1);
+	assert_int_equal(t->c.head, 6);
+	assert_int_equal(virtq_push(&t->q, 6, 0), 0);
+	assert_int_equal(fake_used_idx(&t->g, &t->vq), 2);
+	assert_false(virtq_is_broken(&t->q));
+	/* A queue that is not running has nothing to give back. */
+	virtq_reset(&t->q);
+	assert_int_equal(virtq_unpop(&t->q), -EINVAL);
+	qt_free(t);
+}
+
 /* 70000 round trips on a 4-entry ring: indexes wrap at 2^16 and at the size. */
 static void test_index_wrap(void **state)
 {
@@ -486,6 +526,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_enable_validation),
 		cmocka_unit_test(test_pop_push),
+		cmocka_unit_test(test_unpop),
 		cmocka_unit_test(test_index_wrap),
 		cmocka_unit_test(test_full_ring),
 		cmocka_unit_test(test_no_interrupt_flag),

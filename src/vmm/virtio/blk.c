@@ -215,25 +215,33 @@ static int vblk_save(void *dev, void *buf, size_t cap)
 	return (int)sizeof(s);
 }
 
-/* A read-only disk whose capacity, read-only flag and serial are what the
- * guest was told; a writable one is refused (its page cache would not match
- * a disk that went on or was copied apart: later slices of issue 14). */
-static int vblk_restore(void *dev, const void *buf, size_t len, char *why, size_t whylen)
+/*
+ * The disk the guest was told about: capacity, read-only flag and serial
+ * equal. A writable disk is restorable too, but what is on it must be what
+ * the guest's page cache (in the saved RAM) believes: that is the caller's
+ * job, not checked here (libkiln gives each clone an exact copy of the
+ * template's scratch disk, taken with the snapshot).
+ */
+static int vblk_restore(void *dev, struct virtq *queues, const void *buf, size_t len, char *why,
+			size_t whylen)
 {
 	const struct vblk *b = dev;
 	struct vblk_saved s;
 	const char *bad = NULL;
 
+	(void)queues;
 	if (len != sizeof(s)) {
 		snprintf(why, whylen, "virtio-blk: its saved state is %zu bytes, not %zu", len,
 			 sizeof(s));
 		return -EINVAL;
 	}
 	memcpy(&s, buf, sizeof(s));
-	if (!s.read_only)
-		bad = "a writable disk cannot be restored yet (only read-only ones)";
-	else if (!b->read_only)
+	if (s.read_only > 1)
+		bad = "its saved read-only flag is neither 0 nor 1";
+	else if (s.read_only && !b->read_only)
 		bad = "the saved disk was read-only, the new one is not";
+	else if (!s.read_only && b->read_only)
+		bad = "the saved disk was writable, the new one is read-only";
 	else if (s.capacity != b->capacity)
 		bad = "the new disk's size differs from the saved one's";
 	else if (memcmp(s.serial, b->serial, sizeof(s.serial)))

@@ -407,13 +407,22 @@ int virtio_mmio_run(struct virtio_mmio_dev *d, int (*fn)(void *arg, struct virtq
 	return ret;
 }
 
-int virtio_mmio_save(struct virtio_mmio_dev *d, struct snap_virtio *out, void *dev_state,
-		     size_t cap)
+void virtio_mmio_lock(struct virtio_mmio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+}
+
+void virtio_mmio_unlock(struct virtio_mmio_dev *d)
+{
+	pthread_mutex_unlock(&d->lock);
+}
+
+int virtio_mmio_save_locked(struct virtio_mmio_dev *d, struct snap_virtio *out, void *dev_state,
+			    size_t cap)
 {
 	int n = 0;
 
 	memset(out, 0, sizeof(*out));
-	pthread_mutex_lock(&d->lock);
 	out->device_id = d->ops->device_id;
 	out->num_queues = d->ops->num_queues;
 	out->status = d->status;
@@ -428,11 +437,21 @@ int virtio_mmio_save(struct virtio_mmio_dev *d, struct snap_virtio *out, void *d
 		virtq_save(&d->queues[i], &out->queues[i]);
 	if (d->ops->save)
 		n = d->ops->save(d->dev, dev_state, cap);
-	pthread_mutex_unlock(&d->lock);
 	if (n < 0)
 		return n;
 	out->dev_len = (size_t)n <= cap ? (uint32_t)n : 0;
 	return (size_t)n <= cap ? 0 : -EOVERFLOW;
+}
+
+int virtio_mmio_save(struct virtio_mmio_dev *d, struct snap_virtio *out, void *dev_state,
+		     size_t cap)
+{
+	int ret;
+
+	pthread_mutex_lock(&d->lock);
+	ret = virtio_mmio_save_locked(d, out, dev_state, cap);
+	pthread_mutex_unlock(&d->lock);
+	return ret;
 }
 
 /* The transport's registers from s, checked as if the guest had written them. */
@@ -504,7 +523,7 @@ int virtio_mmio_restore(struct virtio_mmio_dev *d, const struct snap_virtio *s,
 		virtio_mmio_reset(d);
 		goto out;
 	}
-	ret = d->ops->restore(d->dev, dev_state, s->dev_len, why, whylen);
+	ret = d->ops->restore(d->dev, d->queues, dev_state, s->dev_len, why, whylen);
 	if (ret) {
 		virtio_mmio_reset(d);
 		goto out;

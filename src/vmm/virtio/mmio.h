@@ -57,6 +57,19 @@ int virtio_mmio_save(struct virtio_mmio_dev *d, struct snap_virtio *out, void *d
 		     size_t cap);
 
 /*
+ * The same with the lock already held through virtio_mmio_lock(). A whole-VM
+ * snapshot holds every transport's lock (in device order) from before the
+ * first device is saved until guest RAM is written: a device thread touches
+ * the rings and guest buffers only inside virtio_mmio_run(), so none can
+ * write guest memory in between. vCPUs must be paused (an MMIO access would
+ * wait on the lock); never call another transport function while holding it.
+ */
+void virtio_mmio_lock(struct virtio_mmio_dev *d);
+void virtio_mmio_unlock(struct virtio_mmio_dev *d);
+int virtio_mmio_save_locked(struct virtio_mmio_dev *d, struct snap_virtio *out, void *dev_state,
+			    size_t cap);
+
+/*
  * Restore: the transport from s (an untrusted file's: every register and
  * queue is checked as the guest's writes would be, against this device and
  * its guest RAM), then ops->restore with the device's dev_state (s->dev_len

@@ -406,6 +406,29 @@ out:
 	return ret;
 }
 
+int virtq_unpop(struct virtq *q)
+{
+	struct virtq_avail *avail;
+	uint16_t head;
+	int ret = -EINVAL;
+
+	/* last_avail - next_used counts the chains popped and not pushed:
+	 * the only ones that can be given back. */
+	if (!q->ready || q->broken || q->last_avail == q->next_used)
+		goto out;
+	q->last_avail--;
+	if (virtq_checking) {
+		avail = virtq_avail_ring(q);
+		head = avail ? __atomic_load_n(&avail->ring[q->last_avail & (q->size - 1)],
+					       __ATOMIC_RELAXED) : UINT16_MAX;
+		if (head < q->size)
+			q->popped[head] = NULL;
+	}
+	ret = 0;
+out:
+	return ret;
+}
+
 int virtq_push(struct virtq *q, uint16_t head, uint32_t len)
 {
 	struct virtq_used *used;

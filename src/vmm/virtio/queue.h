@@ -84,6 +84,14 @@ void virtq_reset(struct virtq *q);
 int virtq_pop(struct virtq *q, struct virtq_chain *c);
 /* Return chain head to the driver with len bytes written. 0 or -errno. */
 int virtq_push(struct virtq *q, uint16_t head, uint32_t len);
+/*
+ * Give back the chain popped last and not pushed: the next virtq_pop() reads
+ * the same avail ring slot again (a device that held a popped chain across a
+ * snapshot; the restored queue is one past it). Only when a chain is
+ * outstanding (popped and not yet pushed: last_avail != next_used); 0, or
+ * -EINVAL when none is or the queue is not running.
+ */
+int virtq_unpop(struct virtq *q);
 /* After a batch of pushes: does the driver want an interrupt for them? */
 bool virtq_need_interrupt(struct virtq *q);
 

@@ -61,9 +61,11 @@ static int vrng_notify(void *dev, struct virtq *q, unsigned qidx)
 }
 
 /* No state beyond the transport's. */
-static int vrng_restore(void *dev, const void *buf, size_t len, char *why, size_t whylen)
+static int vrng_restore(void *dev, struct virtq *queues, const void *buf, size_t len, char *why,
+			size_t whylen)
 {
 	(void)dev;
+	(void)queues;
 	(void)buf;
 	if (len == 0)
 		return 0;

@@ -221,9 +221,14 @@ struct virtio_dev_ops {
 	 * lock with the vCPUs paused. Optional: without it nothing is saved. */
 	int (*save)(void *dev, void *buf, size_t cap);
 	/* Restore: what save wrote (len bytes, from an untrusted file) checked
-	 * against this device's new backend and applied. 0, or -errno with a
-	 * one-line why. Optional: a device without it cannot be restored. */
-	int (*restore)(void *dev, const void *buf, size_t len, char *why, size_t whylen);
+	 * against this device's new backend and applied. queues: the device's
+	 * queues (num_queues entries), already restored and checked by the
+	 * transport, ready or not; a device that held a popped chain at the
+	 * save gives it back here (virtq_unpop). Called under the transport's
+	 * lock before any device thread starts. 0, or -errno with a one-line
+	 * why. Optional: a device without it cannot be restored. */
+	int (*restore)(void *dev, struct virtq *queues, const void *buf, size_t len, char *why,
+		       size_t whylen);
 };
 
 #endif

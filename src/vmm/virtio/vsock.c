@@ -1275,6 +1275,79 @@ static void vsock_reset(void *dev)
 	vsock_kick(v);
 }
 
+/*
+ * Snapshots. Connections are not saved: their host ends are this VMM's fds.
+ * What is saved is the guest's CID, and whether the event thread held a
+ * popped rx chain: the rx queue's indexes say it was taken, so a restore
+ * must give it back or the guest's buffer is lost for good.
+ */
+struct vsock_saved {
+	uint64_t guest_cid;
+	uint32_t rx_held;
+	uint8_t pad[4];
+};
+
+_Static_assert(sizeof(struct vsock_saved) == 16, "vsock_saved layout");
+
+static int vsock_save(void *dev, void *buf, size_t cap)
+{
+	const struct vsock *v = dev;
+	struct vsock_saved s;
+
+	if (cap < sizeof(s))
+		return -ENOSPC;
+	memset(&s, 0, sizeof(s));
+	s.guest_cid = v->guest_cid;
+	/* A reset since the event thread last ran (seen_gen behind) made the
+	 * held chain stale: the queues it came from are gone. */
+	s.rx_held = v->rx_held && v->seen_gen == v->reset_gen;
+	memcpy(buf, &s, sizeof(s));
+	return (int)sizeof(s);
+}
+
+/*
+ * The same CID (the guest's sockets are bound to it), the held rx chain
+ * given back to the restored rx queue, and a transport reset: every
+ * connection the guest had belonged to the other VMM's host side.
+ */
+static int vsock_restore(void *dev, struct virtq *queues, const void *buf, size_t len,
+			 char *why, size_t whylen)
+{
+	static const uint8_t zero[sizeof(((struct vsock_saved *)0)->pad)];
+	struct vsock *v = dev;
+	struct vsock_saved s;
+	int ret = -EINVAL;
+
+	if (len != sizeof(s)) {
+		snprintf(why, whylen, "virtio-vsock: its saved state is %zu bytes, not %zu", len,
+			 sizeof(s));
+		goto out;
+	}
+	memcpy(&s, buf, sizeof(s));
+	if (s.rx_held > 1 || memcmp(s.pad, zero, sizeof(zero))) {
+		snprintf(why, whylen, "virtio-vsock: its saved state has unknown bits");
+		goto out;
+	}
+	if (s.guest_cid != v->guest_cid) {
+		snprintf(why, whylen, "virtio-vsock: the snapshot's guest CID is %llu, the new "
+			 "device's %llu", (unsigned long long)s.guest_cid,
+			 (unsigned long long)v->guest_cid);
+		goto out;
+	}
+	/* A queue reset or not running since: nothing is held any more. */
+	if (s.rx_held && virtq_is_ready(&queues[VSOCK_RXQ]) &&
+	    virtq_unpop(&queues[VSOCK_RXQ])) {
+		snprintf(why, whylen, "virtio-vsock: a held rx buffer is not outstanding in its "
+			 "queue");
+		goto out;
+	}
+	v->rx_held = false;
+	vsock_transport_reset(v);
+	ret = 0;
+out:
+	return ret;
+}
+
 const struct virtio_dev_ops vsock_ops = {
 	.name = "vsock",
 	.device_id = VIRTIO_ID_VSOCK,
@@ -1285,6 +1358,8 @@ const struct virtio_dev_ops vsock_ops = {
 	.activate = vsock_activate,
 	.notify = vsock_notify,
 	.reset = vsock_reset,
+	.save = vsock_save,
+	.restore = vsock_restore,
 };
 
 /* ---- create, start, stop, free ---- */
