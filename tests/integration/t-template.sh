@@ -35,7 +35,7 @@ expect_match "no cache directory at all: says what to set" 'set KILN_CACHE' "$ou
 # ---- a template made ------------------------------------------------------
 mark="kiln-warm-$$-$RANDOM"
 "$KILN" template create t1 --image "$work/tiny.img" --cpus 2 --mem 128 --disk 64 \
-    -- sh -c "echo $mark > /root/warm.txt && sync && echo warmed" >"$work/out" 2>"$work/err"
+    -- sh -c "echo $mark > /root/warm.txt && sync && mkdir -p /run/pat && mount -t tmpfs -o size=72m pat /run/pat && dd if=/dev/urandom of=/run/pat/p bs=1M count=64 2>/dev/null && md5sum /run/pat/p > /root/pat.md5 && echo warmed" >"$work/out" 2>"$work/err"
 rc=$?
 expect_eq "create t1: exit 0" 0 "$rc"
 expect_eq "create t1: the warm-up's output is shown" warmed "$(cat "$work/out")"
@@ -52,6 +52,7 @@ expect_match "the state file: where vCPU 1 was (its GS base: a kernel per-CPU ar
 expect_eq "the memory file is the guest RAM's size" $((128 << 20)) "$(stat -c %s "$tdir/t1/mem")"
 alloc=$(( $(stat -c %b "$tdir/t1/mem") * $(stat -c %B "$tdir/t1/mem") ))
 check "the memory file is sparse ($((alloc >> 20)) MiB allocated of 128)" test "$alloc" -lt $((128 << 20))
+check "the memory file holds the 64 MiB pattern ($((alloc >> 20)) MiB allocated)" test "$alloc" -ge $((64 << 20))
 check "the guest RAM holds the warm-up's file (page cache)" grep -q -a "$mark" "$tdir/t1/mem"
 expect_eq "the scratch disk is the --disk size" $((64 << 20)) "$(stat -c %s "$tdir/t1/scratch")"
 check "the scratch disk holds the warm-up's file" grep -q -a "$mark" "$tdir/t1/scratch"
@@ -76,11 +77,14 @@ probe='cat /root/warm.txt; cat /run/kiln/sandbox-id; hostname
 head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"; echo
 cat /proc/sys/kernel/random/boot_id; date +%s
 ls /root/clone.txt 2>/dev/null || echo no-clone-file
-echo "$1" > /root/clone.txt && sync && cat /root/clone.txt'
+echo "$1" > /root/clone.txt && sync && cat /root/clone.txt
+md5sum /run/pat/p | cmp -s - /root/pat.md5 && echo pattern-same || echo pattern-differs
+a=$(cut -d" " -f1 /proc/uptime); sleep 1; b=$(cut -d" " -f1 /proc/uptime); echo "$a $b"'
 for c in a b; do
-    host_t=$(date +%s)
-    "$KILN" run --template t1 --json -- sh -c "$probe" clone "clone-$c" >"$work/c$c" 2>"$work/c$c.err"
+    host_t0=$(date +%s)
+    "$KILN" run --template t1 --json --console "$work/console.$c" -- sh -c "$probe" clone "clone-$c" >"$work/c$c" 2>"$work/c$c.err"
     rc=$?
+    host_t1=$(date +%s)
     expect_eq "clone $c: exit 0" 0 "$rc"
     [ "$rc" = 0 ] || sed 's/^/# /' "$work/c$c.err"
     mapfile -t L < "$work/c$c"
@@ -89,16 +93,50 @@ for c in a b; do
     expect_match "clone $c: --json reports that sandbox id" "\"sandbox_id\": *\"${L[1]}\"" "$(tail -1 "$work/c$c.err")"
     expect_eq "clone $c: its hostname comes from its id" "sb-${L[1]: -32:12}" "${L[2]}"
     expect_match "clone $c: 32 bytes from /dev/urandom" '^[0-9a-f]{64}$' "${L[3]}"
-    d=$(( ${L[5]:-0} - host_t )); d=${d#-}
-    check "clone $c: the guest's clock is the host's (off by ${d} s)" test "$d" -le 2
+    age=$(( host_t0 - $(stat -c %Y "$tdir/t1/state") ))
+    check "clone $c: the guest's clock is the host's, template saved ${age} s before (guest ${L[5]}, host ${host_t0}..${host_t1})" \
+        test "${L[5]:-0}" -ge $((host_t0 - 1)) -a "${L[5]:-0}" -le $((host_t1 + 1))
     expect_eq "clone $c: no sibling's file" no-clone-file "${L[6]}"
     expect_eq "clone $c: its own write reads back" "clone-$c" "${L[7]}"
+    expect_eq "clone $c: the 64 MiB pattern in guest RAM is the warm-up's" pattern-same "${L[8]}"
+    read -r u0 u1 <<< "${L[9]}"
+    check "clone $c: sleep 1 takes about 1 s of guest uptime (${u0:-?} -> ${u1:-?})" \
+        awk -v a="${u0:-0}" -v b="${u1:-0}" 'BEGIN { exit !(b - a >= 0.95 && b - a < 5) }'
+    check "clone $c: no soft lockup or RCU stall in the guest's log" \
+        sh -c "! grep -qiE 'soft lockup|rcu.*stall' '$work/console.$c'"
     eval "id_$c=\${L[1]} host_$c=\${L[2]} rnd_$c=\${L[3]} boot_$c=\${L[4]}"
 done
 check "the clones' sandbox ids differ" test "$id_a" != "$id_b"
 check "the clones' hostnames differ" test "$host_a" != "$host_b"
 check "the clones' first /dev/urandom bytes differ" test "$rnd_a" != "$rnd_b"
 check "the clones' boot ids differ" test "$boot_a" != "$boot_b"
+# 18 more (20 in all): every clone's id, hostname, first urandom bytes and boot id its own.
+for i in $(seq 3 20); do
+    "$KILN" run --template t1 -- sh -c 'cat /run/kiln/sandbox-id; hostname; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"; echo; cat /proc/sys/kernel/random/boot_id' \
+        >"$work/u$i" 2>"$work/u$i.err" || sed 's/^/# /' "$work/u$i.err"
+done
+printf '%s\n' "$id_a" "$host_a" "$rnd_a" "$boot_a" > "$work/u1"
+printf '%s\n' "$id_b" "$host_b" "$rnd_b" "$boot_b" > "$work/u2"
+for k in 1 2 3 4; do
+    what=$(echo "sandbox ids|hostnames|first 32 bytes of /dev/urandom|boot ids" | cut -d'|' -f$k)
+    n=$(for i in $(seq 1 20); do sed -n "${k}p" "$work/u$i"; done | grep . | sort -u | wc -l)
+    expect_eq "20 clones: 20 different $what" 20 "$n"
+done
+# An idle clone's VMM: what it has of its own (not shared with the page cache
+# of the template's memory file) is at most 10 % of its 128 MiB.
+coproc IDLE { "$KILN" run --template t1 -- sh -c 'echo up; exec sleep 120' 2>&1; }
+read -r -t 120 up <&"${IDLE[0]}"
+expect_eq "an idle clone: up" up "$up"
+sleep 2
+priv=0
+for pid in $(pgrep -x kiln-vmm); do
+    kb=$(awk '/^Private_(Clean|Dirty):/ { s += $2 } END { print s + 0 }' "/proc/$pid/smaps_rollup" 2>/dev/null)
+    rss=$(awk '/^Rss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null)
+    [ "${rss:-0}" -gt 4096 ] && priv=$kb
+done
+check "an idle clone's private memory: $((priv / 1024)) MiB of 128 (at most 10 %)" test "$priv" -gt 0 -a "$priv" -le $((128 * 1024 / 10))
+kill "$IDLE_PID" 2>/dev/null; wait "$IDLE_PID" 2>/dev/null
+for _ in $(seq 100); do pgrep -x kiln-vmm >/dev/null || break; sleep 0.2; done
 expect_eq "the template's files are unchanged by its clones" "$before" "$(sum_t1)"
 out=$(echo from-stdin | "$KILN" run --template t1 -- cat 2>&1); rc=$?
 expect_eq "a clone: stdin reaches its command" "0 from-stdin" "$rc $out"

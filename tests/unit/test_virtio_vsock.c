@@ -1346,6 +1346,7 @@ static void test_transport_reset(void **state)
 	const uint64_t ev = 0x38000;
 	struct t *t = t_new(0, false);
 	struct virtq_used_elem u;
+	struct pkt p;
 	struct gc c;
 	uint64_t end;
 	uint32_t id;
@@ -1384,8 +1385,19 @@ static void test_transport_reset(void **state)
 	assert_int_equal(*(uint8_t *)fake_ptr(&t->g, ev + 20, 1), 0xee); /* nothing past it */
 	assert_int_equal(*(uint8_t *)fake_ptr(&t->g, ev + 32, 1), 0xee); /* the spare one untouched */
 
+	/* Until the guest reads its CID again (its driver's first step on the
+	 * event, before it resets its sockets), a new connection's request
+	 * waits: that reset must not catch it. Then it goes out. */
+	fd = h_connect(t->path);
+	h_write(fd, "CONNECT 501\n", 12);
+	t_no_packet(t, 200);
+	(void)fake_rd(&t->g, 0x100); /* virtio-mmio config space: the CID */
+	t_recv(t, &p);
+	assert_int_equal(p.h.op, OP_REQUEST);
+	assert_int_equal(p.h.dst_port, 501);
+	close(fd);
 	/* The device goes on: a new connection works. */
-	fd = t_host_connect(t, &c, 501, NULL);
+	fd = t_host_connect(t, &c, 502, NULL);
 	close(fd);
 	t_free(t);
 }
@@ -1522,6 +1534,7 @@ static void test_snapshot_restore(void **state)
 	fake_notify(&t->g, 2);
 	assert_true(t_wait_used(t, &t->evq, 0, T_WAIT_MS));
 	assert_int_equal(fake_used_elem(&t->g, &t->evq, 0).len, 4);
+	(void)fake_rd(&t->g, 0x100); /* the guest's driver reads its CID again */
 	{
 		/* The held chain is the one the next packet lands in. */
 		struct virtq_avail *a = fake_ptr(&t->g, t->rxq.avail, 4 + 2ULL * RXQ_SIZE);

@@ -154,6 +154,11 @@ struct vsock {
 	bool busy;			/* work left over: poll again without sleeping */
 	bool rx_held;			/* rx_chain was popped and not yet used */
 	bool reset_event_owed;		/* the guest is to be told: transport reset */
+	/* The reset event was delivered and the guest has not yet read its
+	 * CID again (its driver does that first, then resets its connected
+	 * sockets): nothing goes to the guest's rx queue until it has, so a
+	 * new connection's request is never caught by that reset. */
+	bool reset_unacked;
 	int nevs;
 	struct epoll_event evs[VSOCK_EVENTS];
 	struct virtq_chain rx_chain, tx_chain;
@@ -487,6 +492,7 @@ static void vsock_drop_all(struct vsock *v)
 			vsock_conn_kill(v, v->slots[i], false);
 	v->rst_len = 0;
 	v->rx_held = false;
+	v->reset_unacked = false;
 }
 
 /*
@@ -1182,6 +1188,7 @@ static int vsock_evq(struct vsock *v, struct virtq *q)
 		} else {
 			virtq_chain_write(&ch, 0, &id, sizeof(id));
 			v->reset_event_owed = false;
+			v->reset_unacked = true;
 			ret = virtq_push(q, ch.head, sizeof(id));
 		}
 		if (ret < 0)
@@ -1222,7 +1229,7 @@ static int vsock_work(void *arg, struct virtq *queues)
 		ret = vsock_evq(v, &queues[VSOCK_EVQ]);
 		if (!ret)
 			ret = vsock_tx(v, &queues[VSOCK_TXQ]);
-		if (!ret)
+		if (!ret && !v->reset_unacked)
 			ret = vsock_rx(v, &queues[VSOCK_RXQ]);
 	}
 	vsock_reap(v);
@@ -1246,8 +1253,14 @@ static void vsock_loop(void *arg)
 
 static void vsock_config_read(void *dev, uint32_t off, void *data, uint32_t len)
 {
-	const struct vsock *v = dev;
+	struct vsock *v = dev;
 	uint64_t cid = v->guest_cid;
+
+	/* After a transport reset: the guest's driver is handling the event. */
+	if (v->reset_unacked) {
+		v->reset_unacked = false;
+		vsock_kick(v);
+	}
 
 	/* The transport checked off + len <= 8. */
 	memcpy(data, (const char *)&cid + off, len);
