@@ -93,7 +93,9 @@ struct run_opts {
 	const char *template_name; /* kiln template create: save the VM after CMD */
 	const char *from_template; /* --template: restore this template instead of booting */
 	char restore_dir[PATH_MAX];
+	char auto_name[KILN_TEMPLATE_NAME_MAX + 1]; /* the machine's automatic template */
 	unsigned machine_set;	    /* MACHINE_* given on the command line */
+	bool cold;		    /* --cold: boot even when an automatic template exists */
 };
 
 /* Options a template fixes: they cannot be given with --template. */
@@ -230,7 +232,9 @@ static void print_help(void)
 	     "  --disk MiB          writable scratch disk (0: in guest RAM; default 1024)\n"
 	     "  --template NAME     restore the template NAME (kiln template ls) instead of booting:\n"
 	     "                      its image, kernel, vCPUs, memory and disk; a fresh identity\n"
-	     "  --cold              boot (the default; no automatic templates yet)\n"
+	     "  --cold              boot even when the machine has an automatic template (kiln\n"
+	     "                      template create --auto): without --template or --cold, a run\n"
+	     "                      restores that one when its kernel, image and machine match\n"
 	     "  --timeout SEC       the whole run's deadline (boot to teardown): destroy the VM, exit 124\n"
 	     "  -t, --tty           run CMD on a guest terminal of this terminal's size; a\n"
 	     "                      terminal stdin goes raw (Ctrl-C reaches CMD) and comes back as\n"
@@ -406,6 +410,9 @@ static int check_net_opts(const struct run_opts *o)
 	return 0;
 }
 
+static int take_template(struct run_opts *o, const char *dir, const char *name,
+			 const struct kiln_template_info *t);
+
 /*
  * --template NAME: the machine is the template's (its image, kernel,
  * initramfs, vCPUs, memory and disk), so none of those may be given; a
@@ -417,10 +424,7 @@ static int use_template(struct run_opts *o)
 	static const char *const names[] = { "--image", "--cpus", "--mem", "--disk", "--kernel",
 					     "--initrd" };
 	struct kiln_template_info t;
-	const struct kiln_template_file *files[3] = { &t.kernel, &t.initrd, &t.image };
-	static const char *const what[3] = { "kernel", "initramfs", "image" };
 	char dir[PATH_MAX], why[512];
-	int n;
 
 	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (o->machine_set & (1u << i))
@@ -432,20 +436,54 @@ static int use_template(struct run_opts *o)
 		fprintf(stderr, "kiln run: %s\n", why);
 		return EXIT_USAGE;
 	}
+	return take_template(o, dir, o->from_template, &t);
+}
+
+/* The machine of template name (t, in the cache dir; refused when stale)
+ * becomes the run's. */
+static int take_template(struct run_opts *o, const char *dir, const char *name,
+			 const struct kiln_template_info *t)
+{
+	const struct kiln_template_file *files[3] = { &t->kernel, &t->initrd, &t->image };
+	static const char *const what[3] = { "kernel", "initramfs", "image" };
+	int n;
+
 	for (unsigned i = 0; i < 3; i++)
 		if (!kiln_template_file_current(files[i]))
 			return usage_error("template '%s' is stale: its %s %s changed since it was made (kiln template rm %s, then create it again)",
-					   o->from_template, what[i], files[i]->path, o->from_template);
-	n = snprintf(o->restore_dir, sizeof(o->restore_dir), "%s/%s", dir, o->from_template);
+					   name, what[i], files[i]->path, name);
+	n = snprintf(o->restore_dir, sizeof(o->restore_dir), "%s/%s", dir, name);
 	if (n < 0 || (size_t)n >= sizeof(o->restore_dir))
 		return usage_error("the template cache's path is too long");
-	snprintf(o->image, sizeof(o->image), "%s", t.image.path);
-	snprintf(o->kernel, sizeof(o->kernel), "%s", t.kernel.path);
-	snprintf(o->initrd, sizeof(o->initrd), "%s", t.initrd.path);
-	o->cpus = t.cpus;
-	o->mem_mib = t.mem_mib;
-	o->disk_mib = t.disk_mib;
+	snprintf(o->image, sizeof(o->image), "%s", t->image.path);
+	snprintf(o->kernel, sizeof(o->kernel), "%s", t->kernel.path);
+	snprintf(o->initrd, sizeof(o->initrd), "%s", t->initrd.path);
+	o->cpus = t->cpus;
+	o->mem_mib = t->mem_mib;
+	o->disk_mib = t->disk_mib;
 	return 0;
+}
+
+/*
+ * Without --template or --cold: the machine's automatic template (kiln
+ * template create --auto), when there is one and it is current, is restored
+ * instead of a boot. Anything amiss (none, damaged, stale): a boot, silently.
+ */
+static void pick_auto(struct run_opts *o)
+{
+	struct kiln_template_info t;
+	char dir[PATH_MAX], why[512];
+
+	if (kiln_template_dir(dir, sizeof(dir)) ||
+	    kiln_template_auto_name(o->kernel, o->initrd, o->image, o->cpus, o->mem_mib,
+				    o->disk_mib, o->auto_name, sizeof(o->auto_name)) ||
+	    kiln_template_info_load(dir, o->auto_name, &t, why, sizeof(why)) ||
+	    t.cpus != o->cpus || t.mem_mib != o->mem_mib || t.disk_mib != o->disk_mib ||
+	    !kiln_template_file_current(&t.kernel) || !kiln_template_file_current(&t.initrd) ||
+	    !kiln_template_file_current(&t.image))
+		return;
+	if (take_template(o, dir, o->auto_name, &t) == 0)
+		o->from_template = o->auto_name;
 }
 
 static int parse_opts(struct run_opts *o, int argc, char **argv, const char *self)
@@ -608,7 +646,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 			o->from_template = optarg;
 			break;
 		case O_COLD:
-			/* Boot, never restore: the only way today (no automatic templates). */
+			o->cold = true;
 			break;
 		case O_CPU_QUOTA:
 			if (parse_u64(optarg, 1, 100ULL * 1024, &v))
@@ -675,6 +713,17 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		return usage_error("kiln-vmm %s is missing (make)", o->vmm);
 	if (o->from_template && o->template_name)
 		return usage_error("kiln template create makes a template from a boot: no --template");
+	if (o->template_name && !strcmp(o->template_name, KILN_TEMPLATE_AUTO)) {
+		/* What every later plain run of this machine starts from: a clean boot. */
+		if (o->nput)
+			return usage_error("kiln template create --auto takes no --put (every run of this machine would get the files)");
+		if (kiln_template_auto_name(o->kernel, o->initrd, o->image, o->cpus, o->mem_mib,
+					    o->disk_mib, o->auto_name, sizeof(o->auto_name)))
+			return usage_error("cannot name the automatic template (kernel, initramfs or image unreadable)");
+		o->template_name = o->auto_name;
+	} else if (!o->template_name && !o->from_template && !o->cold && !o->nallow) {
+		pick_auto(o);
+	}
 	if (o->from_template && o->nallow)
 		return usage_error("--allow cannot be used with --template: a template has no network device");
 	/* A template holds no open connections: no network, no terminal. */
@@ -955,6 +1004,10 @@ static void print_json(const struct run_opts *o, const struct run_state *st, int
 			      "get", (json_int_t)get_bytes,
 			      "vm", "cpus", (int)o->cpus, "mem_mib", (json_int_t)o->mem_mib,
 			      "disk_mib", (json_int_t)o->disk_mib, "image", o->image);
+	/* Restored from a template (which one), or booted (null). */
+	if (j)
+		json_object_set_new(json_object_get(j, "vm"), "template",
+				    o->from_template ? json_string(o->from_template) : json_null());
 	char *s;
 
 	if (!j)

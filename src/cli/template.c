@@ -24,6 +24,7 @@
 
 static const char usage_text[] =
 	"usage: kiln template create NAME [kiln run OPTIONS] [-- CMD [ARGS...]]\n"
+	"       kiln template create --auto [kiln run OPTIONS]\n"
 	"       kiln template ls\n"
 	"       kiln template rm NAME...\n"
 	"create boots a microVM as `kiln run` does (--image, --cpus, --mem, --disk, -e, --put\n"
@@ -32,6 +33,9 @@ static const char usage_text[] =
 	"template NAME in the template cache ($KILN_CACHE/templates, else\n"
 	"$XDG_CACHE_HOME/kiln/templates or ~/.cache/kiln/templates). A template has no\n"
 	"network device (no --allow). NAME: 1 to 63 of [a-z0-9_-].\n"
+	"--auto saves a clean boot (no warm-up, no --put) as the machine's automatic\n"
+	"template, auto-<hash of kernel, initramfs, image, vCPUs, memory, disk>: a later\n"
+	"`kiln run` of the same machine restores it instead of booting (--cold: boots).\n"
 	"ls lists the templates; \"stale\" means its kernel, initramfs or image changed since.\n";
 
 static int bad_name(const char *name)
@@ -66,8 +70,19 @@ static int template_create(int argc, char **argv, const char *self)
 		return EXIT_USAGE;
 	}
 	name = argv[2];
-	if (!kiln_template_name_ok(name))
+	if (!strcmp(name, "--auto")) {
+		/* The machine's automatic template (kiln run restores it without
+		 * --template): a clean boot, no warm-up; named by the machine. */
+		for (int i = 3; i < argc; i++)
+			if (!strcmp(argv[i], "--") && i != argc - 1 &&
+			    !(i == argc - 2 && !strcmp(argv[i + 1], "true"))) {
+				fprintf(stderr, "kiln template create --auto: an automatic template has no warm-up command\n");
+				return EXIT_USAGE;
+			}
+		name = KILN_TEMPLATE_AUTO;
+	} else if (!kiln_template_name_ok(name)) {
 		return bad_name(name);
+	}
 	if ((ret = get_dir(dir, sizeof(dir))))
 		return ret;
 	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path)) {

@@ -54,6 +54,41 @@ int kiln_template_file_stat(struct kiln_template_file *f, const char *path)
 	return 0;
 }
 
+/* FNV-1a, 64 bits: a cache key, not a defence (the files are the user's). */
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+int kiln_template_auto_name(const char *kernel, const char *initrd, const char *image,
+			    unsigned cpus, uint64_t mem_mib, uint64_t disk_mib, char *out,
+			    size_t len)
+{
+	const char *paths[3] = { kernel, initrd, image };
+	const uint64_t machine[3] = { cpus, mem_mib, disk_mib };
+	struct kiln_template_file f;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	int ret;
+
+	for (unsigned i = 0; i < 3; i++) {
+		ret = kiln_template_file_stat(&f, paths[i]);
+		if (ret)
+			return ret;
+		h = fnv1a(h, f.path, strlen(f.path) + 1);
+		h = fnv1a(h, &f.size, sizeof(f.size));
+		h = fnv1a(h, &f.mtime_ns, sizeof(f.mtime_ns));
+	}
+	h = fnv1a(h, machine, sizeof(machine));
+	ret = snprintf(out, len, KILN_TEMPLATE_AUTO_PREFIX "%016llx", (unsigned long long)h);
+	return ret < 0 || (size_t)ret >= len ? -ENAMETOOLONG : 0;
+}
+
 bool kiln_template_file_current(const struct kiln_template_file *f)
 {
 	struct kiln_template_file now;

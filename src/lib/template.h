@@ -53,6 +53,19 @@ struct kiln_template_info {
 	char warmup[1024];		/* the warm-up command, words joined by ' ' */
 };
 
+/* kiln template create --auto: the name run.c turns into the machine's
+ * automatic template name (it is not a valid name, so it cannot clash). */
+#define KILN_TEMPLATE_AUTO "@auto"
+#define KILN_TEMPLATE_AUTO_PREFIX "auto-"
+
+/* The automatic template of a machine: "auto-" and 16 hex digits of a hash
+ * over the kernel, initramfs and image (path, size, mtime) and the vCPUs,
+ * memory and disk. A rebuilt kernel or image gives another name, so `kiln
+ * run` never restores a stale one. 0, or -errno when a file cannot be stat'ed. */
+int kiln_template_auto_name(const char *kernel, const char *initrd, const char *image,
+			    unsigned cpus, uint64_t mem_mib, uint64_t disk_mib, char *out,
+			    size_t len);
+
 /* Fill f from path's stat; -errno. */
 int kiln_template_file_stat(struct kiln_template_file *f, const char *path);
 /* Does f still describe the file at its path (same size and mtime)? */

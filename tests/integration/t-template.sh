@@ -149,8 +149,26 @@ expect_eq "--template with --allow: exit 2" 2 "$rc"
 "$KILN" run --template nope -- true 2>"$work/e"; rc=$?
 expect_eq "--template of a template that is not there: exit 2" 2 "$rc"
 check "--template of a template that is not there: one line" grep -q "no template 'nope'" "$work/e"
+
+# ---- the machine's automatic template ------------------------------------------
+m=(--image "$work/tiny.img" --cpus 1 --mem 128 --disk 32)
+"$KILN" template create --auto "${m[@]}" -- sh -c 'echo no' 2>"$work/e"; rc=$?
+expect_eq "create --auto with a warm-up: exit 2" 2 "$rc"
+check "create --auto with a warm-up: one line" one_line "$work/e"
+"$KILN" template create --auto "${m[@]}" >/dev/null 2>"$work/e"; rc=$?
+expect_eq "create --auto: exit 0" 0 "$rc"
+auto=$(ls "$tdir" | grep '^auto-')
+expect_match "create --auto: named auto-<16 hex>" '^auto-[0-9a-f]{16}$' "$auto"
+out=$("$KILN" run "${m[@]}" --json -- cat /run/kiln/sandbox-id 2>"$work/e"); rc=$?
+expect_eq "a plain run of that machine: exit 0" 0 "$rc"
+expect_match "a plain run of that machine: restored from $auto" "\"template\": *\"$auto\"" "$(tail -1 "$work/e")"
+expect_match "a plain run of that machine: its own sandbox id" "\"sandbox_id\": *\"$out\"" "$(tail -1 "$work/e")"
+"$KILN" run "${m[@]}" --cold --json -- true 2>"$work/e"; rc=$?
+expect_eq "--cold: exit 0" 0 "$rc"
+expect_match "--cold: booted, no template" '"template": *null' "$(tail -1 "$work/e")"
 touch "$work/tiny.img"
 expect_match "ls after the image changed: stale" "t1 .* stale \(image changed\)" "$("$KILN" template ls 2>&1)"
+expect_match "ls after the image changed: the automatic one stale too" "$auto .* stale \(image changed\)" "$("$KILN" template ls 2>&1)"
 "$KILN" run --template t1 -- true 2>"$work/e"; rc=$?
 expect_eq "run --template of a stale template: exit 2" 2 "$rc"
 check "run --template of a stale template: says so" grep -q "template 't1' is stale: its image" "$work/e"
@@ -177,6 +195,7 @@ mkdir -p "$tdir/.new-t3.999999999.abcdef" && touch "$tdir/.new-t3.999999999.abcd
 "$KILN" template ls >/dev/null 2>&1
 check "a dead creator's staging directory is swept" test ! -e "$tdir/.new-t3.999999999.abcdef"
 
+"$KILN" template rm "$auto" 2>/dev/null
 "$KILN" template rm t1; rc=$?
 expect_eq "rm t1: exit 0" 0 "$rc"
 check "rm t1: gone" test ! -e "$tdir/t1"

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -295,6 +296,50 @@ static void test_file_current(void **state)
 	assert_int_equal(kiln_template_file_stat(&f, p), -ENOENT);
 }
 
+/* The automatic template's name: the same machine, the same name; a
+ * rebuilt file (mtime) or another vCPU/memory/disk count, another name. */
+static void test_auto_name(void **state)
+{
+	char k[PATH_MAX + 8], i[PATH_MAX + 8], img[PATH_MAX + 8];
+	char a[64], b[64], c[64];
+	struct timespec ts[2] = { { .tv_sec = 1000000000, .tv_nsec = 0 },
+				  { .tv_sec = 1000000000, .tv_nsec = 0 } };
+	const char *const files[3] = { k, i, img };
+
+	snprintf(k, sizeof(k), "%s/vmlinux", g_tmp);
+	snprintf(i, sizeof(i), "%s/initrd", g_tmp);
+	snprintf(img, sizeof(img), "%s/img", g_tmp);
+	for (unsigned n = 0; n < 3; n++) {
+		FILE *f = fopen(files[n], "w");
+
+		assert_non_null(f);
+		fputs("x", f);
+		fclose(f);
+		assert_int_equal(utimensat(AT_FDCWD, files[n], ts, 0), 0);
+	}
+	assert_int_equal(kiln_template_auto_name(k, i, img, 1, 128, 64, a, sizeof(a)), 0);
+	assert_int_equal(strlen(a), 5 + 16);
+	assert_int_equal(strncmp(a, "auto-", 5), 0);
+	assert_true(kiln_template_name_ok(a));
+	assert_int_equal(kiln_template_auto_name(k, i, img, 1, 128, 64, b, sizeof(b)), 0);
+	assert_string_equal(a, b);
+	assert_int_equal(kiln_template_auto_name(k, i, img, 2, 128, 64, c, sizeof(c)), 0);
+	assert_string_not_equal(a, c);
+	assert_int_equal(kiln_template_auto_name(k, i, img, 1, 256, 64, c, sizeof(c)), 0);
+	assert_string_not_equal(a, c);
+	assert_int_equal(kiln_template_auto_name(k, i, img, 1, 128, 0, c, sizeof(c)), 0);
+	assert_string_not_equal(a, c);
+	ts[1].tv_nsec = 1; /* the image rebuilt: another mtime */
+	assert_int_equal(utimensat(AT_FDCWD, img, ts, 0), 0);
+	assert_int_equal(kiln_template_auto_name(k, i, img, 1, 128, 64, c, sizeof(c)), 0);
+	assert_string_not_equal(a, c);
+	assert_int_equal(kiln_template_auto_name(k, i, "/nonexistent/img", 1, 128, 64, c, sizeof(c)),
+			 -ENOENT);
+	assert_int_equal(kiln_template_auto_name(k, i, img, 1, 128, 64, c, 8), -ENAMETOOLONG);
+	for (unsigned n = 0; n < 3; n++)
+		unlink(files[n]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -306,6 +351,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_sparse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_current, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auto_name, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
