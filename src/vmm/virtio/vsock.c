@@ -62,6 +62,7 @@
 #define VSOCK_ACCEPT_BATCH 16
 #define VSOCK_TICK_MS 100		/* timeout granularity */
 #define VSOCK_ACCEPT_PAUSE_MS 100	/* after accept() ran out of fds */
+#define VSOCK_RESET_ACK_MS 1000		/* longest rx hold after a transport reset */
 /* Tell the guest about freed buffer space once this much is freed, or once
  * the space it knows about falls below it. */
 #define VSOCK_CREDIT_STEP (VSOCK_BUF_ALLOC / 4)
@@ -159,6 +160,7 @@ struct vsock {
 	 * sockets): nothing goes to the guest's rx queue until it has, so a
 	 * new connection's request is never caught by that reset. */
 	bool reset_unacked;
+	uint64_t reset_ack_by;		/* the hold ends then, read or not (a driver that never does) */
 	int nevs;
 	struct epoll_event evs[VSOCK_EVENTS];
 	struct virtq_chain rx_chain, tx_chain;
@@ -1188,7 +1190,8 @@ static int vsock_evq(struct vsock *v, struct virtq *q)
 		} else {
 			virtq_chain_write(&ch, 0, &id, sizeof(id));
 			v->reset_event_owed = false;
-			v->reset_unacked = true;
+			__atomic_store_n(&v->reset_unacked, true, __ATOMIC_RELAXED);
+			v->reset_ack_by = v->now + VSOCK_RESET_ACK_MS;
 			ret = virtq_push(q, ch.head, sizeof(id));
 		}
 		if (ret < 0)
@@ -1229,6 +1232,8 @@ static int vsock_work(void *arg, struct virtq *queues)
 		ret = vsock_evq(v, &queues[VSOCK_EVQ]);
 		if (!ret)
 			ret = vsock_tx(v, &queues[VSOCK_TXQ]);
+		if (v->reset_unacked && v->now >= v->reset_ack_by)
+			__atomic_store_n(&v->reset_unacked, false, __ATOMIC_RELAXED);
 		if (!ret && !v->reset_unacked)
 			ret = vsock_rx(v, &queues[VSOCK_RXQ]);
 	}
@@ -1242,7 +1247,10 @@ static void vsock_loop(void *arg)
 	int n, timeout;
 
 	while (!devthread_stopping(&v->th)) {
-		timeout = v->busy ? 0 : (v->ndeadlines || v->listen_resume) ? VSOCK_TICK_MS : -1;
+		timeout = v->busy ? 0
+			  : (v->ndeadlines || v->listen_resume ||
+			     __atomic_load_n(&v->reset_unacked, __ATOMIC_RELAXED)) ? VSOCK_TICK_MS
+										 : -1;
 		n = epoll_wait(v->epfd, v->evs, VSOCK_EVENTS, timeout);
 		v->nevs = n > 0 ? n : 0;
 		virtio_mmio_run(v->mmio, vsock_work, v);
@@ -1258,7 +1266,7 @@ static void vsock_config_read(void *dev, uint32_t off, void *data, uint32_t len)
 
 	/* After a transport reset: the guest's driver is handling the event. */
 	if (v->reset_unacked) {
-		v->reset_unacked = false;
+		__atomic_store_n(&v->reset_unacked, false, __ATOMIC_RELAXED);
 		vsock_kick(v);
 	}
 
