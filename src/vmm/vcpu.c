@@ -655,10 +655,14 @@ static bool restore_and_wait(struct vcpu *v)
 	struct vcpu_env *e = v->env;
 	char why[160];
 
+	bool last;
+
 	if (vcpu_restore(v, why, sizeof(why)))
 		stop(v, VMM_EXIT_USAGE, why);
 	pthread_mutex_lock(&e->pause_mu);
-	e->restoring--;
+	last = --e->restoring == 0;
+	if (last && e->restored && !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE))
+		e->restored(e->ctx);
 	pthread_cond_broadcast(&e->pause_cv);
 	while (e->restoring && !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE))
 		pthread_cond_wait(&e->pause_cv, &e->pause_mu);

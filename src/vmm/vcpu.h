@@ -45,6 +45,11 @@ struct vcpu_env {
 	 * until restoring (vCPUs not done yet, under pause_mu) is 0. */
 	const struct snap_file *restore;
 	unsigned restoring;
+	/* Called once (with ctx) by the vCPU thread that finished the last
+	 * restore, before its filter: every LAPIC is set, so interrupts held
+	 * back until then can be raised (one raised earlier would be wiped by
+	 * KVM_SET_LAPIC). Optional. */
+	void (*restored)(void *ctx);
 };
 
 /* The last exits of a vCPU, for the report of a triple fault. */

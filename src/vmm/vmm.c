@@ -47,6 +47,8 @@
 struct irq_line {
 	struct kvm_vm *vm;
 	unsigned gsi;
+	const bool *held;	/* the VMM's irqs_held */
+	bool owed;		/* raised while held */
 };
 
 struct vmm {
@@ -56,6 +58,7 @@ struct vmm {
 	struct io_bus pio;
 	struct io_bus mmio;
 	struct vcpu_env env;
+	bool irqs_held;			/* restoring: device interrupts wait (irq_line_pulse) */
 	struct vcpu vcpus[VCPU_MAX];
 	unsigned nvcpus;
 
@@ -99,11 +102,38 @@ struct vmm {
 	char why[160];
 };
 
+/*
+ * While a restore's vCPUs have not all set their LAPIC, an interrupt would
+ * land in a LAPIC that KVM_SET_LAPIC then overwrites, lost for good: the
+ * devices' and COM1's (owed ones raised by the restore, a device thread's
+ * first completions) are held and raised once every vCPU is restored. The second
+ * look catches a release that ran between the first and the mark; the
+ * exchange makes one of the two raise it, once.
+ */
 static void irq_line_pulse(void *opaque)
 {
 	struct irq_line *l = opaque;
 
+	if (__atomic_load_n(l->held, __ATOMIC_SEQ_CST)) {
+		__atomic_store_n(&l->owed, true, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(l->held, __ATOMIC_SEQ_CST) ||
+		    !__atomic_exchange_n(&l->owed, false, __ATOMIC_SEQ_CST))
+			return;
+	}
 	kvm_vm_irq_pulse(l->vm, l->gsi);
+}
+
+/* vcpu_env.restored: every LAPIC is set; the held interrupts go out. */
+static void irqs_release(void *ctx)
+{
+	struct vmm *v = ctx;
+
+	__atomic_store_n(&v->irqs_held, false, __ATOMIC_SEQ_CST);
+	if (__atomic_exchange_n(&v->serial_irq.owed, false, __ATOMIC_SEQ_CST))
+		kvm_vm_irq_pulse(v->serial_irq.vm, v->serial_irq.gsi);
+	for (unsigned i = 0; i < v->nvirtio; i++)
+		if (__atomic_exchange_n(&v->virtio[i].irq.owed, false, __ATOMIC_SEQ_CST))
+			kvm_vm_irq_pulse(v->virtio[i].irq.vm, v->virtio[i].irq.gsi);
 }
 
 /* First terminal event wins; every vCPU is then told to stop. */
@@ -247,7 +277,7 @@ static int add_virtio(struct vmm *v, const struct virtio_dev_ops *ops, void *dev
 	slot = &v->virtio[v->nvirtio];
 	base = VIRTIO_MMIO_BASE + v->nvirtio * VIRTIO_MMIO_STRIDE;
 	gsi = VIRTIO_GSI_FIRST + v->nvirtio;
-	*slot = (struct virtio_slot){ .ops = ops, .dev = dev, .irq = { v->vm, gsi } };
+	*slot = (struct virtio_slot){ .ops = ops, .dev = dev, .irq = { v->vm, gsi, &v->irqs_held, false } };
 	v->nvirtio++; /* the slot owns dev from here on; free_virtio() releases it */
 	ret = kvm_vm_irqfd(v->vm, gsi);
 	if (!ret)
@@ -522,7 +552,7 @@ static int register_devices(struct vmm *v)
 	uint64_t limit = v->cfg->console == CONSOLE_FILE ? CONSOLE_FILE_LIMIT : 0;
 	int ret;
 
-	v->serial_irq = (struct irq_line){ v->vm, SERIAL_COM1_IRQ };
+	v->serial_irq = (struct irq_line){ v->vm, SERIAL_COM1_IRQ, &v->irqs_held, false };
 	ret = kvm_vm_irqfd(v->vm, SERIAL_COM1_IRQ);
 	if (ret)
 		return ret;
@@ -667,7 +697,12 @@ static int open_restore(struct vmm *v, char *why, size_t whylen)
 /* The VM-wide state, every device's, COM1's; the vCPUs restore themselves. */
 static int restore_state(struct vmm *v, char *why, size_t whylen)
 {
-	int ret = restore_vm(v->restore, v->vm, why, whylen);
+	int ret;
+
+	/* Until every vCPU has set its LAPIC (vcpu_env.restored). */
+	__atomic_store_n(&v->irqs_held, true, __ATOMIC_SEQ_CST);
+	v->env.restored = irqs_release;
+	ret = restore_vm(v->restore, v->vm, why, whylen);
 
 	for (unsigned i = 0; i < v->nvirtio && !ret; i++)
 		ret = restore_virtio(v->restore, i, v->virtio[i].mmio,

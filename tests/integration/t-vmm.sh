@@ -152,20 +152,25 @@ expect_eq "control: every check of vmmctl.py ran" 40 "$nctl"
 echo "# control: VMM stderr:"; sed 's/^/#   /' "$work/ctl.out.err" 2>/dev/null | tail -n 3
 
 # --- snapshot mid-computation, then --restore: two clones of the same files -------
-# vmmctl.py restore: kiln.test=compute paused at step 8 or later, saved, the VMM
-# stopped; two clones restored at once from the files (console continues, the
-# uninterrupted result, memory file unchanged), then eight refusals (exit 2).
+# vmmctl.py restore: kiln.test=compute (with a writable disk and a vsock device,
+# as a template has) paused at step 8 or later, saved, the VMM stopped; two
+# clones restored at once from the files, each with its own copy of the
+# writable disk (console continues, the uninterrupted result, memory file
+# unchanged; clone a's vsock refuses a host CONNECT to a port nothing listens
+# on and stays up), then nine refusals (exit 2).
 nrest=0
 mkdir -p "$work/restore"
+truncate -s 4M "$work/restore/rw.img"
 timeout -s KILL 600 /usr/bin/python3 "$top/tests/integration/vmmctl.py" restore "$work/restore" \
     "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$BASE kiln.test=compute" --cpus 2 \
-    --mem 256 --drive "path=$work/ro.img,ro" > "$work/restore.tap" 2>&1
+    --mem 256 --drive "path=$work/ro.img,ro" --drive "path=$work/restore/rw.img" \
+    --vsock "$work/restore/orig.vsock" > "$work/restore.tap" 2>&1
 while read -r res desc; do
     [ "$res" = "#" ] && { echo "# $desc"; continue; }
     nrest=$((nrest + 1))
     [ "$res" = PASS ] && ok "$desc" || not_ok "$res $desc"
 done < "$work/restore.tap"
-expect_eq "restore: every check of vmmctl.py restore ran" 25 "$nrest"
+expect_eq "restore: every check of vmmctl.py restore ran" 27 "$nrest"
 for f in orig.out.err clone-a.out.err; do
     echo "# restore: $f:"; sed 's/^/#   /' "$work/restore/$f" 2>/dev/null | tail -n 3
 done

@@ -13,6 +13,7 @@ import os
 import re
 import select
 import signal
+import shutil
 import socket
 import struct
 import subprocess
@@ -331,6 +332,28 @@ def opt(argv, name, default):
     return argv[argv.index(name) + 1] if name in argv else default
 
 
+def vsock_refused(path, proc):
+    """Connect to a restored VMM's vsock socket and ask for a guest port
+    nothing listens on: True once the VMM closes the connection (the guest's
+    reset), else what went wrong."""
+    end = time.monotonic() + 120
+    while not os.path.exists(path) and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.05)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(60)
+        s.connect(path)
+        s.sendall(b"CONNECT 5000\n")
+        data = s.recv(64)
+        return True if data == b"" else f"got {data!r}"
+    except ConnectionResetError:
+        return True
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+    finally:
+        s.close()
+
+
 def restore_main():
     d, vmm, argv = sys.argv[2], sys.argv[3], sys.argv[4:]
     snap = os.path.join(d, "snap")
@@ -338,13 +361,32 @@ def restore_main():
     state, mem = os.path.join(snap, "state"), os.path.join(snap, "mem")
     orig = os.path.join(d, "orig.out")
     want_steps, want = expected_steps()
-    # The flags that describe the VM (not how it boots): a clone gets them too.
+    # The flags that describe the VM (not how it boots): a clone gets them too,
+    # and a vsock device of its own when the saved VM had one.
     shape, i = [], 0
+    vsock = opt(argv, "--vsock", None)
     while i < len(argv):
         if argv[i] in ("--cpus", "--mem", "--drive"):
             shape += argv[i:i + 2]
         i += 2 if argv[i] in ("--kernel", "--initrd", "--cmdline", "--cpus", "--mem",
-                              "--drive") else 1
+                              "--drive", "--vsock") else 1
+
+    def with_vsock(flags, name):
+        return flags + (["--vsock", os.path.join(d, name + ".vsock")] if vsock else [])
+
+    def own_disks(flags, name):
+        """flags with each writable drive a copy of its own, as libkiln gives
+        each clone a copy of the template's scratch disk taken with it."""
+        out = []
+        for j, a in enumerate(flags):
+            fields = a.split(",")
+            if j and flags[j - 1] == "--drive" and fields[0].startswith("path=") and \
+                    "ro" not in fields[1:]:
+                copy = f"{fields[0][5:]}.{name}"
+                shutil.copyfile(fields[0][5:], copy)
+                a = ",".join([f"path={copy}"] + fields[1:])
+            out.append(a)
+        return out
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fd = theirs.fileno()
     with open(orig + ".err", "wb") as err:
@@ -390,9 +432,11 @@ def restore_main():
         err = open(out + ".err", "wb")
         t0 = time.monotonic()
         p = subprocess.Popen([vmm, "--restore", snap, "--console", out, "--print-boot-time"]
-                             + shape, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=err)
+                             + with_vsock(own_disks(shape, f"clone-{name}"), f"clone-{name}"),
+                             stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=err)
         clones.append((name, out, p, err, t0))
+    refused = vsock and vsock_refused(os.path.join(d, "clone-a.vsock"), clones[0][2])
     for name, out, p, err, t0 in clones:
         try:
             rc = p.wait(240)
@@ -423,6 +467,11 @@ def restore_main():
         m = re.search(r"^KILN-RESULT (\d+)", text, re.M)
         check(f"restore: clone {name}'s result is the uninterrupted computation's ({want})",
               m is not None and int(m.group(1)) == want, m and m.group(0))
+        if vsock and name == "a":
+            check("restore: clone a's vsock takes a host CONNECT on its own socket; the "
+                  "guest (no listener on the port) refuses it and the VMM closes it, "
+                  "no fault", refused is True and "kiln-vmm: vsock:" not in errtext,
+                  f"{refused}: {errtext.strip()[-300:]}")
     check("restore: the memory file is unchanged after the clones wrote guest RAM "
           "(MAP_PRIVATE)", sha256(mem) == mem_hash)
 
@@ -461,12 +510,26 @@ def restore_main():
     nodrive = [a for j, a in enumerate(shape) if a != "--drive" and
                (j == 0 or shape[j - 1] != "--drive")]
     case("devices", extra=nodrive, pattern="virtio-blk")
-    # A state that holds virtio-vsock or virtio-net (not restorable in this
-    # slice): the last device made one in the header and its section, the
-    # checksum made right, so only the restore's own check can refuse it.
-    for tag, dev_id, name in (("vsock", 19, "virtio-vsock"), ("net", 1, "virtio-net")):
-        case(tag, fix_crc(with_device(good, dev_id)), pattern=f"has {name} (device")
+    # A state that holds virtio-net (not restorable yet): the last device made
+    # one in the header and its section, the checksum made right, so only the
+    # restore's own check can refuse it.
+    case("net", fix_crc(with_device(good, 1)), pattern="has virtio-net (device")
+    if vsock:
+        # The snapshot's vsock device, none in the new VM.
+        case("no-vsock", extra=shape, pattern="virtio-vsock in the snapshot")
+    else:
+        case("vsock", fix_crc(with_device(good, 19)), pattern="virtio-vsock in the snapshot")
+    rw = [j for j, a in enumerate(shape) if j and shape[j - 1] == "--drive" and
+          "ro" not in a.split(",")[1:]]
+    if rw:
+        # The saved writable disk offered read-only: the device's features
+        # differ, refused at the device's restore.
+        other = [a + ",ro" if j == rw[0] else a for j, a in enumerate(shape)]
+        case("rw-as-ro", extra=other, pattern="virtio-blk: the new device offers other "
+             "features")
     for tag, dd, flags, pattern in cases:
+        if tag != "no-vsock":
+            flags = with_vsock(flags, "rej")
         p = subprocess.run([vmm, "--restore", dd, "--console", "none"] + flags,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         lines = p.stderr.strip().splitlines()
