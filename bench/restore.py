@@ -19,6 +19,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILN = os.path.join(ROOT, "build/kiln")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from run import show  # noqa: E402  (bench/run.py: median, min, max of a phase)
 
 
 def kiln(args, env, *argv, timeout=300):
@@ -37,16 +39,6 @@ def kiln(args, env, *argv, timeout=300):
         return {"wall": wall}
     d["wall"] = wall
     return d
-
-
-def show(name, xs):
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        print(f"  {name:26s} no data")
-        return None
-    med = statistics.median(xs)
-    print(f"  {name:26s} median {med:9.1f} ms  min {min(xs):9.1f}  max {max(xs):9.1f}  (n={len(xs)})")
-    return med
 
 
 def rollup(pid):
