@@ -61,7 +61,7 @@ static int template_create(int argc, char **argv, const char *self)
 	const char *name;
 	int n = 0, ret, dashes = -1;
 
-	if (argc < 3 || argv[2][0] == '-') {
+	if (argc < 3 || (argv[2][0] == '-' && strcmp(argv[2], "--auto"))) {
 		if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
 			fputs(usage_text, stdout);
 			return 0;
