@@ -1467,6 +1467,10 @@ out:
 	tty_restore();
 	disarm_alarm();
 	t_down = now_ns();
+	/* A clone has nothing to flush: its scratch disk, like its RAM, goes
+	 * with it. Killed, not asked to shut down. */
+	if (o.from_template)
+		kiln_sandbox_kill(sb);
 	kiln_sandbox_shutdown(sb);
 	if (o.nallow)
 		net_finish(sb, net_down, &status, &ns, &have_ns);
