@@ -132,6 +132,8 @@ def main():
             print(f"{kind}:")
             med[kind] = show("total", [r["total"] for r in good])
             show("start (to agent ready)", [r["boot"] for r in good])
+            show("  of it: spawn", [r.get("spawn") for r in good])
+            show("  of it: VMM ready", [r.get("ready") for r in good])
             show("exec", [r["exec"] for r in good])
             show("teardown", [r["teardown"] for r in good])
             ok = ok and len(good) == args.runs

@@ -997,6 +997,7 @@ static void print_json(const struct run_opts *o, const struct run_state *st, int
 			      "limit_hit", limit ? json_string(limit) : json_null(),
 			      "durations_ms",
 			      "boot", t->boot_ns / 1e6, "guest_boot", t->guest_boot_ns / 1e6,
+			      "spawn", t->spawn_ns / 1e6, "ready", t->ready_ns / 1e6,
 			      "exec", exec_ns / 1e6, "teardown", teardown_ns / 1e6, "total", total_ns / 1e6,
 			      "bytes",
 			      "stdin", (json_int_t)st->in_bytes, "stdout", (json_int_t)st->out_bytes[1],

@@ -648,8 +648,10 @@ int kiln_sandbox_boot_step(struct kiln_sandbox *s, char *err, size_t errlen)
 			close(s->ready_fd);
 			s->ready_fd = -1;
 		}
-		if (n == 1)
+		if (n == 1) {
+			s->times.ready_ns = now_ns() - s->t0;
 			return greet_agent(s, err, errlen);
+		}
 	}
 	if (kiln_sandbox_vmm_exited(s, &st)) {
 		char *nl;
@@ -787,6 +789,7 @@ int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_conf
 		if (ret)
 			goto out;
 	}
+	s->times.spawn_ns = now_ns() - s->t0;
 	ret = spawn_vmm(s, c, err, errlen);
 	if (ret)
 		goto out;

@@ -71,6 +71,8 @@ struct kiln_cgroup_stat;
 
 struct kiln_sandbox_times {
 	uint64_t boot_ns;       /* spawn to agent hello */
+	uint64_t spawn_ns;      /* start to the VMM's spawn (run dir, scratch disk, cgroup, kiln-net) */
+	uint64_t ready_ns;      /* start to the VMM's ready byte (booted or restored, agent listening) */
 	uint64_t guest_boot_ns; /* the VMM's boot timer (0 if not reported) */
 	uint64_t walls_ns;      /* the VMM's jail + seccomp set-up (0 if not reported) */
 };
