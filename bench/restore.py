@@ -113,7 +113,9 @@ def main():
     ok = True
     try:
         made = kiln(args, env, "template", "create", "bench", *machine, "--", "true")
-        print(f"# template made in {made['wall'] if made else float('nan'):.0f} ms", flush=True)
+        if not made:
+            sys.exit(1)
+        print(f"# template made in {made['wall']:.0f} ms", flush=True)
         res = {"restored": [], "cold": []}
         for i in range(args.runs):
             order = ("restored", "cold") if i % 2 == 0 else ("cold", "restored")
