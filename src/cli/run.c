@@ -990,7 +990,7 @@ static void print_json(const struct run_opts *o, const struct run_state *st, int
 		       uint64_t teardown_ns, uint64_t total_ns, uint64_t put_bytes, uint64_t get_bytes,
 		       long long oom, const struct kiln_net_stats *ns)
 {
-	json_t *j = json_pack("{s:i, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:I, s:I, s:s}}",
+	json_t *j = json_pack("{s:i, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:I, s:I, s:s}}",
 			      "exit_status", status,
 			      "exit_code", st->exited && st->signal == 0 ? json_integer(st->code) : json_null(),
 			      "signal", st->exited && st->signal ? json_integer(st->signal) : json_null(),
