@@ -473,6 +473,7 @@ static void pick_auto(struct run_opts *o)
 {
 	struct kiln_template_info t;
 	char dir[PATH_MAX], why[512];
+	struct stat vmm;
 
 	if (kiln_template_dir(dir, sizeof(dir)) ||
 	    kiln_template_auto_name(o->kernel, o->initrd, o->image, o->cpus, o->mem_mib,
@@ -481,6 +482,10 @@ static void pick_auto(struct run_opts *o)
 	    t.cpus != o->cpus || t.mem_mib != o->mem_mib || t.disk_mib != o->disk_mib ||
 	    !kiln_template_file_current(&t.kernel) || !kiln_template_file_current(&t.initrd) ||
 	    !kiln_template_file_current(&t.image))
+		return;
+	/* A kiln-vmm built since may not read its state (format, devices):
+	 * the automatic template is skipped, never a failed run. */
+	if (stat(o->vmm, &vmm) < 0 || (int64_t)vmm.st_mtim.tv_sec > t.created)
 		return;
 	if (take_template(o, dir, o->auto_name, &t) == 0)
 		o->from_template = o->auto_name;
@@ -717,6 +722,9 @@ static int parse_opts(struct run_opts *o, int argc, char **argv, const char *sel
 		/* What every later plain run of this machine starts from: a clean boot. */
 		if (o->nput)
 			return usage_error("kiln template create --auto takes no --put (every run of this machine would get the files)");
+		/* A bare CMD (no "--" before it) is a warm-up too. */
+		if (!o->argv || !o->argv[0] || strcmp(o->argv[0], "true") || o->argv[1])
+			return usage_error("kiln template create --auto: an automatic template has no warm-up command");
 		if (kiln_template_auto_name(o->kernel, o->initrd, o->image, o->cpus, o->mem_mib,
 					    o->disk_mib, o->auto_name, sizeof(o->auto_name)))
 			return usage_error("cannot name the automatic template (kernel, initramfs or image unreadable)");

@@ -1138,7 +1138,7 @@ static enum MHD_Result h_exec(struct req *q, struct MHD_Connection *conn)
 	records_process_start(q->api->c.rec, q->id, argv_text ? argv_text : "[]", 0, &s->row);
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	s->client_fd = ci ? ci->connect_fd : -1;
-	stream_event(s, json_pack("{s:s,s:i}", "type", "start", "pid", (json_int_t)s->id));
+	stream_event(s, json_pack("{s:s,s:I}", "type", "start", "pid", (json_int_t)s->id));
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, s,
 						 stream_free);
 	if (!resp)
@@ -1351,7 +1351,7 @@ static enum MHD_Result h_proc_start(struct req *q, struct MHD_Connection *conn)
 	else if (r)
 		ret = send_exec_error(conn, r, err);
 	else if (detach)
-		ret = send_json(conn, 201, json_pack("{s:i}", "pid", (json_int_t)proc_pid(p)));
+		ret = send_json(conn, 201, json_pack("{s:I}", "pid", (json_int_t)proc_pid(p)));
 	else
 		ret = send_events(conn, p, 0);
 	if (!r)
@@ -1832,7 +1832,7 @@ static enum MHD_Result h_health(struct req *q, struct MHD_Connection *conn)
 	unsigned used, max;
 
 	registry_capacity(q->api->c.reg, &used, &max);
-	return send_json(conn, 200, json_pack("{s:s,s:i,s:i}", "status", "ok", "sandboxes",
+	return send_json(conn, 200, json_pack("{s:s,s:I,s:I}", "status", "ok", "sandboxes",
 					      (json_int_t)used, "capacity", (json_int_t)max));
 }
 

@@ -610,7 +610,10 @@ static int use_template(struct registry *r, struct reg_sandbox *sb, const char *
 		snprintf(err, errlen, "%s", why);
 		return ret == -ENOENT ? -ENOENT : -EINVAL;
 	}
-	if (!kiln_template_file_current(&t.kernel) || !kiln_template_file_current(&t.initrd) ||
+	/* Made with another kernel or initramfs than this kilnd boots: its
+	 * guest (kiln-init, the agent) is not the one this host runs. */
+	if (strcmp(t.kernel.path, r->c.kernel) || strcmp(t.initrd.path, r->c.initrd) ||
+	    !kiln_template_file_current(&t.kernel) || !kiln_template_file_current(&t.initrd) ||
 	    !kiln_template_file_current(&t.image)) {
 		snprintf(err, errlen, "template '%s' is stale: its kernel, initramfs or image changed since it was made", name);
 		return -EINVAL;

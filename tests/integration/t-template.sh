@@ -155,6 +155,8 @@ m=(--image "$work/tiny.img" --cpus 1 --mem 128 --disk 32)
 "$KILN" template create --auto "${m[@]}" -- sh -c 'echo no' 2>"$work/e"; rc=$?
 expect_eq "create --auto with a warm-up: exit 2" 2 "$rc"
 check "create --auto with a warm-up: one line" one_line "$work/e"
+"$KILN" template create --auto "${m[@]}" ls 2>"$work/e"; rc=$?
+expect_eq "create --auto with a warm-up without --: exit 2" 2 "$rc"
 "$KILN" template create --auto "${m[@]}" >/dev/null 2>"$work/e"; rc=$?
 expect_eq "create --auto: exit 0" 0 "$rc"
 [ "$rc" = 0 ] || sed 's/^/# /' "$work/e"
