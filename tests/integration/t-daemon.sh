@@ -375,9 +375,9 @@ expect_eq "no VM is left after delete and timeout" "0" "$(vmms)"
 m=$(api "$TA" GET /metrics | body)
 bad=$(echo "$m" | grep -v '^#' | grep -v -E '^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$' | head -n1)
 expect_eq "metrics parse as Prometheus text" "" "$bad"
-expect_match "metrics count the creates" 'kiln_sandbox_creates_total 2' "$m"
+expect_match "metrics count the creates (A, B and the clone of tpl1)" 'kiln_sandbox_creates_total 3' "$m"
 expect_match "metrics count the timeout" 'kiln_limit_hits_total\{kind="timeout"\} 1' "$m"
-expect_match "metrics count the delete" 'kiln_sandbox_deletes_total 1' "$m"
+expect_match "metrics count the deletes (the clone, then A)" 'kiln_sandbox_deletes_total 2' "$m"
 expect_match "metrics count the quota refusal" 'kiln_quota_refusals_total 1' "$m"
 check "metrics count the execs" test "$(echo "$m" | sed -n 's/^kiln_execs_total //p')" -ge 10
 
