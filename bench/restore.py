@@ -75,9 +75,9 @@ def clones(args, env):
         print(f"\n{args.clones} idle clones of one {args.mem} MiB template ({up} up, "
               f"{len(stats)} VMMs read):")
         if stats:
-            for k in ("Rss", "Pss", "Private"):
+            for k in ("Rss", "Pss", "Private", "Private_Dirty"):
                 xs = [s.get(k, 0) / 1024 for s in stats]
-                print(f"  {k:8s} per VMM: median {statistics.median(xs):7.1f} MiB  "
+                print(f"  {k:13s} per VMM: median {statistics.median(xs):7.1f} MiB  "
                       f"min {min(xs):7.1f}  max {max(xs):7.1f}   all: {sum(xs):8.1f} MiB")
             rss = sum(s.get("Rss", 0) for s in stats)
             pss = sum(s.get("Pss", 0) for s in stats)
