@@ -72,13 +72,7 @@ static int template_create(int argc, char **argv, const char *self)
 	name = argv[2];
 	if (!strcmp(name, "--auto")) {
 		/* The machine's automatic template (kiln run restores it without
-		 * --template): a clean boot, no warm-up; named by the machine. */
-		for (int i = 3; i < argc; i++)
-			if (!strcmp(argv[i], "--") && i != argc - 1 &&
-			    !(i == argc - 2 && !strcmp(argv[i + 1], "true"))) {
-				fprintf(stderr, "kiln template create --auto: an automatic template has no warm-up command\n");
-				return EXIT_USAGE;
-			}
+		 * --template), named by the machine; run.c refuses a warm-up. */
 		name = KILN_TEMPLATE_AUTO;
 	} else if (!kiln_template_name_ok(name)) {
 		return bad_name(name);

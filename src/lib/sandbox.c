@@ -750,6 +750,11 @@ int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_conf
 	s->cancel_fd = c->cancel_fd;
 	s->t0 = now_ns();
 	s->boot_deadline = s->t0 + (uint64_t)(c->boot_timeout_ms > 0 ? c->boot_timeout_ms : 0) * 1000000ULL;
+	if (c->restore_dir && c->net) {
+		snprintf(err, errlen, "a restored sandbox has no network device (its template has none)");
+		ret = -EINVAL;
+		goto out;
+	}
 	ret = set_identity(s, c, err, errlen);
 	if (ret)
 		goto out;
@@ -771,11 +776,7 @@ int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_conf
 		if (ret)
 			goto out;
 	}
-	if (c->restore_dir && c->net) {
-		snprintf(err, errlen, "a restored sandbox has no network device (its template has none)");
-		ret = -EINVAL;
-		goto out;
-	}
+
 	if (!c->no_cgroup) {
 		struct kiln_cgroup_limits l = { .vcpus = c->cpus, .mem_mib = c->mem_mib,
 						.cpu_pct = c->cpu_pct };
