@@ -75,15 +75,19 @@ def clones(args, env):
         print(f"\n{args.clones} idle clones of one {args.mem} MiB template ({up} up, "
               f"{len(stats)} VMMs read):")
         if stats:
-            for k in ("Rss", "Pss", "Private", "Private_Dirty"):
+            for k in ("Rss", "Pss", "Private", "Anonymous"):
                 xs = [s.get(k, 0) / 1024 for s in stats]
                 print(f"  {k:13s} per VMM: median {statistics.median(xs):7.1f} MiB  "
                       f"min {min(xs):7.1f}  max {max(xs):7.1f}   all: {sum(xs):8.1f} MiB")
             rss = sum(s.get("Rss", 0) for s in stats)
             pss = sum(s.get("Pss", 0) for s in stats)
             if rss:
-                print(f"  PSS / RSS over all clones: {pss / rss:.2f}; private per clone "
-                      f"{statistics.median([s['Private'] / 1024 for s in stats]) / args.mem * 100:.1f} "
+                # What a clone owns is its anonymous memory: private copies of
+                # the template's pages it wrote, and the VMM's heap. Template
+                # pages it only reads are page cache (on tmpfs smaps calls them
+                # Private_Dirty while a single clone maps them).
+                print(f"  PSS / RSS over all clones: {pss / rss:.2f}; owned (anonymous) per clone "
+                      f"{statistics.median([s.get('Anonymous', 0) / 1024 for s in stats]) / args.mem * 100:.1f} "
                       f"% of its guest RAM")
         return up == args.clones
     finally:

@@ -1171,6 +1171,10 @@ int kiln_sandbox_snapshot(struct kiln_sandbox *s, int state_fd, int mem_fd, int 
 		for (char *p = text; *p; p++)
 			if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
 				*p = '?';
+		/* Gone mid-request: its log's last line says why (a seccomp
+		 * violation, a fatal error), already made printable. */
+		if (ret == -EPIPE && !text[0])
+			vmm_last_line(s, text, sizeof(text));
 		snprintf(err, errlen, "the VMM could not save the microVM: %s%s%s", strerror(-ret),
 			 text[0] ? ": " : "", text);
 		return ret;
