@@ -209,6 +209,15 @@ static bool create_template_missing(const char *resp)
 	return yes;
 }
 
+/* Hosts in discovery that a placement passed over (full, draining, down). */
+static bool hosts_untried(struct fleet *f, size_t ntried)
+{
+	struct fleet_sum s;
+
+	fleet_sum(f, &s);
+	return s.hosts > ntried;
+}
+
 static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 {
 	char (*tried)[FLEET_HOST_MAX + 1] = NULL;
@@ -315,10 +324,14 @@ static enum MHD_Result h_create(struct req *q, struct MHD_Connection *conn)
 	if (tenant_refusal) {
 		ret = send_upstream(conn, 429, tenant_refusal, tenant_len, tenant_host, false);
 		tenant_refusal = NULL; /* send_upstream owns it */
-	} else if (missing && !nrefused) {
+	} else if (missing && !nrefused && !hosts_untried(q->p->c.fleet, ntried)) {
 		/* Every host answered, none holds the template. */
 		ret = send_upstream(conn, 404, missing, missing_len, NULL, false);
 		missing = NULL;
+	} else if (missing && !nrefused) {
+		/* A host passed over (full, draining, down) may hold it. */
+		ret = send_error(conn, 503, RETRY_AFTER_S, "no_capacity",
+				 "no host asked holds the template; a host that was full, draining or down may: retry later");
 	} else {
 		ret = send_error(conn, 503, RETRY_AFTER_S, "no_capacity",
 				 "no host has room for a sandbox now%s%s", last[0] ? "; last: " : "",

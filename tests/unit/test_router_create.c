@@ -28,7 +28,7 @@
 #include "router/fleet.h"
 #include "router/proxy.h"
 
-enum mode { M_CREATE, M_SILENT, M_HANGUP };
+enum mode { M_CREATE, M_SILENT, M_HANGUP, M_NO_TEMPLATE };
 
 struct fake {
 	const char *id;
@@ -84,6 +84,9 @@ static void serve(struct fake *f, int fd)
 			f->held[f->nheld++] = fd;
 			return;
 		}
+		if (f->mode == M_NO_TEMPLATE)
+			answer(fd, "404 Not Found", f->id,
+			       "{\"error\":{\"code\":\"template_not_found\",\"message\":\"no\"}}");
 		if (f->mode == M_CREATE) {
 			snprintf(body, sizeof(body), "{\"id\":\"sb-%s-0123456789abcdef0123456789abcdef\"}",
 				 f->id);
@@ -143,16 +146,16 @@ static void fake_stop(struct fake *f)
 	f->lfd = -1;
 }
 
-/* A create through a router in front of a (slots 9) and b (slots 3): the
+/* A create through a router in front of a (slots 9) and b (b_slots): the
  * answer's head and body in resp. */
-static void create(enum mode a_mode, bool a_gone, char *resp, size_t len, unsigned *a_posts,
-		   unsigned *b_posts)
+static void create(enum mode a_mode, bool a_gone, enum mode b_mode, unsigned b_slots, char *resp,
+		   size_t len, unsigned *a_posts, unsigned *b_posts)
 {
 	static const char req[] = "POST /v1/sandboxes HTTP/1.1\r\nHost: r\r\nContent-Type: "
 				  "application/json\r\nContent-Length: 2\r\nConnection: close\r\n"
 				  "\r\n{}";
 	struct fake a = { .id = "hosta", .slots = 9, .mode = a_mode, .lfd = -1 };
-	struct fake b = { .id = "hostb", .slots = 3, .mode = M_CREATE, .lfd = -1 };
+	struct fake b = { .id = "hostb", .slots = b_slots, .mode = b_mode, .lfd = -1 };
 	char dir[] = "/tmp/kiln-test-create.XXXXXX", hosts[160], err[256];
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sl = sizeof(sa);
@@ -217,7 +220,7 @@ static void test_unreachable_is_skipped(void **state)
 	unsigned pa, pb;
 
 	(void)state;
-	create(M_CREATE, true, resp, sizeof(resp), &pa, &pb);
+	create(M_CREATE, true, M_CREATE, 3, resp, sizeof(resp), &pa, &pb);
 	assert_true(!strncmp(resp, "HTTP/1.1 201", 12));
 	assert_non_null(strstr(resp, "sb-hostb-"));
 	assert_int_equal(pa, 0);
@@ -231,20 +234,45 @@ static void test_taken_create_never_sent_twice(void **state)
 
 	(void)state;
 	/* Silent past the create's timeout: before, retried on b (two sandboxes). */
-	create(M_SILENT, false, resp, sizeof(resp), &pa, &pb);
+	create(M_SILENT, false, M_CREATE, 3, resp, sizeof(resp), &pa, &pb);
 	assert_true(!strncmp(resp, "HTTP/1.1 502", 12));
 	assert_non_null(strstr(resp, "upstream_error"));
 	assert_int_equal(pa, 1);
 	assert_int_equal(pb, 0);
 	/* Hung up without an answer. */
-	create(M_HANGUP, false, resp, sizeof(resp), &pa, &pb);
+	create(M_HANGUP, false, M_CREATE, 3, resp, sizeof(resp), &pa, &pb);
 	assert_true(!strncmp(resp, "HTTP/1.1 502", 12));
 	assert_int_equal(pa, 1);
 	assert_int_equal(pb, 0);
 	/* The good path, for contrast. */
-	create(M_CREATE, false, resp, sizeof(resp), &pa, &pb);
+	create(M_CREATE, false, M_CREATE, 3, resp, sizeof(resp), &pa, &pb);
 	assert_true(!strncmp(resp, "HTTP/1.1 201", 12));
 	assert_non_null(strstr(resp, "sb-hosta-"));
+	assert_int_equal(pa, 1);
+	assert_int_equal(pb, 0);
+}
+
+/* A create from a template: a host without it passes it on; the answer is
+ * 404 only when every host was asked. */
+static void test_template_not_found(void **state)
+{
+	char resp[4096];
+	unsigned pa, pb;
+
+	(void)state;
+	/* b holds it: a's 404 sends the create on to b. */
+	create(M_NO_TEMPLATE, false, M_CREATE, 3, resp, sizeof(resp), &pa, &pb);
+	assert_true(!strncmp(resp, "HTTP/1.1 201", 12));
+	assert_int_equal(pa, 1);
+	assert_int_equal(pb, 1);
+	/* Neither holds it, both asked: 404. */
+	create(M_NO_TEMPLATE, false, M_NO_TEMPLATE, 3, resp, sizeof(resp), &pa, &pb);
+	assert_true(!strncmp(resp, "HTTP/1.1 404", 12));
+	assert_non_null(strstr(resp, "template_not_found"));
+	/* b is full, so never asked, and may hold it: 503, not 404. */
+	create(M_NO_TEMPLATE, false, M_CREATE, 0, resp, sizeof(resp), &pa, &pb);
+	assert_true(!strncmp(resp, "HTTP/1.1 503", 12));
+	assert_non_null(strstr(resp, "no_capacity"));
 	assert_int_equal(pa, 1);
 	assert_int_equal(pb, 0);
 }
@@ -254,6 +282,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unreachable_is_skipped),
 		cmocka_unit_test(test_taken_create_never_sent_twice),
+		cmocka_unit_test(test_template_not_found),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
