@@ -42,6 +42,7 @@
 
 #define JSON_BODY_MAX (64 * 1024)
 #define META_MAX 16384		/* metadata, serialized */
+#define FORK_MAX 16		/* clones in one POST .../fork */
 #define LIST_MAX 100000		/* entries in one fs/list */
 #define STREAM_BUF_MAX (4u << 20) /* one exec event, encoded */
 #define THREAD_STACK (512 * 1024)
@@ -328,6 +329,37 @@ static bool field_uint(json_t *o, const char *key, uint64_t min, uint64_t max, u
 /* ---- routes: sandboxes ---- */
 
 /* The create itself: its status, and its answer in *out. */
+/* registry_create's refusals and failures as an answer: status and *out. */
+static unsigned create_error(int r, const char *err, json_t **out)
+{
+	if (r == -EDQUOT || r == -ENOSPC) {
+		/* scope: the tenant's quota, or this host's room (a router places
+		 * elsewhere on either, and passes a tenant's refusal on). */
+		*out = error_json("quota", "%s", err);
+		json_object_set_new(json_object_get(*out, "error"), "scope",
+				    json_string(r == -EDQUOT ? "tenant" : "host"));
+		return 429;
+	}
+	if (r == -ECANCELED) {
+		*out = error_json("unavailable", "%s", err);
+		return 503;
+	}
+	if (r == -EAGAIN) {
+		*out = error_json("draining", "%s", err);
+		return 503;
+	}
+	if (r == -EINVAL) {
+		*out = error_json("bad_request", "%s", err);
+		return 400;
+	}
+	if (r == -ENOENT) {
+		*out = error_json("template_not_found", "%s", err);
+		return 404;
+	}
+	*out = error_json("boot_failed", "the sandbox did not boot: %s", err);
+	return 500;
+}
+
 static unsigned do_create(struct req *q, json_t **out)
 {
 	static const char *const keys[] = { "image", "cpus", "memory_mib", "disk_mib", "timeout_s",
@@ -449,34 +481,8 @@ static unsigned do_create(struct req *q, json_t **out)
 	r = registry_create(q->api->c.reg, &c, &sb, err, sizeof(err));
 	json_decref(o);
 	free(meta_text);
-	if (r == -EDQUOT || r == -ENOSPC) {
-		/* scope: the tenant's quota, or this host's room (a router places
-		 * elsewhere on either, and passes a tenant's refusal on). */
-		*out = error_json("quota", "%s", err);
-		json_object_set_new(json_object_get(*out, "error"), "scope",
-				    json_string(r == -EDQUOT ? "tenant" : "host"));
-		return 429;
-	}
-	if (r == -ECANCELED) {
-		*out = error_json("unavailable", "%s", err);
-		return 503;
-	}
-	if (r == -EAGAIN) {
-		*out = error_json("draining", "%s", err);
-		return 503;
-	}
-	if (r == -EINVAL) {
-		*out = error_json("bad_request", "%s", err);
-		return 400;
-	}
-	if (r == -ENOENT) {
-		*out = error_json("template_not_found", "%s", err);
-		return 404;
-	}
-	if (r) {
-		*out = error_json("boot_failed", "the sandbox did not boot: %s", err);
-		return 500;
-	}
+	if (r)
+		return create_error(r, err, out);
 	*out = registry_sandbox_json(q->api->c.reg, sb);
 	registry_put(q->api->c.reg, sb);
 	return 201;
@@ -679,6 +685,42 @@ static enum MHD_Result h_template_save(struct req *q, struct MHD_Connection *con
 		ret = send_error(conn, 500, "template_failed", "cannot save the sandbox: %s", why);
 	registry_put(q->api->c.reg, sb);
 	return ret;
+}
+
+/* POST .../fork {"count": N}: N clones of a running sandbox, all or none. */
+static enum MHD_Result h_fork(struct req *q, struct MHD_Connection *conn)
+{
+	static const char *const keys[] = { "count", NULL };
+	struct reg_sandbox *clones[FORK_MAX];
+	char why[512] = "";
+	json_t *o = body_object(q, keys, why, sizeof(why)), *arr = NULL, *j = NULL;
+	uint64_t count = 1;
+	unsigned status;
+	int r;
+
+	if (!o || !field_uint(o, "count", 1, FORK_MAX, &count, why, sizeof(why))) {
+		json_decref(o);
+		return send_error(conn, 400, "bad_request", "%s", why);
+	}
+	json_decref(o);
+	WITH_SANDBOX(q, conn, sb);
+	r = registry_fork(q->api->c.reg, q->tenant, sb, (unsigned)count, clones, why, sizeof(why));
+	registry_put(q->api->c.reg, sb);
+	if (r == -ENOENT || r == -EINVAL)
+		return send_error(conn, 409, "conflict", "%s", why);
+	if (r == -EDQUOT || r == -ENOSPC || r == -EAGAIN || r == -ECANCELED) {
+		status = create_error(r, why, &j);
+		return send_json(conn, status, j);
+	}
+	if (r)
+		return send_error(conn, 500, "fork_failed", "cannot fork the sandbox: %s", why);
+	arr = json_array();
+	for (unsigned i = 0; i < count; i++) {
+		if (arr)
+			json_array_append_new(arr, registry_sandbox_json(q->api->c.reg, clones[i]));
+		registry_put(q->api->c.reg, clones[i]);
+	}
+	return send_json(conn, 201, arr ? json_pack("{s:o}", "sandboxes", arr) : NULL);
 }
 
 static int cmp_name(const void *a, const void *b)
@@ -1888,6 +1930,7 @@ static const struct route routes[] = {
 	{ "POST", "/pause", true, BODY_NONE, h_pause },
 	{ "POST", "/resume", true, BODY_NONE, h_resume },
 	{ "POST", "/template", true, BODY_JSON, h_template_save },
+	{ "POST", "/fork", true, BODY_JSON, h_fork },
 	{ "POST", "/exec", true, BODY_JSON, h_exec },
 	{ "PUT", "/files", true, BODY_FILE, h_put_file },
 	{ "GET", "/files", true, BODY_NONE, h_get_file },

@@ -12,6 +12,7 @@
  */
 #include "daemon/registry.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -55,7 +56,9 @@ struct reg_sandbox {
 	char id[REG_ID_LEN + 1];
 	char tenant[TOKENS_NAME_MAX + 1];
 	char image[REG_IMAGE_MAX + 1];
-	char template_name[KILN_TEMPLATE_NAME_MAX + 1]; /* restored from it; "": booted */
+	char template_name[KILN_TEMPLATE_NAME_MAX + 1]; /* the tenant's template restored; "": none */
+	char forked_from[REG_ID_LEN + 1]; /* the sandbox it is a fork of; "": none */
+	char restore_dir[PATH_MAX];	  /* the template restored, whole path; "": booted */
 	unsigned cpus;
 	uint64_t memory_mib, disk_mib, timeout_s, net_rate;
 	char **allow;
@@ -190,7 +193,7 @@ static void boot_end(struct registry *r, struct reg_sandbox *sb, int ret, const 
  * waits on every booting VM's fds at once (boot_poll). */
 static void boot_begin(struct registry *r, struct reg_sandbox *sb)
 {
-	char image[PATH_MAX], console[PATH_MAX], audit[PATH_MAX], tdir[PATH_MAX];
+	char image[PATH_MAX], console[PATH_MAX], audit[PATH_MAX];
 	struct kiln_sandbox_config cfg = { 0 };
 	struct kiln_net_config net;
 	struct kiln_sandbox *vm = NULL;
@@ -236,17 +239,10 @@ static void boot_begin(struct registry *r, struct reg_sandbox *sb)
 	cfg.cancel_fd = r->c.stop_fd;
 	cfg.no_cgroup = r->c.no_cgroup;
 	cfg.id = sb->id; /* the guest's /run/kiln/sandbox-id; its hostname from it */
-	if (sb->template_name[0]) {
-		/* Checked by registry_create; a template removed since fails the
-		 * restore with the VMM's one line. */
-		size_t n;
-
-		if (registry_template_dir(r, sb->tenant, tdir, sizeof(tdir)) == 0 &&
-		    (n = strlen(tdir)) + 2 + strlen(sb->template_name) < sizeof(tdir)) {
-			snprintf(tdir + n, sizeof(tdir) - n, "/%s", sb->template_name);
-			cfg.restore_dir = tdir;
-		}
-	}
+	/* Checked by registry_create; a template removed since fails the
+	 * restore with the VMM's one line. */
+	if (sb->restore_dir[0])
+		cfg.restore_dir = sb->restore_dir;
 	if (sb->nallow) {
 		net = (struct kiln_net_config){ .bin = r->c.netbin,
 						.rules = (const char *const *)sb->allow,
@@ -509,6 +505,23 @@ static void *lifecycle(void *arg)
 
 /* ---- the API's side ---- */
 
+static void forks_clear(const char *dir)
+{
+	char path[PATH_MAX];
+	struct dirent *e;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.' &&
+		    snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < (int)sizeof(path))
+			kiln_template_remove_dir(path);
+	closedir(d);
+}
+
+static int forks_dir(struct registry *r, char *buf, size_t len);
+
 int registry_start(const struct registry_config *c, struct registry **out, char *err,
 		   size_t errlen)
 {
@@ -531,6 +544,9 @@ int registry_start(const struct registry_config *c, struct registry **out, char 
 			goto out;
 		}
 	}
+	/* Forks a kilnd that ended mid-fork left behind. */
+	if (forks_dir(r, dir, sizeof(dir)) == 0)
+		forks_clear(dir);
 	r->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (r->evfd < 0) {
 		ret = -errno;
@@ -587,21 +603,22 @@ void registry_stop(struct registry *r)
 }
 
 /*
- * A create from the tenant's template name: its image (one of this host's,
- * by name), vCPUs, memory and disk become the sandbox's. -EINVAL with err
- * when there is no such template, it is damaged, or its kernel, initramfs or
- * image changed since it was made.
+ * A create from template name in dir (the tenant's, or a fork's): its image
+ * (one of this host's, by name), vCPUs, memory and disk become the
+ * sandbox's. -ENOENT when there is no such template, -EINVAL with err when
+ * it is damaged, or its kernel, initramfs or image changed since it was made.
  */
-static int use_template(struct registry *r, struct reg_sandbox *sb, const char *name, char *err,
-			size_t errlen)
+static int use_template(struct registry *r, struct reg_sandbox *sb, const char *dir,
+			const char *name, char *err, size_t errlen)
 {
 	struct kiln_template_info t;
-	char dir[PATH_MAX], why[512];
+	char why[512];
 	const char *base, *dot;
 	size_t len;
 	int ret;
 
-	if (registry_template_dir(r, sb->tenant, dir, sizeof(dir))) {
+	if (!dir[0] || snprintf(sb->restore_dir, sizeof(sb->restore_dir), "%s/%s", dir, name) >=
+			       (int)sizeof(sb->restore_dir)) {
 		snprintf(err, errlen, "the template directory's path is too long");
 		return -EINVAL;
 	}
@@ -630,10 +647,61 @@ static int use_template(struct registry *r, struct reg_sandbox *sb, const char *
 		return -EINVAL;
 	}
 	snprintf(sb->image, sizeof(sb->image), "%.*s", (int)(dot - base), base);
-	snprintf(sb->template_name, sizeof(sb->template_name), "%s", name);
 	sb->cpus = t.cpus;
 	sb->memory_mib = t.mem_mib;
 	sb->disk_mib = t.disk_mib;
+	return 0;
+}
+
+/*
+ * Under r->mu: room for count more sandboxes of cpus vCPUs and mib MiB
+ * each, in the tenant's quota and this host's capacity. 0, or -EDQUOT,
+ * -ENOSPC, -EAGAIN (draining), -ECANCELED (stopping) with err.
+ */
+static int room_locked(struct registry *r, const struct tokens_tenant *t, unsigned cpus_each,
+		       uint64_t mib_each, unsigned count, char *err, size_t errlen)
+{
+	unsigned n, cpus, booting, hcpus;
+	uint64_t mib, hmib, want_cpus = (uint64_t)cpus_each * count, want_mib = mib_each * count;
+
+	host_usage(r, &booting, &hcpus, &hmib);
+	tenant_usage(r, t->name, &n, &cpus, &mib);
+	if (r->stopping) {
+		snprintf(err, errlen, "kilnd is stopping");
+		return -ECANCELED;
+	}
+	if (r->draining) {
+		snprintf(err, errlen, "host %s is draining: no new sandboxes", r->c.host_id);
+		return -EAGAIN;
+	}
+	if ((uint64_t)n + count > t->max_sandboxes) {
+		snprintf(err, errlen, "tenant %s may run at most %u sandboxes", t->name,
+			 t->max_sandboxes);
+		return -EDQUOT;
+	}
+	if (cpus + want_cpus > t->max_vcpus) {
+		snprintf(err, errlen, "tenant %s may use at most %u vCPUs (%u in use)", t->name,
+			 t->max_vcpus, cpus);
+		return -EDQUOT;
+	}
+	if (mib + want_mib > t->max_memory_mib) {
+		snprintf(err, errlen, "tenant %s may use at most %" PRIu64 " MiB (%" PRIu64 " in use)",
+			 t->name, t->max_memory_mib, mib);
+		return -EDQUOT;
+	}
+	if ((uint64_t)r->nlive + count > r->c.max_sandboxes) {
+		snprintf(err, errlen, "this host runs its maximum of %u sandboxes", r->c.max_sandboxes);
+		return -ENOSPC;
+	}
+	if ((uint64_t)hcpus + want_cpus > r->c.max_cpus) {
+		snprintf(err, errlen, "this host has %u of its %u vCPUs booked", hcpus, r->c.max_cpus);
+		return -ENOSPC;
+	}
+	if (hmib + want_mib > r->c.max_memory_mib) {
+		snprintf(err, errlen, "this host has %" PRIu64 " of its %" PRIu64 " MiB booked", hmib,
+			 r->c.max_memory_mib);
+		return -ENOSPC;
+	}
 	return 0;
 }
 
@@ -641,8 +709,6 @@ int registry_create(struct registry *r, const struct registry_create *q,
 		    struct reg_sandbox **out, char *err, size_t errlen)
 {
 	struct reg_sandbox *sb = calloc(1, sizeof(*sb)), **tail;
-	unsigned n, cpus, booting, hcpus;
-	uint64_t mib, hmib;
 	int ret = -ENOMEM;
 
 	*out = NULL;
@@ -664,9 +730,20 @@ int registry_create(struct registry *r, const struct registry_create *q,
 		if (!(sb->allow[sb->nallow] = strdup(q->allow[sb->nallow])))
 			goto out;
 	if (q->template_name[0]) {
-		ret = use_template(r, sb, q->template_name, err, errlen);
+		char tdir[PATH_MAX] = "";
+
+		if (q->forked_from)
+			snprintf(tdir, sizeof(tdir), "%s", q->template_dir);
+		else if (registry_template_dir(r, sb->tenant, tdir, sizeof(tdir)))
+			tdir[0] = 0;
+		ret = use_template(r, sb, tdir, q->template_name, err, errlen);
 		if (ret)
 			goto out;
+		/* A fork's template is its own, gone once it runs: not named. */
+		if (q->forked_from)
+			snprintf(sb->forked_from, sizeof(sb->forked_from), "%s", q->forked_from);
+		else
+			snprintf(sb->template_name, sizeof(sb->template_name), "%s", q->template_name);
 	}
 	ret = fleet_sandbox_id_new(r->c.host_id, sb->id, sizeof(sb->id));
 	if (ret) {
@@ -677,38 +754,7 @@ int registry_create(struct registry *r, const struct registry_create *q,
 	sb->state = REG_BOOTING;
 
 	pthread_mutex_lock(&r->mu);
-	host_usage(r, &booting, &hcpus, &hmib);
-	tenant_usage(r, sb->tenant, &n, &cpus, &mib);
-	ret = -EDQUOT;
-	if (r->stopping) {
-		ret = -ECANCELED;
-		snprintf(err, errlen, "kilnd is stopping");
-	} else if (r->draining) {
-		ret = -EAGAIN;
-		snprintf(err, errlen, "host %s is draining: no new sandboxes", r->c.host_id);
-	} else if (n + 1 > q->tenant->max_sandboxes) {
-		snprintf(err, errlen, "tenant %s may run at most %u sandboxes", sb->tenant,
-			 q->tenant->max_sandboxes);
-	} else if (cpus + sb->cpus > q->tenant->max_vcpus) {
-		snprintf(err, errlen, "tenant %s may use at most %u vCPUs (%u in use)", sb->tenant,
-			 q->tenant->max_vcpus, cpus);
-	} else if (mib + sb->memory_mib > q->tenant->max_memory_mib) {
-		snprintf(err, errlen, "tenant %s may use at most %" PRIu64 " MiB (%" PRIu64 " in use)",
-			 sb->tenant, q->tenant->max_memory_mib, mib);
-	} else if (r->nlive >= r->c.max_sandboxes) {
-		ret = -ENOSPC;
-		snprintf(err, errlen, "this host runs its maximum of %u sandboxes", r->c.max_sandboxes);
-	} else if ((uint64_t)hcpus + sb->cpus > r->c.max_cpus) {
-		ret = -ENOSPC;
-		snprintf(err, errlen, "this host has %u of its %u vCPUs booked", hcpus,
-			 r->c.max_cpus);
-	} else if (hmib + sb->memory_mib > r->c.max_memory_mib) {
-		ret = -ENOSPC;
-		snprintf(err, errlen, "this host has %" PRIu64 " of its %" PRIu64 " MiB booked",
-			 hmib, r->c.max_memory_mib);
-	} else {
-		ret = 0;
-	}
+	ret = room_locked(r, q->tenant, sb->cpus, sb->memory_mib, 1, err, errlen);
 	if (ret) {
 		if (ret == -EDQUOT || ret == -ENOSPC)
 			r->quota_refusals++;
@@ -836,16 +882,15 @@ int registry_template_dir(struct registry *r, const char *tenant, char *buf, siz
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-int registry_template_save(struct registry *r, struct reg_sandbox *sb, const char *name,
-			   json_t **out, char *err, size_t errlen)
+/* Saves a running sandbox (no network rules) as template name in dir; it
+ * runs on as it was (or stays paused). t is filled. */
+static int save_template(struct registry *r, struct reg_sandbox *sb, const char *dir,
+			 const char *name, struct kiln_template_info *t, char *err, size_t errlen)
 {
-	struct kiln_template_info t;
-	char dir[PATH_MAX];
 	bool running, was_paused;
 	int ret, rr;
 
-	*out = NULL;
-	memset(&t, 0, sizeof(t));
+	memset(t, 0, sizeof(*t));
 	pthread_mutex_lock(&r->mu);
 	running = sb->state == REG_RUNNING;
 	pthread_mutex_unlock(&r->mu);
@@ -854,30 +899,29 @@ int registry_template_save(struct registry *r, struct reg_sandbox *sb, const cha
 		return -ENOENT;
 	}
 	if (sb->nallow) {
-		snprintf(err, errlen, "a sandbox with network rules cannot become a template (its connections cannot be carried into a clone)");
+		snprintf(err, errlen, "a sandbox with network rules cannot be saved (its connections cannot be carried into a clone)");
 		return -EINVAL;
 	}
-	ret = registry_template_dir(r, sb->tenant, dir, sizeof(dir));
-	if (ret || snprintf(t.image.path, sizeof(t.image.path), "%s/%s.img", r->c.image_dir,
-			    sb->image) >= (int)sizeof(t.image.path)) {
-		snprintf(err, errlen, "the template directory's path is too long");
+	if (snprintf(t->image.path, sizeof(t->image.path), "%s/%s.img", r->c.image_dir,
+		     sb->image) >= (int)sizeof(t->image.path)) {
+		snprintf(err, errlen, "the image's path is too long");
 		return -ENAMETOOLONG;
 	}
-	snprintf(t.name, sizeof(t.name), "%s", name);
-	snprintf(t.kernel.path, sizeof(t.kernel.path), "%s", r->c.kernel);
-	snprintf(t.initrd.path, sizeof(t.initrd.path), "%s", r->c.initrd);
-	t.cpus = sb->cpus;
-	t.mem_mib = sb->memory_mib;
-	t.disk_mib = sb->disk_mib;
-	t.boot_ms = sb->boot_ms;
-	snprintf(t.warmup, sizeof(t.warmup), "(sandbox %s)", sb->id);
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	snprintf(t->kernel.path, sizeof(t->kernel.path), "%s", r->c.kernel);
+	snprintf(t->initrd.path, sizeof(t->initrd.path), "%s", r->c.initrd);
+	t->cpus = sb->cpus;
+	t->mem_mib = sb->memory_mib;
+	t->disk_mib = sb->disk_mib;
+	t->boot_ms = sb->boot_ms;
+	snprintf(t->warmup, sizeof(t->warmup), "(sandbox %s)", sb->id);
 	ret = -ENOENT;
 	snprintf(err, errlen, "the sandbox is ending");
 	/* vm_mu (see registry_pause): no connect and no pause in between. */
 	pthread_mutex_lock(&sb->vm_mu);
 	if (sb->vm) {
 		was_paused = __atomic_load_n(&sb->paused, __ATOMIC_RELAXED);
-		ret = kiln_template_save(sb->vm, dir, &t, SNAPSHOT_TIMEOUT_MS, NULL, err, errlen);
+		ret = kiln_template_save(sb->vm, dir, t, SNAPSHOT_TIMEOUT_MS, NULL, err, errlen);
 		/* Saving paused it: it runs on as it was. */
 		if (!was_paused && (rr = kiln_sandbox_resume(sb->vm, PAUSE_TIMEOUT_MS))) {
 			__atomic_store_n(&sb->paused, 1, __ATOMIC_RELAXED);
@@ -889,8 +933,101 @@ int registry_template_save(struct registry *r, struct reg_sandbox *sb, const cha
 		}
 	}
 	pthread_mutex_unlock(&sb->vm_mu);
+	return ret;
+}
+
+int registry_template_save(struct registry *r, struct reg_sandbox *sb, const char *name,
+			   json_t **out, char *err, size_t errlen)
+{
+	struct kiln_template_info t;
+	char dir[PATH_MAX];
+	int ret;
+
+	*out = NULL;
+	if (registry_template_dir(r, sb->tenant, dir, sizeof(dir))) {
+		snprintf(err, errlen, "the template directory's path is too long");
+		return -ENAMETOOLONG;
+	}
+	ret = save_template(r, sb, dir, name, &t, err, errlen);
 	if (!ret)
 		*out = kiln_template_info_json(&t);
+	return ret;
+}
+
+/* state_dir/forks: the templates of forks in progress (none at start). */
+static int forks_dir(struct registry *r, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/forks", r->c.state_dir);
+
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int registry_fork(struct registry *r, const struct tokens_tenant *tenant, struct reg_sandbox *sb,
+		  unsigned count, struct reg_sandbox **out, char *err, size_t errlen)
+{
+	struct kiln_template_info t;
+	struct registry_create c = { .tenant = tenant };
+	char dir[PATH_MAX], tdir[PATH_MAX], name[24];
+	uint8_t rnd[8];
+	unsigned made = 0;
+	int ret;
+
+	memset(out, 0, count * sizeof(*out));
+	/* Refused before any work when the clones cannot all run (each create
+	 * checks again). */
+	pthread_mutex_lock(&r->mu);
+	ret = room_locked(r, tenant, sb->cpus, sb->memory_mib, count, err, errlen);
+	if (ret == -EDQUOT || ret == -ENOSPC)
+		r->quota_refusals++;
+	pthread_mutex_unlock(&r->mu);
+	if (ret)
+		return ret;
+	ret = forks_dir(r, dir, sizeof(dir));
+	if (ret) {
+		snprintf(err, errlen, "cannot create %s/forks: %s", r->c.state_dir, strerror(-ret));
+		return ret;
+	}
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+		snprintf(err, errlen, "no random bytes for a name");
+		return -EIO;
+	}
+	snprintf(name, sizeof(name), "f-");
+	for (unsigned i = 0; i < sizeof(rnd); i++)
+		snprintf(name + 2 + 2 * i, sizeof(name) - 2 - 2 * i, "%02x", rnd[i]);
+	ret = save_template(r, sb, dir, name, &t, err, errlen);
+	if (ret)
+		return ret;
+	/* Each clone: the source's image, machine, timeout and metadata, no
+	 * network (a sandbox with rules is not saved), its own identity. */
+	snprintf(c.image, sizeof(c.image), "%s", sb->image);
+	snprintf(c.template_name, sizeof(c.template_name), "%s", name);
+	c.template_dir = dir;
+	c.forked_from = sb->id;
+	c.timeout_s = sb->timeout_s;
+	c.metadata_json = sb->metadata_json;
+	for (; made < count; made++) {
+		ret = registry_create(r, &c, &out[made], err, errlen);
+		/* The fork's own template missing or refused: ours to answer for. */
+		if (ret == -ENOENT || ret == -EINVAL)
+			ret = -EIO;
+		if (ret)
+			break;
+	}
+	/* All or none. */
+	if (ret)
+		for (unsigned i = 0; i < made; i++) {
+			registry_delete(r, out[i]);
+			registry_put(r, out[i]);
+			out[i] = NULL;
+		}
+	/* The clones run from their own copies of the disk and their mapping of
+	 * the memory file: the template is not needed any more. */
+	if (snprintf(tdir, sizeof(tdir), "%s/%s", dir, name) < (int)sizeof(tdir))
+		kiln_template_remove_dir(tdir);
 	return ret;
 }
 
@@ -929,6 +1066,8 @@ static json_t *sb_json_locked(const struct reg_sandbox *sb)
 	json_object_set_new(o, "image", json_string(sb->image));
 	json_object_set_new(o, "template", sb->template_name[0] ? json_string(sb->template_name)
 							       : json_null());
+	json_object_set_new(o, "forked_from", sb->forked_from[0] ? json_string(sb->forked_from)
+							      : json_null());
 	json_object_set_new(o, "cpus", json_integer(sb->cpus));
 	json_object_set_new(o, "memory_mib", json_integer((json_int_t)sb->memory_mib));
 	json_object_set_new(o, "disk_mib", json_integer((json_int_t)sb->disk_mib));

@@ -51,6 +51,9 @@ struct registry_create {
 	/* A template of the tenant to restore instead of booting ("": boot);
 	 * its image, vCPUs, memory and disk replace the fields above. */
 	char template_name[KILN_TEMPLATE_NAME_MAX + 1];
+	/* A fork (registry_fork): template_name is in template_dir, not the
+	 * tenant's, and the sandbox says whose fork it is. NULL otherwise. */
+	const char *template_dir, *forked_from;
 };
 
 int registry_start(const struct registry_config *c, struct registry **out, char *err,
@@ -86,6 +89,14 @@ int registry_pause(struct registry *r, struct reg_sandbox *sb, bool pause);
  * running, -EINVAL it has network rules, -EEXIST the name is taken. */
 int registry_template_save(struct registry *r, struct reg_sandbox *sb, const char *name,
 			   json_t **out, char *err, size_t errlen);
+/* count clones of a running sandbox (no network rules) at this instant,
+ * each with its own identity, disk and memory (copy-on-write), the
+ * source's machine, timeout and metadata; the source runs on. All or none:
+ * 0 and out[0..count-1] references, or -errno with err: -ENOENT not
+ * running, -EINVAL it has network rules, registry_create's quota, capacity
+ * and draining refusals, anything else a failure to save or restore. */
+int registry_fork(struct registry *r, const struct tokens_tenant *tenant, struct reg_sandbox *sb,
+		  unsigned count, struct reg_sandbox **out, char *err, size_t errlen);
 /* A tenant's templates: state_dir/templates/t-TENANT. 0 or -ENAMETOOLONG. */
 int registry_template_dir(struct registry *r, const char *tenant, char *buf, size_t len);
 const char *registry_id(const struct reg_sandbox *sb);

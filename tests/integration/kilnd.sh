@@ -50,3 +50,32 @@ start_kilnd() {
 
 # VMM processes (not their jail's waiters, kiln-vmm-wait).
 vmms() { pgrep -x kiln-vmm | wc -l; }
+
+# The API from a test, with curl on kilnd's Unix socket ($sock):
+# api TOKEN METHOD PATH [curl args...]: the body, then the status code on a
+# line of its own (body, code); jget EXPR: a field of the JSON on stdin;
+# exec_events SB JSON: tenant $TA's exec events; stdout_of: those events as
+# "STDOUT|exit=N".
+api() {
+    local tok=$1 m=$2 p=$3
+    shift 3
+    curl -sS -m 300 --unix-socket "$sock" -X "$m" ${tok:+-H "Authorization: Bearer $tok"} \
+        -w '\n%{http_code}' "$@" "http://kiln$p"
+}
+body() { sed '$d'; }
+code() { tail -n1; }
+jget() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
+exec_events() { api "$TA" POST "/v1/sandboxes/$1/exec" -d "$2" | body; }
+stdout_of() {
+    "${PY:-python3}" -c '
+import json, sys, base64
+out = ""
+for line in sys.stdin:
+    line = line.strip()
+    if not line: continue
+    e = json.loads(line)
+    if e.get("type") == "stdout": out += e.get("data") or base64.b64decode(e["data_b64"]).decode()
+    if e.get("type") == "exit": out += "|exit=%s" % (e["code"] if e["code"] >= 0 else "sig%d" % e["signal"])
+    if e.get("type") == "error": out += "|error=" + e["message"]
+print(out, end="")'
+}

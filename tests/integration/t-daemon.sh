@@ -10,33 +10,6 @@ TB=beta-token-$RANDOM$RANDOM
 kilnd_tenant alpha "$TA" 3 4 2048 3600
 kilnd_tenant beta "$TB" 1 1 512 60
 
-# api TOKEN METHOD PATH [curl args...]: the body on stdout, "HTTP <code>" on fd 3.
-api() {
-    local tok=$1 m=$2 p=$3
-    shift 3
-    curl -sS --unix-socket "$sock" -X "$m" ${tok:+-H "Authorization: Bearer $tok"} \
-        -w '\n%{http_code}' "$@" "http://kiln$p"
-}
-# code: the status line of the last answer (api ... | code).
-body() { sed '$d'; }
-code() { tail -n1; }
-jget() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
-# exec_out SB JSON: stdout of the exec, the exit event on the last line.
-exec_events() { api "$TA" POST "/v1/sandboxes/$1/exec" -d "$2" | body; }
-stdout_of() {
-    python3 -c '
-import json, sys, base64
-out = ""
-for line in sys.stdin:
-    line = line.strip()
-    if not line: continue
-    e = json.loads(line)
-    if e["type"] == "stdout": out += e.get("data") or base64.b64decode(e["data_b64"]).decode()
-    if e["type"] == "exit": out += "|exit=%s" % (e["code"] if e["code"] >= 0 else "sig%d" % e["signal"])
-    if e["type"] == "error": out += "|error=" + e["message"]
-print(out, end="")'
-}
-
 start_kilnd
 check "kilnd is listening" test -S "$sock"
 

@@ -84,19 +84,6 @@ wait_live() {
     for _ in $(seq 200); do [ "$(live)" = "$1" ] && return 0; sleep 0.1; done
     return 1
 }
-stdout_of() {
-    $PY -c '
-import json, sys, base64
-out = ""
-for line in sys.stdin:
-    line = line.strip()
-    if not line: continue
-    e = json.loads(line)
-    if e["type"] == "stdout": out += e.get("data") or base64.b64decode(e["data_b64"]).decode()
-    if e["type"] == "exit": out += "|exit=%s" % (e["code"] if e["code"] >= 0 else "sig%d" % e["signal"])
-    if e["type"] == "error": out += "|error=" + e["message"]
-print(out, end="")'
-}
 SB='{"image":"tiny","memory_mib":128,"disk_mib":0,"timeout_s":900}'
 
 # --- the fleet ------------------------------------------------------------------

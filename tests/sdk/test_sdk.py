@@ -281,6 +281,29 @@ def test_templates(sb):
     assert Sandbox.list_templates() == []
 
 
+def test_fork(sb):
+    sb.commands.run("echo before > /root/fork.txt")
+    clones = sb.fork(2)
+    try:
+        assert len(clones) == 2
+        ids = {c.id for c in clones}
+        assert len(ids) == 2 and sb.id not in ids
+        for c in clones:
+            assert (c.info.forked_from, c.info.template, c.info.state) == (sb.id, None, "running")
+            assert c.commands.run("cat /root/fork.txt").stdout == "before\n"
+            assert c.commands.run("cat /run/kiln/sandbox-id").stdout == c.id + "\n"
+        clones[0].files.write("/root/fork.txt", "mine\n")
+        assert clones[1].files.read("/root/fork.txt") == "before\n"
+        assert sb.files.read("/root/fork.txt") == "before\n"
+    finally:
+        for c in clones:
+            c.kill()
+            c.close()
+    with pytest.raises(kiln.BadRequestError):
+        sb.fork(0)
+    assert sb.commands.run("echo on").stdout == "on\n"
+
+
 def test_list_and_connect(sb):
     assert sb.id in [s.id for s in Sandbox.list()]
     assert sb.id in [s.id for s in Sandbox.list(state="running")]
@@ -437,6 +460,13 @@ async def test_async_templates(asb):
     assert (await asb.commands.run("echo on")).stdout == "on\n"
     assert await AsyncSandbox.delete_template("sdk-atpl") is True
     assert await AsyncSandbox.delete_template("sdk-atpl") is False
+    [c] = await asb.fork()
+    try:
+        assert c.info.forked_from == asb.id and c.id != asb.id
+        assert (await c.commands.run("cat /run/kiln/sandbox-id")).stdout == c.id + "\n"
+    finally:
+        await c.kill()
+        await c.close()
 
 
 @pytest.mark.asyncio

@@ -517,6 +517,14 @@ class AsyncSandbox:
             "POST", f"/v1/sandboxes/{self.id}/template", json={"name": name},
             read_timeout=_http.CREATE_TIMEOUT))
 
+    async def fork(self, count: int = 1, *,
+                   boot_timeout: float = _http.CREATE_TIMEOUT) -> List["AsyncSandbox"]:
+        """See :meth:`kiln.Sandbox.fork`."""
+        d = await self._api.json("POST", f"/v1/sandboxes/{self.id}/fork", json={"count": count},
+                                 read_timeout=boot_timeout)
+        return [type(self)(SandboxInfo.from_json(s), _AsyncApi(*self._api.where))
+                for s in d.get("sandboxes", [])]
+
     async def get_info(self) -> SandboxInfo:
         self.info = SandboxInfo.from_json(await self._api.json("GET", f"/v1/sandboxes/{self.id}"))
         return self.info

@@ -58,6 +58,7 @@ class SandboxInfo:
     metadata: Dict[str, str] = field(default_factory=dict)
     allow: List[str] = field(default_factory=list)
     template: Optional[str] = None
+    forked_from: Optional[str] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -67,7 +68,7 @@ class SandboxInfo:
                    disk_mib=d.get("disk_mib", 0), timeout_s=d.get("timeout_s", 0),
                    created_at=d.get("created_at"), expires_at=d.get("expires_at"),
                    metadata=d.get("metadata") or {}, allow=d.get("allow") or [],
-                   template=d.get("template"), raw=d)
+                   template=d.get("template"), forked_from=d.get("forked_from"), raw=d)
 
 
 @dataclass
