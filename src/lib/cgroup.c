@@ -38,6 +38,8 @@ static const char *const controllers[] = {"cpu", "memory", "pids"};
 struct kiln_cgroup {
 	int fd;               /* the run-* directory */
 	char path[PATH_MAX];
+	uint64_t mem_max;     /* memory.max as written at creation */
+	bool mem_grown;       /* kiln_cgroup_mem_allow() done */
 };
 
 /* ---- pure parts ---- */
@@ -386,6 +388,22 @@ static int delegated_base(char *base, size_t len)
 	return 0;
 }
 
+int kiln_cgroup_mem_allow(struct kiln_cgroup *cg, uint64_t bytes)
+{
+	char mem[32];
+	int ret;
+
+	if (!cg || cg->mem_grown)
+		return 0;
+	if (bytes > UINT64_MAX - cg->mem_max)
+		return -EOVERFLOW;
+	snprintf(mem, sizeof(mem), "%" PRIu64, ALIGN_UP(cg->mem_max + bytes, 4096));
+	ret = write_at(cg->fd, "memory.max", mem);
+	if (!ret)
+		cg->mem_grown = true;
+	return ret;
+}
+
 static int write_limits(int fd, const char *path, const struct kiln_cgroup_values *v, char *err,
 			size_t errlen)
 {
@@ -492,6 +510,7 @@ int kiln_cgroup_create(struct kiln_cgroup **out, const struct kiln_cgroup_limits
 		fail(err, errlen, "cannot open %s: %s", cg->path, strerror(errno));
 		goto out;
 	}
+	cg->mem_max = v.mem_max;
 	ret = write_limits(cg->fd, cg->path, &v, err, errlen);
 	if (ret) {
 		close(cg->fd);

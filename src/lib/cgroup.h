@@ -57,6 +57,11 @@ int kiln_cgroup_create(struct kiln_cgroup **out, const struct kiln_cgroup_limits
 /* Move pid (0: the caller) into the cgroup through cgroup.procs. Only
  * async-signal-safe calls: usable in a forked child before exec. 0 or -errno. */
 int kiln_cgroup_attach(struct kiln_cgroup *cg, pid_t pid);
+/* Raise memory.max by bytes, once in the cgroup's life (later calls do
+ * nothing): room for a snapshot's files, which the VMM writes and so are
+ * charged here, and on tmpfs cannot be reclaimed while they exist; without
+ * it a snapshot of a VM using most of its RAM is an OOM kill. 0 or -errno. */
+int kiln_cgroup_mem_allow(struct kiln_cgroup *cg, uint64_t bytes);
 /* O_DIRECTORY fd of the cgroup, for clone3() with CLONE_INTO_CGROUP. Owned by cg. */
 int kiln_cgroup_fd(const struct kiln_cgroup *cg);
 const char *kiln_cgroup_path(const struct kiln_cgroup *cg);

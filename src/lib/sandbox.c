@@ -63,6 +63,7 @@ struct kiln_sandbox {
 	int vmm_status;
 	bool killed;
 	int scratch_fd;
+	uint64_t mem_mib;	/* the guest's RAM */
 	int image_fd;
 	struct kiln_agent *agent;
 	struct kiln_cgroup *cg;
@@ -747,6 +748,7 @@ int kiln_sandbox_start(struct kiln_sandbox **out, const struct kiln_sandbox_conf
 		return ret;
 	}
 	s->scratch_fd = s->image_fd = s->pidfd = s->ready_fd = s->ctl_fd = -1;
+	s->mem_mib = c->mem_mib;
 	s->cancel_fd = c->cancel_fd;
 	s->t0 = now_ns();
 	s->boot_deadline = s->t0 + (uint64_t)(c->boot_timeout_ms > 0 ? c->boot_timeout_ms : 0) * 1000000ULL;
@@ -1159,6 +1161,14 @@ int kiln_sandbox_snapshot(struct kiln_sandbox *s, int state_fd, int mem_fd, int 
 	ret = control(s, CTL_PAUSE, NULL, 0, timeout_ms, NULL);
 	if (ret) {
 		snprintf(err, errlen, "cannot pause the microVM: %s", strerror(-ret));
+		return ret;
+	}
+	/* The files are at most the guest's RAM and a state file; the VMM
+	 * writes them, so its cgroup pays for their page cache. */
+	ret = kiln_cgroup_mem_allow(s->cg, (s->mem_mib + 1) * 1024 * 1024);
+	if (ret) {
+		snprintf(err, errlen, "cannot make room in the microVM's cgroup for its snapshot: %s",
+			 strerror(-ret));
 		return ret;
 	}
 	memset(&reply, 0, sizeof(reply));
