@@ -1239,6 +1239,17 @@ static int run_main(int argc, char **argv, const char *self, const char *templat
 		cfg.net = &net;
 	}
 	ret = kiln_sandbox_create(&sb, &cfg, err, sizeof(err));
+	/* The machine's automatic template is a shortcut, never a reason to
+	 * fail: a restore it refuses (another host CPU sharing the cache, a
+	 * damaged file) is said once, then the run boots. */
+	if (ret && o.from_template && o.from_template == o.auto_name && !g_signal &&
+	    !(ret == -ETIMEDOUT && timed_out())) {
+		fprintf(stderr, "kiln run: automatic template %s not restored (%s); booting\n",
+			o.auto_name, err);
+		o.from_template = NULL;
+		cfg.restore_dir = NULL;
+		ret = kiln_sandbox_create(&sb, &cfg, err, sizeof(err));
+	}
 	if (audit_fd >= 0)
 		close(audit_fd); /* kiln-net has its own */
 	if (ret) {

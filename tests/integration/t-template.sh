@@ -175,6 +175,12 @@ check "an idle clone owns $((anon / 1024)) MiB of its 128 MiB (anonymous, at mos
     test "$anon" -gt 0 -a "$anon" -le $((128 * 1024 / 10))
 kill "$IDLE_PID" 2>/dev/null; wait "$IDLE_PID" 2>/dev/null
 for _ in $(seq 100); do pgrep -x kiln-vmm >/dev/null || break; sleep 0.2; done
+# A damaged automatic template is a shortcut lost, not a failed run.
+printf 'kiln-damage' | dd of="$tdir/$auto/state" bs=1 seek=64 conv=notrunc 2>/dev/null
+"$KILN" run "${m[@]}" --json -- true 2>"$work/e"; rc=$?
+expect_eq "a damaged automatic template: the run boots, exit 0" 0 "$rc"
+check "a damaged automatic template: said once" test "$(grep -c "automatic template $auto not restored" "$work/e")" = 1
+expect_match "a damaged automatic template: booted, no template" '"template": *null' "$(tail -1 "$work/e")"
 touch "$work/tiny.img"
 expect_match "ls after the image changed: stale" "t1 .* stale \(image changed\)" "$("$KILN" template ls 2>&1)"
 expect_match "ls after the image changed: the automatic one stale too" "$auto .* stale \(image changed\)" "$("$KILN" template ls 2>&1)"
