@@ -527,6 +527,17 @@ static int client_fd_of(struct MHD_Connection *conn)
 }
 
 /* First call of a forwarded request: the owner's connection and the head. */
+/* A save (.../template) or a fork answers after whole VMs are saved and
+ * restored: it gets a create's patience, not an ordinary answer's. */
+static bool slow_request(const char *method, const char *target)
+{
+	size_t n = strcspn(target, "?");
+
+	return !strcmp(method, "POST") &&
+	       ((n >= 5 && !strncmp(target + n - 5, "/fork", 5)) ||
+		(n >= 9 && !strncmp(target + n - 9, "/template", 9)));
+}
+
 static enum MHD_Result forward_begin(struct req *q, struct MHD_Connection *conn,
 				     const char *method, const char *id)
 {
@@ -549,7 +560,9 @@ static enum MHD_Result forward_begin(struct req *q, struct MHD_Connection *conn,
 	if (r)
 		return send_error(conn, 410, NULL, "host_gone", "host %s of %s does not answer: %s",
 				  host, id, strerror(-r));
-	up_set_timeout(q->up, IO_TIMEOUT_MS);
+	up_set_timeout(q->up, !slow_request(method, q->target) ? IO_TIMEOUT_MS
+			      : q->p->c.create_timeout_ms ? q->p->c.create_timeout_ms
+							  : CREATE_TIMEOUT_MS);
 	/* The client's hang-up or the router's stop ends every wait on it. */
 	up_set_abort(q->up, client_fd_of(conn), q->p->c.stop_fd);
 	if (q->auth[0]) {
