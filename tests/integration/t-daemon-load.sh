@@ -59,6 +59,7 @@ for id in "${ids[@]}"; do
     done
 done
 expect_eq "32 processes started" 32 "$n"
+[ "$n" = 32 ] || { echo "# kilnd's log:"; tail -n 30 "$work/kilnd.log" | sed 's/^/#   /'; }
 
 # One client that asks for a stream and never reads a byte of it.
 first=$(head -n1 "$work/procs")
@@ -98,6 +99,7 @@ print("full" if lines == want and code == 0 else "short %d lines, exit %s" % (le
     [ "$got" = full ] && full=$((full + 1)) || echo "# $id/$pid: $got"
 done < "$work/procs"
 expect_eq "every followed stream came whole to its exit, beside a client that reads nothing" 32 "$full"
+[ "$full" = 32 ] || { echo "# kilnd's log:"; tail -n 30 "$work/kilnd.log" | sed 's/^/#   /'; }
 expect_eq "the client that reads nothing did ask for its stream" stalled "$(head -n1 "$work/stall.out")"
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$kpid/status")
 echo "# kilnd peak resident memory: $((hwm / 1024)) MiB (32 processes, 33 streams, 4 VMs)"
