@@ -328,7 +328,6 @@ static bool field_uint(json_t *o, const char *key, uint64_t min, uint64_t max, u
 
 /* ---- routes: sandboxes ---- */
 
-/* The create itself: its status, and its answer in *out. */
 /* registry_create's refusals and failures as an answer: status and *out. */
 static unsigned create_error(int r, const char *err, json_t **out)
 {
@@ -360,6 +359,7 @@ static unsigned create_error(int r, const char *err, json_t **out)
 	return 500;
 }
 
+/* The create itself: its status, and its answer in *out. */
 static unsigned do_create(struct req *q, json_t **out)
 {
 	static const char *const keys[] = { "image", "cpus", "memory_mib", "disk_mib", "timeout_s",

@@ -505,6 +505,19 @@ static void *lifecycle(void *arg)
 
 /* ---- the API's side ---- */
 
+/* state_dir/forks: the templates of forks in progress (none at start). */
+static int forks_dir(struct registry *r, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/forks", r->c.state_dir);
+
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Removes the fork templates in dir (those of a kilnd that ended mid-fork). */
 static void forks_clear(const char *dir)
 {
 	char path[PATH_MAX];
@@ -519,8 +532,6 @@ static void forks_clear(const char *dir)
 			kiln_template_remove_dir(path);
 	closedir(d);
 }
-
-static int forks_dir(struct registry *r, char *buf, size_t len);
 
 int registry_start(const struct registry_config *c, struct registry **out, char *err,
 		   size_t errlen)
@@ -952,18 +963,6 @@ int registry_template_save(struct registry *r, struct reg_sandbox *sb, const cha
 	if (!ret)
 		*out = kiln_template_info_json(&t);
 	return ret;
-}
-
-/* state_dir/forks: the templates of forks in progress (none at start). */
-static int forks_dir(struct registry *r, char *buf, size_t len)
-{
-	int n = snprintf(buf, len, "%s/forks", r->c.state_dir);
-
-	if (n < 0 || (size_t)n >= len)
-		return -ENAMETOOLONG;
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
 }
 
 int registry_fork(struct registry *r, const struct tokens_tenant *tenant, struct reg_sandbox *sb,

@@ -526,7 +526,6 @@ static int client_fd_of(struct MHD_Connection *conn)
 	return ci ? ci->connect_fd : -1;
 }
 
-/* First call of a forwarded request: the owner's connection and the head. */
 /* A save (.../template) or a fork answers after whole VMs are saved and
  * restored: it gets a create's patience, not an ordinary answer's. */
 static bool slow_request(const char *method, const char *target)
@@ -538,6 +537,7 @@ static bool slow_request(const char *method, const char *target)
 		(n >= 9 && !strncmp(target + n - 9, "/template", 9)));
 }
 
+/* First call of a forwarded request: the owner's connection and the head. */
 static enum MHD_Result forward_begin(struct req *q, struct MHD_Connection *conn,
 				     const char *method, const char *id)
 {
