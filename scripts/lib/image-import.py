@@ -8,7 +8,7 @@ passes everything as arguments:
 
 Steps (docs/images.md, "Imported images"): under the cache's lock, key the
 image by its source manifest digest, the converter version and the
-compression ($KILN_EROFS_COMPRESS: none by default, lz4hc, lz4); on a hit only
+compression ($KILN_EROFS_COMPRESS: lz4hc by default, lz4, none); on a hit only
 the name links are written. Otherwise skopeo copies SRC into a staging OCI
 layout (it checks every blob's digest), every layer is scanned here before
 anything is unpacked (paths, links, device nodes, sizes), umoci unpacks,
@@ -34,7 +34,7 @@ import tarfile
 import tempfile
 
 # Bump when the tree or the config this produces changes: it is part of the key.
-# 2: the compression in the key (none by default; lz4hc, lz4 on request).
+# 2: the compression in the key (lz4hc by default; lz4, none on request).
 CONVERTER = 2
 # mkfs.erofs -z: what Debian 12's erofs-utils 1.5 writes and the guest kernel
 # reads (CONFIG_EROFS_FS_ZIP); "none" stores the files uncompressed.
@@ -376,7 +376,7 @@ def main():
     for tool, pkg in (("skopeo", "skopeo"), ("umoci", "umoci"), ("mkfs.erofs", "erofs-utils")):
         if not shutil.which(tool):
             die("%s is missing: install %s (scripts/install-deps)" % (tool, pkg))
-    compress = os.environ.get("KILN_EROFS_COMPRESS") or "none"
+    compress = os.environ.get("KILN_EROFS_COMPRESS") or "lz4hc"
     if compress not in COMPRESSORS:
         die("KILN_EROFS_COMPRESS must be one of %s, not '%s'" % (", ".join(COMPRESSORS), compress[:64]))
     check_source(a.src)

@@ -35,6 +35,7 @@
 #define KILL_WAIT_MS 1000
 #define BOOTMARK     0x6b696c6eu
 #define MOUNTS_MAX   64
+#define MIN_TTL_MS   "1000" /* the working set the guest keeps before an OOM kill */
 
 static void vlog(const char *prefix, const char *fmt, va_list ap)
 {
@@ -272,6 +273,17 @@ static void loopback_up(void)
 	close(fd);
 }
 
+/* A kernel knob; a failure is logged, not fatal (the guest still runs). */
+static void write_knob(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0 || write(fd, value, strlen(value)) < 0)
+		pid1_log("%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 int pid1_system(const struct bootargs *ba)
 {
 	static const struct {
@@ -295,7 +307,7 @@ int pid1_system(const struct bootargs *ba)
 		{ "/proc/self/fd/1", "/dev/stdout" },
 		{ "/proc/self/fd/2", "/dev/stderr" },
 	};
-	int fd, ret;
+	int ret;
 
 	for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++) {
 		ret = mount_at(mounts[i].src, mounts[i].dir, mounts[i].type, mounts[i].flags,
@@ -310,12 +322,14 @@ int pid1_system(const struct bootargs *ba)
 		pid1_log("hostname: %s", strerror(errno));
 	loopback_up();
 	/* The agent must survive memory pressure; gexec resets this in children. */
-	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (write(fd, "-1000", 5) < 0)
-			pid1_log("oom_score_adj: %s", strerror(errno));
-		close(fd);
-	}
+	write_knob("/proc/self/oom_score_adj", "-1000");
+	/*
+	 * A guest short of memory thrashes on file pages (its programs' text
+	 * dropped and read back) long before an allocation fails: with the
+	 * multi-gen LRU keeping the last MIN_TTL_MS of working set, the kernel
+	 * OOM-kills instead (Documentation/admin-guide/mm/multigen_lru.rst).
+	 */
+	write_knob("/sys/kernel/mm/lru_gen/min_ttl_ms", MIN_TTL_MS);
 	return 0;
 }
 

@@ -114,6 +114,12 @@ krun --mem 128 --json -- awk 'BEGIN { s = "x"; while (1) s = s s }' 2>"$work/err
 expect_eq "memory bomb is killed inside the guest (137)" 137 "$rc"
 expect_match "memory bomb reported as the guest's OOM kill" 'ran out of memory' "$(cat "$work/err")"
 expect_match "--json: limit_hit memory" '"limit_hit":"memory"' "$(tail -n1 "$work/err")"
+# A slow grower thrashes instead: every allocation is met by dropping the file
+# pages its own program runs from and reading them back. Without the multi-gen
+# LRU's min_ttl_ms it ran for minutes (300 s, the test's cap, 2026-12-07).
+krun --mem 128 -- awk 'BEGIN { while (1) a[n++] = sprintf("%4000d", n) }' 2>"$work/err"; rc=$?
+expect_eq "a thrashing grower is killed inside the guest (137)" 137 "$rc"
+expect_match "the thrashing grower reported as the guest's OOM kill" 'ran out of memory' "$(cat "$work/err")"
 krun --disk 32 -- dd if=/dev/zero of=/root/fill bs=1M count=64 2>"$work/err"; rc=$?
 expect_eq "a full scratch disk fails the write" 1 "$rc"
 expect_match "full scratch disk: ENOSPC in the guest" 'No space left on device' "$(cat "$work/err")"
