@@ -213,7 +213,8 @@ static size_t chain_peek(struct rig *r, unsigned q, uint16_t head, uint16_t size
 	for (uint32_t steps = 0; t && steps <= n && idx < n && got < want; steps++) {
 		struct virtq_desc d = desc_at(t, idx);
 
-		if (d.flags & VIRTQ_DESC_F_WRITE) {
+		/* An empty buffer holds nothing, wherever it points (the device skips it). */
+		if ((d.flags & VIRTQ_DESC_F_WRITE) && d.len) {
 			size_t k = d.len < want - got ? d.len : want - got;
 			const uint8_t *p = guest_mem_ptr(r->g.mem, d.addr, k);
 
