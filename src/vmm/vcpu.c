@@ -29,6 +29,8 @@
 #define MSR_SYSCALL_MASK 0xc0000084
 #define MSR_KERNEL_GS_BASE 0xc0000102
 
+#define PENDING_IO_PARTS 4 /* KVM_RUNs to finish one pending access before a pause */
+
 #define APIC_LVT0 0x350
 #define APIC_LVT1 0x360
 #define APIC_MODE_NMI 0x4
@@ -247,6 +249,15 @@ static void handle_io(struct vcpu *v)
 	for (uint32_t i = 0; i < r->io.count; i++, p += r->io.size)
 		io_dispatch(v->env->pio, r->io.port, p, r->io.size,
 			    r->io.direction == KVM_EXIT_IO_OUT);
+}
+
+static void handle_mmio(struct vcpu *v)
+{
+	struct kvm_run *r = v->run;
+
+	if (r->mmio.len <= sizeof(r->mmio.data))
+		io_dispatch(v->env->mmio, r->mmio.phys_addr, r->mmio.data, r->mmio.len,
+			    r->mmio.is_write);
 }
 
 static void handle_system_event(struct vcpu *v)
@@ -671,6 +682,30 @@ static bool restore_and_wait(struct vcpu *v)
 }
 
 /*
+ * KVM finishes an I/O or MMIO read (the value into its register, RIP past the
+ * instruction) only in the next KVM_RUN: state saved before that would make
+ * a clone execute the access again (a serial byte read twice, an interrupt
+ * status consumed twice). With immediate_exit set, KVM_RUN completes what is
+ * pending and returns EINTR without running guest code (KVM API, "struct
+ * kvm_run"); an access KVM splits in parts exits for the next part first.
+ */
+static void complete_pending_io(struct vcpu *v)
+{
+	for (unsigned i = 0; i < PENDING_IO_PARTS; i++) {
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		if (ioctl(v->fd, KVM_RUN, 0) < 0)
+			return;
+		log_exit(v);
+		if (v->run->exit_reason == KVM_EXIT_IO)
+			handle_io(v);
+		else if (v->run->exit_reason == KVM_EXIT_MMIO)
+			handle_mmio(v);
+		else
+			return;
+	}
+}
+
+/*
  * Out of KVM_RUN until the pause ends. The pauser sets pause_req before it
  * sets immediate_exit, and we clear immediate_exit before we look at
  * pause_req again, so a pause that races with a resume is never lost.
@@ -680,6 +715,7 @@ static void park(struct vcpu *v)
 	struct vcpu_env *e = v->env;
 	int ret;
 
+	complete_pending_io(v);
 	/* The guest's kvmclock learns it was stopped, so its watchdogs do not
 	 * see the pause as a soft lockup (EINVAL before the guest enabled it). */
 	ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0);
@@ -744,9 +780,7 @@ static void *vcpu_thread(void *arg)
 			handle_io(v);
 			break;
 		case KVM_EXIT_MMIO:
-			if (v->run->mmio.len <= sizeof(v->run->mmio.data))
-				io_dispatch(v->env->mmio, v->run->mmio.phys_addr, v->run->mmio.data,
-					    v->run->mmio.len, v->run->mmio.is_write);
+			handle_mmio(v);
 			break;
 		case KVM_EXIT_SHUTDOWN:
 			report_shutdown(v);

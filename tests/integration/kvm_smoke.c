@@ -1,7 +1,11 @@
 /*
  * KVM smoke test: create a VM and one vCPU with nothing of kiln's VMM, run a
  * few real-mode instructions that compute a value and write it to an I/O
- * port, and check what KVM reports. Prints TAP lines.
+ * port, and check what KVM reports. Then the contract kiln-vmm's pause relies
+ * on (src/vmm/vcpu.c, complete_pending_io): after an IN exit the guest's
+ * registers still show the IN unfinished, and KVM_RUN with immediate_exit set
+ * finishes it (AL written, RIP past it) and returns EINTR without running the
+ * next instruction. Prints TAP lines.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +36,8 @@ int main(void)
 		0x05, 0x40, 0x00,       /* add ax, 0x40 */
 		0xba, 0x10, 0x00,       /* mov dx, 0x10 */
 		0xee,                   /* out dx, al */
+		0xe4, 0x11,             /* in al, 0x11   (at 0x100a) */
+		0xe6, 0x12,             /* out 0x12, al  (at 0x100c) */
 		0xf4,                   /* hlt */
 	};
 	const size_t mem_size = 0x1000;
@@ -42,7 +48,7 @@ int main(void)
 	uint8_t *mem = MAP_FAILED;
 	int kvm = -1, vm = -1, vcpu = -1;
 	long run_size = 0;
-	int got_io = 0, got_hlt = 0;
+	int got_io = 0, got_hlt = 0, in_pending = 0, in_done = 0, echoed = 0;
 	uint8_t value = 0;
 
 	kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -101,6 +107,20 @@ int main(void)
 				value = *((uint8_t *)run + run->io.data_offset);
 				got_io = 1;
 			}
+			if (run->io.direction == KVM_EXIT_IO_IN && run->io.port == 0x11 &&
+			    run->io.size == 1 && run->io.count == 1) {
+				*((uint8_t *)run + run->io.data_offset) = 0x5a;
+				in_pending = !ioctl(vcpu, KVM_GET_REGS, &regs) && regs.rip == 0x100a &&
+					     (regs.rax & 0xff) == 0x42;
+				run->immediate_exit = 1;
+				in_done = ioctl(vcpu, KVM_RUN, 0) < 0 && errno == EINTR &&
+					  !ioctl(vcpu, KVM_GET_REGS, &regs) && regs.rip == 0x100c &&
+					  (regs.rax & 0xff) == 0x5a;
+				run->immediate_exit = 0;
+			}
+			if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == 0x12 &&
+			    run->io.size == 1 && run->io.count == 1)
+				echoed = *((uint8_t *)run + run->io.data_offset) == 0x5a;
 			break;
 		case KVM_EXIT_HLT:
 			got_hlt = 1;
@@ -113,6 +133,9 @@ int main(void)
 	}
 out:
 	report(got_io && value == 0x42, "guest wrote 0x42 to port 0x10");
+	report(in_pending, "after an IN exit the guest's registers show it unfinished (RIP at it, AL old)");
+	report(in_done, "KVM_RUN with immediate_exit finishes it (AL = 0x5a, RIP past it) and returns EINTR");
+	report(echoed, "the guest runs on from there: it writes what it read (0x5a) to port 0x12");
 	report(got_hlt, "guest halted");
 	if (run != MAP_FAILED)
 		munmap(run, (size_t)run_size);
