@@ -25,12 +25,12 @@ static int on_output(void *ctx, uint32_t id, int stream, const void *buf, size_t
 	return 0;
 }
 
-static void on_exit_ev(void *ctx, uint32_t id, int code, int sig)
+static void on_exit_ev(void *ctx, uint32_t id, const struct kiln_exit *e)
 {
 	struct out *o = ctx;
 
 	o->exited = true;
-	o->code = sig ? 128 + sig : code;
+	o->code = e->signal ? 128 + e->signal : e->code;
 }
 
 int main(int argc, char **argv)

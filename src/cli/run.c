@@ -31,6 +31,7 @@
 #include "lib/sandbox.h"
 #include "lib/template.h"
 #include "net/rules.h"
+#include "proto.h"
 #include "userdb.h"
 #include "util.h"
 
@@ -108,6 +109,7 @@ struct run_state {
 	bool exited;
 	int code;
 	int signal;
+	long long oom_kills; /* the guest's OOM kills while CMD ran (PROTO_CAP_OOM), -1: not told */
 	int write_error;
 	char sandbox_id[96]; /* the sandbox's identity (lib/sandbox.h), for --json */
 	char hostname[64];
@@ -798,13 +800,14 @@ static int on_output(void *ctx, uint32_t id, int stream, const void *buf, size_t
 	return 0;
 }
 
-static void on_exit_cb(void *ctx, uint32_t id, int code, int signal)
+static void on_exit_cb(void *ctx, uint32_t id, const struct kiln_exit *e)
 {
 	struct run_state *st = ctx;
 
 	st->exited = true;
-	st->code = code;
-	st->signal = signal;
+	st->code = e->code;
+	st->signal = e->signal;
+	st->oom_kills = e->oom_kills;
 }
 
 /* The guest kernel's OOM kill counter, from /proc/vmstat, read into a small
@@ -1179,9 +1182,9 @@ static int run_main(int argc, char **argv, const char *self, const char *templat
 	struct kiln_agent *a;
 	uint64_t t_start = now_ns(), t_exec = 0, t_exec_end = 0, t_down = 0;
 	uint64_t put_bytes = 0, get_bytes = 0;
-	long long oom_before = -1, oom_after = -1;
+	long long oom_before = -1, oom_after = -1, oom = -1;
 	const char *limit = NULL;
-	bool stdin_open = true, net_down = false, have_ns = false;
+	bool stdin_open = true, net_down = false, have_ns = false, oom_told = false;
 	int conn_err = 0, audit_fd = -1, winch_fd = -1;
 	uint32_t id = 0;
 	char err[512];
@@ -1284,7 +1287,9 @@ static int run_main(int argc, char **argv, const char *self, const char *templat
 		if (ret || do_puts(a, &o, uid, gid, &put_bytes))
 			goto stop;
 	}
-	if (guest_oom_kills(a, &oom_before) && agent_broken(a))
+	/* An agent that tells the OOM kills with the exit costs no round trip. */
+	oom_told = kiln_agent_caps(a) & PROTO_CAP_OOM;
+	if (!oom_told && guest_oom_kills(a, &oom_before) && agent_broken(a))
 		goto stop;
 
 	memset(&spec, 0, sizeof(spec));
@@ -1434,10 +1439,15 @@ static int run_main(int argc, char **argv, const char *self, const char *templat
 		 * (--timeout, or DEFAULT_STEP_TIMEOUT_S) and in bytes. */
 		status = st.signal ? 128 + st.signal : st.code;
 		kiln_sandbox_set_deadline(sb, step_deadline());
-		if (guest_oom_kills(a, &oom_after) == 0 && oom_before >= 0 && oom_after > oom_before) {
+		if (oom_told)
+			oom = st.oom_kills;
+		else if (guest_oom_kills(a, &oom_after) == 0 && oom_before >= 0 &&
+			 oom_after >= oom_before)
+			oom = oom_after - oom_before;
+		if (oom > 0) {
 			limit = "memory";
 			fprintf(stderr, "kiln run: the guest ran out of memory (%llu MiB); its OOM killer stopped %lld process(es)\n",
-				(unsigned long long)o.mem_mib, oom_after - oom_before);
+				(unsigned long long)o.mem_mib, oom);
 		}
 		if (!agent_broken(a) && do_gets(a, &o, &get_bytes) && status == 0)
 			status = EXIT_KILN;
@@ -1505,7 +1515,7 @@ out:
 	if (o.json)
 		print_json(&o, &st, status, limit, &times, t_exec_end > t_exec ? t_exec_end - t_exec : 0,
 			   t_down, now_ns() - t_start, put_bytes, get_bytes,
-			   oom_after >= 0 && oom_before >= 0 ? oom_after - oom_before : -1,
+			   oom,
 			   have_ns ? &ns : NULL);
 	return status;
 }

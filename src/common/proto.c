@@ -46,7 +46,7 @@ static const struct proto_type_info proto_types[] = {
 	[PROTO_STDIN_CREDIT] = { "STDIN_CREDIT", A2C, PROTO_F_EOF, 4 },
 	[PROTO_STDOUT] = { "STDOUT", A2C, 0, PROTO_MAX_PAYLOAD },
 	[PROTO_STDERR] = { "STDERR", A2C, 0, PROTO_MAX_PAYLOAD },
-	[PROTO_EXIT] = { "EXIT", A2C, 0, 8 },
+	[PROTO_EXIT] = { "EXIT", A2C, 0, 16 },
 	[PROTO_SIGNAL] = { "SIGNAL", C2A, 0, 12 },
 	[PROTO_RESIZE] = { "RESIZE", C2A, 0, 8 },
 	[PROTO_FILE_PUT] = { "FILE_PUT", C2A, 0, PATH_REQ_MAX },
@@ -634,6 +634,8 @@ int proto_dec_exec_ok(const void *p, size_t len, struct proto_exec_ok *m)
 
 static bool exit_valid(const struct proto_exit *m)
 {
+	if (m->oom_kills < -1)
+		return false;
 	if (m->signal == 0)
 		return m->code >= 0 && m->code <= 255;
 	return m->signal > 0 && m->signal <= PROTO_SIGNO_MAX && m->code == -1;
@@ -648,6 +650,8 @@ int proto_enc_exit(void *buf, size_t cap, uint32_t id, const struct proto_exit *
 	proto_wr_begin(&w, buf, cap, PROTO_EXIT, 0, id);
 	proto_wr_u32(&w, (uint32_t)m->code);
 	proto_wr_u32(&w, (uint32_t)m->signal);
+	if (m->oom_kills >= 0)
+		proto_wr_u64(&w, (uint64_t)m->oom_kills);
 	return proto_wr_end(&w);
 }
 
@@ -659,6 +663,12 @@ int proto_dec_exit(const void *p, size_t len, struct proto_exit *m)
 	proto_rd_init(&r, p, len);
 	m->code = (int32_t)proto_rd_u32(&r);
 	m->signal = (int32_t)proto_rd_u32(&r);
+	m->oom_kills = -1;
+	if (len > 8) {
+		uint64_t n = proto_rd_u64(&r);
+
+		m->oom_kills = n > INT64_MAX ? -2 : (int64_t)n; /* -2: invalid below */
+	}
 	ret = proto_rd_end(&r);
 	if (!ret && !exit_valid(m))
 		ret = -EBADMSG;

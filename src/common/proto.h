@@ -81,6 +81,7 @@ enum proto_type {
 #define PROTO_CAP_REBOOT   0x4u /* SHUTDOWN powers the VM off (PID-1 mode) */
 #define PROTO_CAP_PTY	   0x8u /* EXEC with PROTO_EXEC_PTY, RESIZE */
 #define PROTO_CAP_IDENTITY 0x10u /* IDENTITY (PID-1 mode) */
+#define PROTO_CAP_OOM	   0x20u /* EXIT tells the OOM kills while the process ran */
 
 /* EXEC flags. */
 #define PROTO_EXEC_STDIN 0x1u /* else stdin is /dev/null (or, with PTY, nothing to send) */
@@ -154,6 +155,10 @@ struct proto_exec_ok {
 struct proto_exit {
 	int32_t code;	/* 0..255, or -1 when killed */
 	int32_t signal; /* 0, or the signal that killed it */
+	/* PROTO_CAP_OOM: the guest kernel's OOM kills (vmstat oom_kill) between
+	 * the process's start and its end, an optional u64 after signal; -1: not
+	 * told (an agent without the cap, or /proc/vmstat unreadable). */
+	int64_t oom_kills;
 };
 
 struct proto_signal {

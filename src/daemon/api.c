@@ -861,13 +861,13 @@ static int stream_output(void *ctx, uint32_t exec_id, int stream, const void *da
 	return 0;
 }
 
-static void stream_exit(void *ctx, uint32_t exec_id, int code, int sig)
+static void stream_exit(void *ctx, uint32_t exec_id, const struct kiln_exit *e)
 {
 	struct stream *s = ctx;
 
 	s->exited = true;
-	s->code = code;
-	s->sig = sig;
+	s->code = e->code;
+	s->sig = e->signal;
 }
 
 static const struct kiln_exec_ops stream_ops = { .output = stream_output, .exit = stream_exit };

@@ -206,15 +206,15 @@ static int on_output(void *ctx, uint32_t exec_id, int stream, const void *buf, s
 	return 0;
 }
 
-static void on_exit_ev(void *ctx, uint32_t exec_id, int code, int sig)
+static void on_exit_ev(void *ctx, uint32_t exec_id, const struct kiln_exit *e)
 {
 	struct proc *p = ctx;
 
 	(void)exec_id;
 	pthread_mutex_lock(&p->mu);
 	p->exited = true;
-	p->code = code;
-	p->sig = sig;
+	p->code = e->code;
+	p->sig = e->signal;
 	pthread_mutex_unlock(&p->mu);
 }
 

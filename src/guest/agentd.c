@@ -118,6 +118,7 @@ struct exec {
 	bool in_closed;	  /* the pipe is closed (or stdin was off) */
 	bool in_notice;	  /* tell the client its stdin is gone */
 	uint32_t credit;  /* stdin bytes consumed, not yet granted back */
+	int64_t oom_start; /* vmstat oom_kill before the spawn, -1: unreadable */
 };
 
 struct agentd {
@@ -471,6 +472,33 @@ static bool exec_read(struct exec *e, struct ev *pipe)
 	return false;
 }
 
+/* The kernel's count of OOM kills so far (/proc/vmstat oom_kill), or -1. */
+static int64_t oom_kills_now(void)
+{
+	char buf[16384];
+	const char *p;
+	ssize_t n;
+	int64_t v = -1;
+	int fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strstr(buf, "\noom_kill ");
+	if (p) {
+		char *end;
+		long long k = strtoll(p + 10, &end, 10);
+
+		if (end != p + 10 && k >= 0 && (*end == '\n' || !*end))
+			v = k;
+	}
+	return v;
+}
+
 static void exec_finish(struct exec *e)
 {
 	struct conn *c = e->conn;
@@ -485,6 +513,13 @@ static void exec_finish(struct exec *e)
 	} else {
 		x.code = WEXITSTATUS(e->status);
 		x.signal = 0;
+	}
+	x.oom_kills = -1;
+	if (e->oom_start >= 0) {
+		int64_t now = oom_kills_now();
+
+		if (now >= e->oom_start)
+			x.oom_kills = now - e->oom_start;
 	}
 	reply_frame(c, proto_enc_exit(p, REPLY_RESERVE, e->id, &x));
 	c->nexecs--;
@@ -587,6 +622,7 @@ static void do_exec(struct conn *c, const struct proto_hdr *h, const uint8_t *pa
 		reply_err(c, h->id, ENOMEM, "out of memory");
 		goto out;
 	}
+	e->oom_start = oom_kills_now();
 	ret = gexec_spawn(req, &d->spawn, &ch, why, sizeof(why));
 	if (ret) {
 		if (why[0])
@@ -975,7 +1011,7 @@ static void do_hello(struct conn *c, const struct proto_hdr *h, const uint8_t *p
 	}
 	memset(&ok, 0, sizeof(ok));
 	ok.version = PROTO_VERSION;
-	ok.caps = PROTO_CAP_EXEC | PROTO_CAP_FILES | PROTO_CAP_PTY;
+	ok.caps = PROTO_CAP_EXEC | PROTO_CAP_FILES | PROTO_CAP_PTY | PROTO_CAP_OOM;
 	if (c->d->cfg.pid1)
 		ok.caps |= PROTO_CAP_REBOOT | PROTO_CAP_IDENTITY;
 	ok.max_payload = PROTO_MAX_PAYLOAD;

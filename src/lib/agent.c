@@ -44,6 +44,10 @@
 #define KA_PUT_CHUNK  (128u * 1024)
 #define KA_PATH_FRAME (PROTO_HDR_SIZE + 20 + PROTO_PATH_MAX)
 #define KA_ENTROPY    64u /* IDENTITY's random bytes */
+#define KA_IDENTITY_FRAME (PROTO_HDR_SIZE + 512)
+/* A greeting's frames take the first ids of a connection. */
+#define KA_GREET_HELLO	  1u
+#define KA_GREET_IDENTITY 2u
 
 struct kexec {
 	bool used;
@@ -76,6 +80,7 @@ struct kreq {
 	void *ctx;
 	bool want_stdin;
 	bool want_pty;
+	uint32_t chain; /* HELLO of a greeting: the IDENTITY sent right behind it */
 };
 
 struct kiln_agent {
@@ -87,6 +92,7 @@ struct kiln_agent {
 	int cancel_fd;	/* readable: give up (-ECANCELED), -1: none */
 	int depth;	/* > 0 while dispatching to callbacks */
 	bool hello;
+	uint32_t caps; /* HELLO_OK's PROTO_CAP_* */
 	uint32_t next_id;
 	uint32_t max_payload;
 	uint8_t *rx;
@@ -240,8 +246,15 @@ static int reply_frame(struct kiln_agent *a, const struct proto_hdr *h, const ui
 		if (r->type != PROTO_HELLO || proto_dec_hello_ok(p, h->len, &hello))
 			goto out;
 		a->max_payload = hello.max_payload;
-		r->value = hello.caps;
+		r->value = a->caps = hello.caps;
 		a->hello = true;
+		if (r->chain) {
+			/* A greeting: the request goes on as the IDENTITY behind it. */
+			r->type = PROTO_IDENTITY;
+			r->id = r->chain;
+			r->chain = 0;
+			return 0;
+		}
 		break;
 	case PROTO_PONG:
 		if (r->type != PROTO_PING)
@@ -363,8 +376,11 @@ static int exec_frame(struct kiln_agent *a, struct kexec *x, const struct proto_
 		ops = x->ops;
 		ctx = x->ctx;
 		x->used = false;
-		if (ops.exit)
-			ops.exit(ctx, h->id, ex.code, ex.signal);
+		if (ops.exit) {
+			struct kiln_exit e = { ex.code, ex.signal, ex.oom_kills };
+
+			ops.exit(ctx, h->id, &e);
+		}
 		return 0;
 	default:
 		return ka_fail(a, -EPROTO);
@@ -642,6 +658,11 @@ void kiln_agent_set_deadline(struct kiln_agent *a, uint64_t deadline_ns)
 void kiln_agent_set_cancel_fd(struct kiln_agent *a, int fd)
 {
 	a->cancel_fd = fd;
+}
+
+uint32_t kiln_agent_caps(const struct kiln_agent *a)
+{
+	return a->caps;
 }
 
 int kiln_agent_status(const struct kiln_agent *a)
@@ -1032,12 +1053,12 @@ int kiln_agent_remove(struct kiln_agent *a, const char *path, bool recursive)
 	return path_req(a, PROTO_REMOVE, path, recursive ? PROTO_PATH_RECURSIVE : 0, 0, NULL);
 }
 
-int kiln_agent_identity(struct kiln_agent *a, const char *hostname, const char *sandbox_id)
+/* IDENTITY with fresh entropy, the clock read last; the frame's length or -errno. */
+static int identity_encode(uint8_t *buf, size_t cap, uint32_t id, const char *hostname,
+			   const char *sandbox_id)
 {
 	struct proto_identity m;
 	struct timespec now;
-	uint8_t buf[PROTO_HDR_SIZE + 512];
-	uint32_t id;
 	int ret = -EINVAL;
 
 	memset(&m, 0, sizeof(m));
@@ -1051,17 +1072,72 @@ int kiln_agent_identity(struct kiln_agent *a, const char *hostname, const char *
 		ret = -EIO;
 		goto out;
 	}
-	ret = req_begin(a, PROTO_IDENTITY, &id);
-	if (ret)
-		goto out;
-	/* The clock last: it goes out with no wait in between. */
 	clock_gettime(CLOCK_REALTIME, &now);
 	m.sec = (int64_t)now.tv_sec;
 	m.nsec = (uint32_t)now.tv_nsec;
-	ret = req_run(a, buf, proto_enc_identity(buf, sizeof(buf), id, &m));
+	ret = proto_enc_identity(buf, cap, id, &m);
 out:
 	explicit_bzero(&m, sizeof(m));
+	return ret;
+}
+
+int kiln_agent_identity(struct kiln_agent *a, const char *hostname, const char *sandbox_id)
+{
+	uint8_t buf[KA_IDENTITY_FRAME];
+	uint32_t id;
+	int ret, len;
+
+	if (!hostname || !sandbox_id)
+		return -EINVAL;
+	ret = req_begin(a, PROTO_IDENTITY, &id);
+	if (ret)
+		return ret;
+	/* Encoded last: the clock goes out with no wait in between. */
+	len = identity_encode(buf, sizeof(buf), id, hostname, sandbox_id);
+	ret = req_run(a, buf, len);
 	explicit_bzero(buf, sizeof(buf));
+	return ret;
+}
+
+_Static_assert(64 + KA_IDENTITY_FRAME <= KILN_AGENT_GREETING_MAX, "greeting buffer");
+
+int kiln_agent_greeting(void *buf, size_t cap, const char *hostname, const char *sandbox_id)
+{
+	struct proto_hello m = { .version = PROTO_VERSION, .flags = 0 };
+	int n, k;
+
+	n = proto_enc_hello(buf, cap < 64 ? cap : 64, KA_GREET_HELLO, &m);
+	if (n < 0 || !hostname)
+		return n;
+	k = identity_encode((uint8_t *)buf + n, cap - (size_t)n, KA_GREET_IDENTITY, hostname,
+			    sandbox_id);
+	return k < 0 ? k : n + k;
+}
+
+int kiln_agent_greeted(struct kiln_agent *a, bool identity, uint32_t *caps)
+{
+	uint32_t id;
+	int ret;
+
+	if (a->hello || a->next_id)
+		return -EISCONN;
+	ret = req_begin(a, PROTO_HELLO, &id);
+	if (ret)
+		return ret;
+	if (identity) {
+		a->req.chain = KA_GREET_IDENTITY;
+		a->next_id = KA_GREET_IDENTITY;
+	}
+	ret = req_wait(a);
+	if (!a->hello) {
+		/* No HELLO_OK: whatever follows it is moot. */
+		return ka_fail(a, ret ? ret : -EPROTO);
+	}
+	if (caps)
+		*caps = a->caps;
+	/* An agent outside PID-1 mode refuses an identity it never offered to take. */
+	if (ret && identity && !a->err && !(a->caps & PROTO_CAP_IDENTITY))
+		ret = 0;
 	return ret;
 }
 

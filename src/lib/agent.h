@@ -61,13 +61,21 @@ struct kiln_exec_spec {
 	unsigned rows, cols;
 };
 
+struct kiln_exit {
+	/* code 0..255 and signal 0, or code -1 and the signal that killed it (a
+	 * shell would report 128 + signal) */
+	int code, signal;
+	/* The guest kernel's OOM kills while it ran; -1: the agent does not say
+	 * (no PROTO_CAP_OOM). */
+	long long oom_kills;
+};
+
 struct kiln_exec_ops {
 	/* stream 1: stdout, 2: stderr. May block. A negative return is returned by
 	 * the call that dispatched it (kiln_agent_poll / kiln_agent_wait). */
 	int (*output)(void *ctx, uint32_t exec_id, int stream, const void *buf, size_t len);
-	/* The last event of a process: code 0..255 and signal 0, or code -1 and the
-	 * signal that killed it (a shell would report 128 + signal). */
-	void (*exit)(void *ctx, uint32_t exec_id, int code, int signal);
+	/* The last event of a process. */
+	void (*exit)(void *ctx, uint32_t exec_id, const struct kiln_exit *e);
 };
 
 struct kiln_stat {
@@ -104,6 +112,8 @@ void kiln_agent_set_deadline(struct kiln_agent *a, uint64_t deadline_ns);
  * handler's self-pipe, an eventfd): polled together with the connection,
  * never read. -1 (default): none. */
 void kiln_agent_set_cancel_fd(struct kiln_agent *a, int fd);
+/* HELLO_OK's PROTO_CAP_* bits (0 before it). */
+uint32_t kiln_agent_caps(const struct kiln_agent *a);
 /* 0 while the connection is usable, else its sticky error. */
 int kiln_agent_status(const struct kiln_agent *a);
 /* The agent's message for the last error it reported, or "": guest text made
@@ -112,6 +122,18 @@ const char *kiln_agent_error(const struct kiln_agent *a);
 
 /* First call on a connection. caps: PROTO_CAP_* bits (may be NULL). */
 int kiln_agent_hello(struct kiln_agent *a, uint32_t *caps);
+/*
+ * The same in no extra round trip: kiln_agent_greeting() encodes HELLO and,
+ * with a hostname, IDENTITY (see kiln_agent_identity) into buf (at least
+ * KILN_AGENT_GREETING_MAX bytes) for the caller to send ahead, with the
+ * vsock CONNECT line (lib/vsock_uds.h); the length, or -EINVAL for a bad
+ * hostname or id. On the new connection kiln_agent_greeted() then takes
+ * both answers (identity: IDENTITY was sent). An agent without
+ * PROTO_CAP_IDENTITY refusing it is no error.
+ */
+#define KILN_AGENT_GREETING_MAX 640
+int kiln_agent_greeting(void *buf, size_t cap, const char *hostname, const char *sandbox_id);
+int kiln_agent_greeted(struct kiln_agent *a, bool identity, uint32_t *caps);
 int kiln_agent_ping(struct kiln_agent *a);
 
 /* ops may be NULL (output discarded). The exec id names the process from here on. */

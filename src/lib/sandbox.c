@@ -565,10 +565,19 @@ bool kiln_sandbox_vmm_exited(struct kiln_sandbox *s, int *status)
 static int greet_agent(struct kiln_sandbox *s, char *err, size_t errlen)
 {
 	uint64_t deadline = s->boot_deadline;
-	uint32_t caps = 0;
-	int ret, fd = -1;
+	uint8_t greeting[KILN_AGENT_GREETING_MAX];
+	int ret, len, fd = -1;
 
-	ret = vsock_uds_connect(s->sock, AGENT_PORT, ms_left(deadline, INT_MAX), &fd);
+	/* HELLO, then before anything else runs in the guest its own entropy,
+	 * clock and name: sent with the CONNECT line, one round trip for all. */
+	len = kiln_agent_greeting(greeting, sizeof(greeting), s->hostname, s->id);
+	if (len < 0) {
+		snprintf(err, errlen, "cannot prepare the agent's greeting: %s", strerror(-len));
+		return len;
+	}
+	ret = vsock_uds_connect(s->sock, AGENT_PORT, greeting, (size_t)len,
+				ms_left(deadline, INT_MAX), &fd);
+	explicit_bzero(greeting, sizeof(greeting));
 	if (ret) {
 		snprintf(err, errlen, "cannot reach the guest agent: %s", strerror(-ret));
 		return ret;
@@ -581,16 +590,13 @@ static int greet_agent(struct kiln_sandbox *s, char *err, size_t errlen)
 	}
 	kiln_agent_set_cancel_fd(s->agent, s->cancel_fd);
 	kiln_agent_set_deadline(s->agent, deadline); /* a silent or trickling hello too */
-	ret = kiln_agent_hello(s->agent, &caps);
-	/* Before anything else runs in it: the guest's own entropy, clock and name. */
-	if (!ret && (caps & PROTO_CAP_IDENTITY)) {
-		ret = kiln_agent_identity(s->agent, s->hostname, s->id);
-		if (ret && ret != -ECANCELED && ret != -ETIMEDOUT) {
-			snprintf(err, errlen, "the guest agent did not take the sandbox's identity: %s%s%s",
-				 strerror(-ret), kiln_agent_error(s->agent)[0] ? ": " : "",
-				 kiln_agent_error(s->agent));
-			return ret;
-		}
+	ret = kiln_agent_greeted(s->agent, true, NULL);
+	if (ret && ret != -ECANCELED && ret != -ETIMEDOUT && kiln_agent_status(s->agent) == 0) {
+		/* HELLO went through (else the connection broke): IDENTITY did not. */
+		snprintf(err, errlen, "the guest agent did not take the sandbox's identity: %s%s%s",
+			 strerror(-ret), kiln_agent_error(s->agent)[0] ? ": " : "",
+			 kiln_agent_error(s->agent));
+		return ret;
 	}
 	if (ret == -ECANCELED) {
 		snprintf(err, errlen, "interrupted while booting");
@@ -863,8 +869,12 @@ int kiln_sandbox_connect(struct kiln_sandbox *s, int timeout_ms, int cancel_fd,
 	struct kiln_agent *a = NULL;
 	int fd = -1, ret;
 
+	uint8_t hello[KILN_AGENT_GREETING_MAX];
+	int len = kiln_agent_greeting(hello, sizeof(hello), NULL, NULL);
+
 	*out = NULL;
-	ret = vsock_uds_connect(s->sock, AGENT_PORT, timeout_ms, &fd);
+	ret = len < 0 ? len : vsock_uds_connect(s->sock, AGENT_PORT, hello, (size_t)len,
+						timeout_ms, &fd);
 	if (ret)
 		goto out;
 	ret = kiln_agent_create(fd, &a);
@@ -874,7 +884,7 @@ int kiln_sandbox_connect(struct kiln_sandbox *s, int timeout_ms, int cancel_fd,
 	}
 	kiln_agent_set_cancel_fd(a, cancel_fd);
 	kiln_agent_set_deadline(a, deadline);
-	ret = kiln_agent_hello(a, NULL);
+	ret = kiln_agent_greeted(a, false, NULL);
 	if (ret)
 		goto out;
 	kiln_agent_set_deadline(a, 0);

@@ -1,8 +1,8 @@
 /*
  * Host side of the VMM's vsock-over-Unix-socket multiplexer (see
- * vsock_uds.h). The reply is read one byte at a time so that nothing of the
- * guest's stream that follows it is consumed here; it is at most
- * REPLY_MAX bytes.
+ * vsock_uds.h). The reply is peeked at and only its line taken, so that
+ * nothing of the guest's stream that follows it (the answer to early bytes
+ * may be right behind it) is consumed here; it is at most REPLY_MAX bytes.
  */
 #include "lib/vsock_uds.h"
 
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,13 +48,41 @@ static bool reply_ok(const char *s, size_t n)
 	return true;
 }
 
+/* Takes what the socket has of the reply line, never a byte past its '\n'.
+ * 1: the line is complete; 0: more to come; -EAGAIN: closed. */
+static int take_line(int fd, char *line, size_t *n)
+{
+	char peek[REPLY_MAX];
+	size_t want = REPLY_MAX - *n;
+	ssize_t r = recv(fd, peek, want, MSG_PEEK | MSG_DONTWAIT);
+	char *nl;
+
+	if (r < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+	if (r == 0)
+		return -EAGAIN;
+	nl = memchr(peek, '\n', (size_t)r);
+	if (nl)
+		r = nl - peek + 1;
+	/* Everything before a '\n' belongs to the line. */
+	r = recv(fd, line + *n, (size_t)r, MSG_DONTWAIT);
+	if (r < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+	*n += (size_t)r;
+	return line[*n - 1] == '\n';
+}
+
 /* One attempt: 0, -EAGAIN (worth retrying, reason in *why) or another error. */
-static int attempt(const char *path, uint32_t port, long long deadline, int *out, int *why)
+static int attempt(const char *path, uint32_t port, const void *early, size_t early_len,
+		   long long deadline, int *out, int *why)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char line[REPLY_MAX];
+	struct iovec iov[2] = { { line, 0 }, { (void *)early, early_len } };
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = early_len ? 2 : 1 };
 	size_t n = 0;
-	int fd, ret, len;
+	ssize_t sent;
+	int fd, ret;
 
 	*out = -1;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -67,15 +96,16 @@ static int attempt(const char *path, uint32_t port, long long deadline, int *out
 										      : -errno;
 		goto out;
 	}
-	len = snprintf(line, sizeof(line), "CONNECT %u\n", port);
-	if (send(fd, line, (size_t)len, MSG_NOSIGNAL) != len) {
+	iov[0].iov_len = (size_t)snprintf(line, sizeof(line), "CONNECT %u\n", port);
+	/* A fresh stream socket takes a greeting's few hundred bytes whole. */
+	sent = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	if (sent != (ssize_t)(iov[0].iov_len + early_len)) {
 		*why = -ECONNREFUSED;
 		ret = -EAGAIN;
 		goto out;
 	}
 	for (;;) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		ssize_t r;
 		int p = poll(&pfd, 1, left_ms(deadline));
 
 		if (p < 0 && errno == EINTR)
@@ -88,17 +118,16 @@ static int attempt(const char *path, uint32_t port, long long deadline, int *out
 			ret = -ETIMEDOUT;
 			goto out;
 		}
-		r = read(fd, line + n, 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
+		ret = take_line(fd, line, &n);
+		if (ret == -EAGAIN || ret == -ECONNRESET || ret == -EPIPE) {
 			/* Closed before answering: nothing listens on the port (yet). */
 			*why = -ECONNREFUSED;
 			ret = -EAGAIN;
 			goto out;
 		}
-		n++;
-		if (line[n - 1] == '\n')
+		if (ret < 0)
+			goto out;
+		if (ret == 1)
 			break;
 		if (n == sizeof(line)) {
 			ret = -EPROTO;
@@ -118,7 +147,8 @@ out:
 	return ret;
 }
 
-int vsock_uds_connect(const char *path, uint32_t port, int timeout_ms, int *fd)
+int vsock_uds_connect(const char *path, uint32_t port, const void *early, size_t early_len,
+		      int timeout_ms, int *fd)
 {
 	long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	int why = -ETIMEDOUT, ret, backoff = 5;
@@ -127,7 +157,7 @@ int vsock_uds_connect(const char *path, uint32_t port, int timeout_ms, int *fd)
 	if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return -ENAMETOOLONG;
 	for (;;) {
-		ret = attempt(path, port, deadline, fd, &why);
+		ret = attempt(path, port, early, early_len, deadline, fd, &why);
 		if (ret == -ETIMEDOUT && why != -ETIMEDOUT)
 			ret = why; /* refused before, then out of time: say why */
 		if (ret != -EAGAIN)

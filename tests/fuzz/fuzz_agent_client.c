@@ -69,7 +69,7 @@ static int on_output(void *ctx, uint32_t id, int stream, const void *buf, size_t
 	return 0;
 }
 
-static void on_exit_cb(void *ctx, uint32_t id, int code, int signal)
+static void on_exit_cb(void *ctx, uint32_t id, const struct kiln_exit *e)
 {
 	struct state *s = ctx;
 	int i = known(s, id);
@@ -77,9 +77,10 @@ static void on_exit_cb(void *ctx, uint32_t id, int code, int signal)
 	FZ_CHECK(i >= 0, "exit for unknown exec id %u", id);
 	FZ_CHECK(!s->exited[i], "second exit for exec %u", id);
 	s->exited[i] = true;
-	FZ_CHECK((signal == 0 && code >= 0 && code <= 255) ||
-			 (code == -1 && signal >= 1 && signal <= PROTO_SIGNO_MAX),
-		 "exit code %d signal %d", code, signal);
+	FZ_CHECK((e->signal == 0 && e->code >= 0 && e->code <= 255) ||
+			 (e->code == -1 && e->signal >= 1 && e->signal <= PROTO_SIGNO_MAX),
+		 "exit code %d signal %d", e->code, e->signal);
+	FZ_CHECK(e->oom_kills >= -1, "oom kills %lld", e->oom_kills);
 }
 
 static int on_dirent(void *ctx, const struct kiln_dirent *e)
@@ -129,7 +130,11 @@ static void run_script(struct kiln_agent *a, struct state *s, struct fz *script)
 
 		switch (op % 16) {
 		case 0:
-			check_ret(kiln_agent_hello(a, &caps), "hello");
+			/* HELLO alone, or a greeting's: IDENTITY's answer behind it. */
+			if (arg & 1)
+				check_ret(kiln_agent_greeted(a, arg & 2, &caps), "greeted");
+			else
+				check_ret(kiln_agent_hello(a, &caps), "hello");
 			break;
 		case 1:
 			check_ret(kiln_agent_ping(a), "ping");

@@ -198,7 +198,7 @@ static void file_get(int fd, uint32_t id, const struct proto_path *pr)
 static void exec_req(int fd, uint32_t id, const struct proto_exec *m)
 {
 	struct proto_exec_ok ok = { .pid = 2, .stdin_window = CHUNK };
-	struct proto_exit ex = { .code = 0, .signal = 0 };
+	struct proto_exit ex = { .code = 0, .signal = 0, .oom_kills = -1 };
 	const char *name = strrchr(m->argv[0], '/') ? strrchr(m->argv[0], '/') + 1 : m->argv[0];
 
 	snprintf(mode, sizeof(mode), "%s", name);

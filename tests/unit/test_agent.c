@@ -124,6 +124,7 @@ struct run {
 	size_t out_len, err_len;
 	uint64_t out_hash, out_total;
 	int code, sig;
+	long long oom_kills;
 	bool exited;
 };
 
@@ -151,14 +152,15 @@ static int on_output(void *ctx, uint32_t id, int stream, const void *buf, size_t
 	return 0;
 }
 
-static void on_exit_cb(void *ctx, uint32_t id, int code, int sig)
+static void on_exit_cb(void *ctx, uint32_t id, const struct kiln_exit *e)
 {
 	struct run *r = ctx;
 
 	assert_false(r->exited);
 	r->exited = true;
-	r->code = code;
-	r->sig = sig;
+	r->code = e->code;
+	r->sig = e->signal;
+	r->oom_kills = e->oom_kills;
 }
 
 static const struct kiln_exec_ops run_ops = { .output = on_output, .exit = on_exit_cb };
@@ -1151,14 +1153,16 @@ static void test_vsock_uds(void **state)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	const char *const argv[] = { "echo", "via vsock", NULL };
+	uint8_t greeting[KILN_AGENT_GREETING_MAX];
 	struct kiln_agent *a;
+	uint32_t caps = 0;
 	struct run r;
 	long long t0;
-	int fd, ret;
+	int fd, ret, len;
 
 	/* No VMM socket at all. */
 	t0 = now_ms();
-	assert_int_equal(vsock_uds_connect(srv.vmm, 52, 200, &fd), -ENOENT);
+	assert_int_equal(vsock_uds_connect(srv.vmm, 52, NULL, 0, 200, &fd), -ENOENT);
 	assert_true(now_ms() - t0 >= 150);
 	assert_int_equal(fd, -1);
 
@@ -1173,17 +1177,26 @@ static void test_vsock_uds(void **state)
 
 	/* Nobody on port 53: refused, after retrying until the deadline. */
 	t0 = now_ms();
-	assert_int_equal(vsock_uds_connect(srv.vmm, 53, 200, &fd), -ECONNREFUSED);
+	assert_int_equal(vsock_uds_connect(srv.vmm, 53, NULL, 0, 200, &fd), -ECONNREFUSED);
 	assert_true(now_ms() - t0 >= 150);
-	/* Port 52 refuses at first, then answers: the client retries. */
-	ret = vsock_uds_connect(srv.vmm, 52, 5000, &fd);
+	/* Port 52 refuses at first, then answers: the client retries, sending
+	 * the greeting (HELLO and IDENTITY) with every CONNECT line. This agent
+	 * is not PID 1: it refuses the identity, which it never offered. */
+	len = kiln_agent_greeting(greeting, sizeof(greeting), "box",
+				  "sb-host1-0123456789abcdef0123456789abcdef");
+	assert_true(len > 0);
+	ret = vsock_uds_connect(srv.vmm, 52, greeting, (size_t)len, 5000, &fd);
 	assert_int_equal(ret, 0);
 	assert_true(now_ms() >= mux.up_at);
 	assert_int_equal(kiln_agent_create(fd, &a), 0);
 	kiln_agent_set_timeout(a, TIMEOUT_MS);
-	assert_int_equal(kiln_agent_hello(a, NULL), 0);
+	assert_int_equal(kiln_agent_greeted(a, true, &caps), 0);
+	assert_true(caps & PROTO_CAP_EXEC);
+	assert_false(caps & PROTO_CAP_IDENTITY);
+	assert_int_equal(kiln_agent_greeted(a, true, &caps), -EISCONN);
 	assert_int_equal(run_cmd(a, argv, &r), 0);
 	assert_string_equal(r.out, "via vsock\n");
+	assert_int_equal(r.oom_kills, 0); /* PROTO_CAP_OOM: the exit tells */
 	run_free(&r);
 	kiln_agent_free(a);
 
@@ -1229,7 +1242,7 @@ static void test_vsock_uds_bad(void **state)
 		assert_int_equal(bind(mux.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 		assert_int_equal(listen(mux.lfd, 1), 0);
 		assert_int_equal(pthread_create(&t, NULL, bad_mux, (void *)replies[i]), 0);
-		ret = vsock_uds_connect(srv.vmm, 52, 100, &fd);
+		ret = vsock_uds_connect(srv.vmm, 52, NULL, 0, 100, &fd);
 		/* "OK 1" without its newline: the deadline. */
 		assert_int_equal(ret, i == 2 ? -ETIMEDOUT : -EPROTO);
 		assert_int_equal(fd, -1);
@@ -1237,6 +1250,30 @@ static void test_vsock_uds_bad(void **state)
 		close(mux.lfd);
 		unlink(srv.vmm);
 	}
+}
+
+/* The guest's first bytes right behind the reply line, in the same write,
+ * stay on the stream for the agent client. */
+static void test_vsock_uds_behind(void **state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char buf[16] = "";
+	pthread_t t;
+	int fd;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv.vmm);
+	unlink(srv.vmm);
+	mux.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(mux.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(mux.lfd, 1), 0);
+	assert_int_equal(pthread_create(&t, NULL, bad_mux, (void *)"OK 7\nguest"), 0);
+	assert_int_equal(vsock_uds_connect(srv.vmm, 52, "early", 5, 2000, &fd), 0);
+	assert_int_equal(read(fd, buf, sizeof(buf) - 1), 5);
+	assert_string_equal(buf, "guest");
+	close(fd);
+	pthread_join(t, NULL);
+	close(mux.lfd);
+	unlink(srv.vmm);
 }
 
 /* ---------------------------------------------------------- command line */
@@ -1775,6 +1812,7 @@ int main(void)
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_vsock_uds),
 		cmocka_unit_test(test_vsock_uds_bad),
+		cmocka_unit_test(test_vsock_uds_behind),
 		cmocka_unit_test(test_deadline),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_get_cap),
