@@ -68,6 +68,8 @@ static int take_line(int fd, char *line, size_t *n)
 	r = recv(fd, line + *n, (size_t)r, MSG_DONTWAIT);
 	if (r < 0)
 		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+	if (r == 0)
+		return -EAGAIN;
 	*n += (size_t)r;
 	return line[*n - 1] == '\n';
 }
