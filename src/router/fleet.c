@@ -650,6 +650,17 @@ void fleet_placed(struct fleet *f, const char *id, bool created, bool failed, bo
 	pthread_mutex_unlock(&f->mu);
 }
 
+void fleet_released(struct fleet *f, const char *id)
+{
+	struct fhost *h;
+
+	pthread_mutex_lock(&f->mu);
+	h = find_locked(f, id);
+	if (h && h->have_cap && h->cap.used)
+		h->cap.used--;
+	pthread_mutex_unlock(&f->mu);
+}
+
 void fleet_sum(struct fleet *f, struct fleet_sum *s)
 {
 	memset(s, 0, sizeof(*s));

@@ -44,6 +44,9 @@ int fleet_place(struct fleet *f, const char *auth, const char (*exclude)[FLEET_H
 /* The create placed on id ended: created tells whether it holds a slot now;
  * failed (no answer, or 429/503) marks the host's report stale or down. */
 void fleet_placed(struct fleet *f, const char *id, bool created, bool failed, bool down);
+/* A sandbox on id was deleted through the router: its slot is free now in
+ * the last report too (until the next report says how things are). */
+void fleet_released(struct fleet *f, const char *id);
 
 /* The fleet's capacity: sums of every live host's last report. */
 struct fleet_sum {

@@ -63,6 +63,8 @@ struct req {
 	struct up_conn *up;
 	uint64_t sent, limit;
 	int up_err;
+	/* A DELETE of the sandbox itself: its host, whose slot a 2xx frees. */
+	char release[FLEET_HOST_MAX + 1];
 };
 
 /* ---- answers ---- */
@@ -545,7 +547,7 @@ static enum MHD_Result forward_begin(struct req *q, struct MHD_Connection *conn,
 	const char *hdrs[12], *v;
 	struct up_addr addr;
 	uint64_t len = 0;
-	size_t h = 0;
+	size_t h = 0, n;
 	int r = fleet_sandbox_host(id, host, sizeof(host));
 
 	if (r == -EINVAL)
@@ -586,6 +588,11 @@ static enum MHD_Result forward_begin(struct req *q, struct MHD_Connection *conn,
 	if (r)
 		return send_error(conn, 502, NULL, "upstream_error", "host %s: %s", host,
 				  strerror(-r));
+	/* /v1/sandboxes/ID[?...] and nothing more: the sandbox goes. */
+	n = strlen(id);
+	if (!strcmp(method, "DELETE") && !strncmp(q->target, "/v1/sandboxes/", 14) &&
+	    !strncmp(q->target + 14, id, n) && (!q->target[14 + n] || q->target[14 + n] == '?'))
+		snprintf(q->release, sizeof(q->release), "%s", host);
 	return MHD_YES;
 }
 
@@ -610,6 +617,9 @@ static enum MHD_Result forward_end(struct req *q, struct MHD_Connection *conn)
 	if (r)
 		return send_error(conn, 502, NULL, "upstream_error", "the sandbox's host failed: %s",
 				  strerror(-r));
+	/* Placements right after it see the room (the next report confirms). */
+	if (q->release[0] && status / 100 == 2)
+		fleet_released(q->p->c.fleet, q->release);
 	pp = calloc(1, sizeof(*pp));
 	if (!pp)
 		return MHD_NO;

@@ -38,7 +38,7 @@ struct fake {
 	int lfd, stop[2];
 	int held[8];		/* M_SILENT: connections kept open, unanswered */
 	unsigned nheld;
-	atomic_uint posts;
+	atomic_uint posts, deletes;
 	pthread_t t;
 };
 
@@ -92,6 +92,11 @@ static void serve(struct fake *f, int fd)
 				 f->id);
 			answer(fd, "201 Created", f->id, body);
 		}
+	} else if (!strncmp(req, "DELETE /v1/sandboxes/sb-", 24)) {
+		atomic_fetch_add(&f->deletes, 1);
+		answer(fd, "200 OK", f->id, "{}");
+		/* The sandbox it held is gone: a template create is answered next. */
+		f->mode = M_NO_TEMPLATE;
 	} else {
 		answer(fd, "404 Not Found", f->id, "{}");
 	}
@@ -146,14 +151,31 @@ static void fake_stop(struct fake *f)
 	f->lfd = -1;
 }
 
-/* A create through a router in front of a (slots 9) and b (b_slots): the
- * answer's head and body in resp. */
-static void create(enum mode a_mode, bool a_gone, enum mode b_mode, unsigned b_slots, char *resp,
-		   size_t len, unsigned *a_posts, unsigned *b_posts)
+static const char create_req[] = "POST /v1/sandboxes HTTP/1.1\r\nHost: r\r\nContent-Type: "
+				 "application/json\r\nContent-Length: 2\r\nConnection: close\r\n"
+				 "\r\n{}";
+
+/* One request through the router listening on sa; its answer in resp. */
+static void ask(const struct sockaddr_in *sa, const char *req, char *resp, size_t len)
 {
-	static const char req[] = "POST /v1/sandboxes HTTP/1.1\r\nHost: r\r\nContent-Type: "
-				  "application/json\r\nContent-Length: 2\r\nConnection: close\r\n"
-				  "\r\n{}";
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	size_t off = 0;
+	ssize_t n;
+
+	assert_int_equal(connect(fd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	while (off < len - 1 && (n = read(fd, resp + off, len - 1 - off)) > 0)
+		off += (size_t)n;
+	resp[off] = 0;
+	close(fd);
+}
+
+/* Requests (NULL-terminated) through a router in front of a (slots 9) and b
+ * (b_slots): the last answer's head and body in resp. */
+static void create_seq(enum mode a_mode, bool a_gone, enum mode b_mode, unsigned b_slots,
+		       const char *const *reqs, char *resp, size_t len, unsigned *a_posts,
+		       unsigned *b_posts)
+{
 	struct fake a = { .id = "hosta", .slots = 9, .mode = a_mode, .lfd = -1 };
 	struct fake b = { .id = "hostb", .slots = b_slots, .mode = b_mode, .lfd = -1 };
 	char dir[] = "/tmp/kiln-test-create.XXXXXX", hosts[160], err[256];
@@ -161,9 +183,7 @@ static void create(enum mode a_mode, bool a_gone, enum mode b_mode, unsigned b_s
 	socklen_t sl = sizeof(sa);
 	struct fleet *fl = NULL;
 	struct proxy *p = NULL;
-	int stop[2], lfd, fd;
-	size_t off = 0;
-	ssize_t n;
+	int stop[2], lfd;
 	FILE *hf;
 
 	assert_non_null(mkdtemp(dir));
@@ -194,13 +214,8 @@ static void create(enum mode a_mode, bool a_gone, enum mode b_mode, unsigned b_s
 
 		assert_int_equal(proxy_start(&pc, lfd, &p, err, sizeof(err)), 0);
 	}
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
-	while (off < len - 1 && (n = read(fd, resp + off, len - 1 - off)) > 0)
-		off += (size_t)n;
-	resp[off] = 0;
-	close(fd);
+	for (const char *const *r = reqs; *r; r++)
+		ask(&sa, *r, resp, len);
 	assert_int_equal(write(stop[1], "x", 1), 1);
 	proxy_stop(p);
 	fleet_stop(fl);
@@ -212,6 +227,15 @@ static void create(enum mode a_mode, bool a_gone, enum mode b_mode, unsigned b_s
 	close(stop[1]);
 	unlink(hosts);
 	rmdir(dir);
+}
+
+/* One create through that router. */
+static void create(enum mode a_mode, bool a_gone, enum mode b_mode, unsigned b_slots, char *resp,
+		   size_t len, unsigned *a_posts, unsigned *b_posts)
+{
+	const char *const reqs[] = { create_req, NULL };
+
+	create_seq(a_mode, a_gone, b_mode, b_slots, reqs, resp, len, a_posts, b_posts);
 }
 
 static void test_unreachable_is_skipped(void **state)
@@ -277,12 +301,32 @@ static void test_template_not_found(void **state)
 	assert_int_equal(pb, 0);
 }
 
+/* b's only slot taken through the router, then freed through it: the next
+ * template create asks b at once, without waiting for b's next report. */
+static void test_delete_frees_the_slot(void **state)
+{
+	static const char del[] = "DELETE /v1/sandboxes/sb-hostb-0123456789abcdef0123456789abcdef "
+				  "HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n";
+	const char *const reqs[] = { create_req, del, create_req, NULL };
+	char resp[4096];
+	unsigned pa, pb;
+
+	(void)state;
+	/* a holds no template; b creates, then (after the delete) holds none either. */
+	create_seq(M_NO_TEMPLATE, false, M_CREATE, 1, reqs, resp, sizeof(resp), &pa, &pb);
+	/* Both asked: 404, not the 503 of a host passed over as full. */
+	assert_true(!strncmp(resp, "HTTP/1.1 404", 12));
+	assert_non_null(strstr(resp, "template_not_found"));
+	assert_int_equal(pb, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unreachable_is_skipped),
 		cmocka_unit_test(test_taken_create_never_sent_twice),
 		cmocka_unit_test(test_template_not_found),
+		cmocka_unit_test(test_delete_frees_the_slot),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
