@@ -1441,7 +1441,7 @@ static void t2_free(struct t2 *n)
 struct vsock_state {
 	uint64_t guest_cid;
 	uint32_t rx_held;
-	uint8_t pad[4];
+	uint32_t next_port;
 };
 
 /* A restore that must fail with want in why; the transport is left reset. */
@@ -1513,6 +1513,11 @@ static void test_snapshot_restore(void **state)
 	t2_refused(n, &v, &dbad, "a held rx buffer is not outstanding");
 	dbad.rx_held = 2;
 	t2_refused(n, &v, &dbad, "unknown bits");
+	dbad.rx_held = 0;
+	dbad.next_port = 5;
+	t2_refused(n, &v, &dbad, "next host port 5 is outside");
+	/* The template's connection took the first port; the clone goes on after it. */
+	assert_int_equal(ds.next_port, c.hport + 1);
 
 	/* As if the device had popped the next rx chain and held it. */
 	held_slot = v.queues[0].last_avail;
@@ -1547,6 +1552,8 @@ static void test_snapshot_restore(void **state)
 		t_recv(t, &p);
 		assert_int_equal(p.h.op, OP_REQUEST);
 		assert_int_equal(p.h.dst_port, 601);
+		/* Never a port of a connection the guest may still hold from the template. */
+		assert_int_equal(p.h.src_port, c.hport + 1);
 		/* Nothing listens on 601 in this guest: it resets, the host end closes. */
 		c = (struct gc){ .gport = 601, .hport = p.h.src_port, .buf_alloc = G_BUF_ALLOC };
 		gc_send(t, &c, OP_RST, 0, NULL, 0);

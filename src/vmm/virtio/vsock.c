@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -1305,7 +1306,11 @@ static void vsock_reset(void *dev)
 struct vsock_saved {
 	uint64_t guest_cid;
 	uint32_t rx_held;
-	uint8_t pad[4];
+	/* The next host port; 0 in a file from before it was saved. A clone
+	 * goes on from there: the guest may still hold sockets of the
+	 * template's connections (reset, not yet closed by their owner), and a
+	 * new connection on one of their ports would be taken for theirs. */
+	uint32_t next_port;
 };
 
 _Static_assert(sizeof(struct vsock_saved) == 16, "vsock_saved layout");
@@ -1322,6 +1327,7 @@ static int vsock_save(void *dev, void *buf, size_t cap)
 	/* A reset since the event thread last ran (seen_gen behind) made the
 	 * held chain stale: the queues it came from are gone. */
 	s.rx_held = v->rx_held && v->seen_gen == v->reset_gen;
+	s.next_port = v->next_port;
 	memcpy(buf, &s, sizeof(s));
 	return (int)sizeof(s);
 }
@@ -1334,7 +1340,6 @@ static int vsock_save(void *dev, void *buf, size_t cap)
 static int vsock_restore(void *dev, struct virtq *queues, const void *buf, size_t len,
 			 char *why, size_t whylen)
 {
-	static const uint8_t zero[sizeof(((struct vsock_saved *)0)->pad)];
 	struct vsock *v = dev;
 	struct vsock_saved s;
 	int ret = -EINVAL;
@@ -1345,8 +1350,13 @@ static int vsock_restore(void *dev, struct virtq *queues, const void *buf, size_
 		goto out;
 	}
 	memcpy(&s, buf, sizeof(s));
-	if (s.rx_held > 1 || memcmp(s.pad, zero, sizeof(zero))) {
+	if (s.rx_held > 1) {
 		snprintf(why, whylen, "virtio-vsock: its saved state has unknown bits");
+		goto out;
+	}
+	if (s.next_port && (s.next_port < VSOCK_EPHEMERAL_MIN || s.next_port > VSOCK_EPHEMERAL_MAX)) {
+		snprintf(why, whylen, "virtio-vsock: its saved next host port %" PRIu32
+			 " is outside %#x-%#x", s.next_port, VSOCK_EPHEMERAL_MIN, VSOCK_EPHEMERAL_MAX);
 		goto out;
 	}
 	if (s.guest_cid != v->guest_cid) {
@@ -1363,6 +1373,15 @@ static int vsock_restore(void *dev, struct virtq *queues, const void *buf, size_
 		goto out;
 	}
 	v->rx_held = false;
+	if (s.next_port) {
+		v->next_port = s.next_port;
+	} else {
+		/* An older file: somewhere the template's few ports are unlikely to be. */
+		uint32_t r = 0;
+
+		if (getrandom(&r, sizeof(r), 0) == (ssize_t)sizeof(r))
+			v->next_port = VSOCK_EPHEMERAL_MIN + r % (VSOCK_EPHEMERAL_MAX - VSOCK_EPHEMERAL_MIN);
+	}
 	vsock_transport_reset(v);
 	ret = 0;
 out:
