@@ -869,12 +869,10 @@ int kiln_sandbox_connect(struct kiln_sandbox *s, int timeout_ms, int cancel_fd,
 	struct kiln_agent *a = NULL;
 	int fd = -1, ret;
 
-	uint8_t hello[KILN_AGENT_GREETING_MAX];
-	int len = kiln_agent_greeting(hello, sizeof(hello), NULL, NULL);
-
+	/* A later connection (kilnd's per-exec ones) waits for the CONNECT
+	 * reply before its HELLO: only the boot greeting is sent ahead. */
 	*out = NULL;
-	ret = len < 0 ? len : vsock_uds_connect(s->sock, AGENT_PORT, hello, (size_t)len,
-						timeout_ms, &fd);
+	ret = vsock_uds_connect(s->sock, AGENT_PORT, NULL, 0, timeout_ms, &fd);
 	if (ret)
 		goto out;
 	ret = kiln_agent_create(fd, &a);
@@ -884,7 +882,7 @@ int kiln_sandbox_connect(struct kiln_sandbox *s, int timeout_ms, int cancel_fd,
 	}
 	kiln_agent_set_cancel_fd(a, cancel_fd);
 	kiln_agent_set_deadline(a, deadline);
-	ret = kiln_agent_greeted(a, false, NULL);
+	ret = kiln_agent_hello(a, NULL);
 	if (ret)
 		goto out;
 	kiln_agent_set_deadline(a, 0);

@@ -284,7 +284,8 @@ static void serve(int fd)
 				reboot(RB_AUTOBOOT);
 			return;
 		case PROTO_IDENTITY:
-			/* Its HELLO_OK never offers PROTO_CAP_IDENTITY: a client must not send it. */
+			/* Its HELLO_OK never offers PROTO_CAP_IDENTITY: refused (libkiln
+			 * sends it with the greeting, before it knows). */
 			say("IDENTITY received, never offered\n");
 			send_error(fd, h.id, EPROTO, "fake-agent: IDENTITY was not offered");
 			break;
