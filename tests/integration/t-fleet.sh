@@ -91,7 +91,7 @@ SB='{"image":"tiny","memory_mib":128,"disk_mib":0,"timeout_s":900}'
 for h in h1 h2 h3; do start_host $h; done
 { echo "# t-fleet: rendered as a Nomad template or a ConfigMap would"
   for h in h1 h2 h3; do echo "$h unix:$work/$h.sock"; done; } > "$work/hosts"
-start_router "$work/router.sock" "$work/router.log" --refresh-s 1 --sample 2
+start_router "$work/router.sock" "$work/router.log" --refresh-s 1 --sample 3
 rpid=$rlast
 check "three kilnd and the router are listening" test -S "$work/h1.sock" -a -S "$work/h2.sock" -a -S "$work/h3.sock" -a -S "$work/router.sock"
 expect_eq "kilnd: a bad --host-id is exit 2" "2" "$("$KILND" --host-id 'Bad_Id' --tokens x --state-dir y 2>/dev/null; echo $?)"
